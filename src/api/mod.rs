@@ -1,0 +1,7 @@
+//! The types both sides share: what the backend reports and what clients ask for.
+//!
+//! Nothing in here touches the host or the terminal, so the UI may use all of it.
+
+pub mod image;
+pub mod label;
+pub mod mac;
