@@ -2,6 +2,10 @@
 //!
 //! It knows nothing of the terminal; callers get [`crate::api`] types back.
 
+pub mod console;
 pub mod image;
+pub mod net;
 pub mod paths;
+pub mod policy;
+pub mod stats;
 pub mod tender;

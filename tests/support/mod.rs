@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests: generated images, the test tender.
+#![allow(dead_code)] // each test crate uses a different part of it
+
+pub mod elf;
