@@ -58,7 +58,9 @@ impl RestartPolicy {
         match self {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => true,
-            RestartPolicy::OnExitCodes(codes) => u8::try_from(code).is_ok_and(|c| codes.contains(&c)),
+            RestartPolicy::OnExitCodes(codes) => {
+                u8::try_from(code).is_ok_and(|c| codes.contains(&c))
+            }
         }
     }
 }
@@ -131,13 +133,23 @@ pub struct ExitRecord {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum RunState {
-    Running { pid: u32, since_ms: u64 },
+    Running {
+        pid: u32,
+        since_ms: u64,
+    },
     /// Ended and will not be restarted.
-    Exited { exit: ExitRecord },
+    Exited {
+        exit: ExitRecord,
+    },
     /// Waiting out its back-off before the next start.
-    Restarting { at_ms: u64 },
+    Restarting {
+        at_ms: u64,
+    },
     /// Failed so often in a row that fulmar only retries at the longest back-off.
-    CrashLoop { at_ms: u64, failures: u32 },
+    CrashLoop {
+        at_ms: u64,
+        failures: u32,
+    },
     /// Destroyed by the operator.
     Stopped,
 }
@@ -189,10 +201,16 @@ mod tests {
     fn restart_rule_follows_albatross() {
         let on_fail = RestartPolicy::OnFailure;
         for code in [0, 2, 59, 65, 255] {
-            assert!(on_fail.restarts_after(ExitStatus::Code(code)), "code {code}");
+            assert!(
+                on_fail.restarts_after(ExitStatus::Code(code)),
+                "code {code}"
+            );
         }
         for code in [1, 60, 61, 62, 63, 64] {
-            assert!(!on_fail.restarts_after(ExitStatus::Code(code)), "code {code}");
+            assert!(
+                !on_fail.restarts_after(ExitStatus::Code(code)),
+                "code {code}"
+            );
         }
         assert!(!on_fail.restarts_after(ExitStatus::Signal(9)));
         assert!(!RestartPolicy::Never.restarts_after(ExitStatus::Code(2)));
@@ -205,10 +223,17 @@ mod tests {
     #[test]
     fn mac_is_derived_unless_given() {
         let mut config = UnikernelConfig::new(Label::new("hello").unwrap());
-        let derived = NetConfig { interface: "service".into(), bridge: "br0".into(), mac: None };
+        let derived = NetConfig {
+            interface: "service".into(),
+            bridge: "br0".into(),
+            mac: None,
+        };
         assert_eq!(config.mac_of(&derived).to_string(), "00:80:41:cd:8a:eb");
         let given = Mac([2, 0, 0, 0, 0, 1]);
-        config.nets.push(NetConfig { mac: Some(given), ..derived });
+        config.nets.push(NetConfig {
+            mac: Some(given),
+            ..derived
+        });
         assert_eq!(config.mac_of(&config.nets[0]), given);
     }
 }
