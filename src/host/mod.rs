@@ -9,4 +9,5 @@ pub mod net;
 pub mod paths;
 pub mod policy;
 pub mod stats;
+pub mod supervisor;
 pub mod tender;

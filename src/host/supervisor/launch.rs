@@ -1,0 +1,211 @@
+//! One run of a tender: prepare the host (image copy, console FIFO, taps),
+//! exec the tender, and release all of it again when the run ends.
+
+use crate::api::unikernel::{TapInfo, UnikernelConfig};
+use crate::host::block::BlockFile;
+use crate::host::console::{self, Console};
+use crate::host::net;
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Console(#[from] console::ConsoleError),
+    #[error("{0}")]
+    Net(#[from] net::NetError),
+    #[error("cannot start {program}: {source}; is it installed and on PATH?")]
+    Spawn { program: String, source: io::Error },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError + '_ {
+    move |source| LaunchError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What one run holds on the host; [`Resources::release`] gives it all back.
+#[derive(Debug)]
+pub struct Resources {
+    dir: PathBuf,
+    taps: Vec<String>,
+}
+
+impl Resources {
+    /// Removes the taps and the run directory (image copy and FIFO). Clean-up
+    /// goes on past a failure so that one stuck tap does not leak the rest.
+    pub fn release(self) {
+        for tap in &self.taps {
+            if let Err(e) = net::delete_tap(tap) {
+                tracing::warn!("clean-up: {e}");
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!("clean-up: cannot remove {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// A tender that is running, with its console being drained.
+pub struct Launched {
+    pub child: Child,
+    pub pid: u32,
+    pub argv: Vec<String>,
+    pub taps: Vec<TapInfo>,
+    pub resources: Resources,
+    pub drain: JoinHandle<()>,
+}
+
+/// Where a unikernel's run lives: `<runtime>/unikernels/<name>/{image,console}`.
+pub fn run_dir(runtime: &Path, name: &str) -> PathBuf {
+    runtime.join("unikernels").join(name)
+}
+
+/// Prepares the host and starts the tender. Each step that fails undoes the
+/// ones before it, so a failed launch leaves nothing behind.
+pub fn launch(
+    config: &UnikernelConfig,
+    stored_image: &Path,
+    tender: &Path,
+    blocks: &[BlockFile],
+    runtime: &Path,
+    console: &Arc<Console>,
+) -> Result<Launched, LaunchError> {
+    let dir = run_dir(runtime, config.name.as_str());
+    let mut resources = Resources {
+        dir: dir.clone(),
+        taps: Vec::new(),
+    };
+    match prepare_and_exec(config, stored_image, tender, blocks, &mut resources, console) {
+        Ok((child, pid, argv, taps, drain)) => Ok(Launched {
+            child,
+            pid,
+            argv,
+            taps,
+            resources,
+            drain,
+        }),
+        Err(e) => {
+            resources.release();
+            Err(e)
+        }
+    }
+}
+
+type Started = (Child, u32, Vec<String>, Vec<TapInfo>, JoinHandle<()>);
+
+fn prepare_and_exec(
+    config: &UnikernelConfig,
+    stored_image: &Path,
+    tender: &Path,
+    blocks: &[BlockFile],
+    resources: &mut Resources,
+    console: &Arc<Console>,
+) -> Result<Started, LaunchError> {
+    let dir = resources.dir.clone();
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io_err("create the run directory", &dir))?;
+    let image = dir.join("image");
+    fs::copy(stored_image, &image).map_err(io_err("copy the image to", &image))?;
+    fs::set_permissions(&image, fs::Permissions::from_mode(0o600))
+        .map_err(io_err("restrict", &image))?;
+
+    // The reader is open before the tender starts, so no early output is lost.
+    let fifo = dir.join("console");
+    console::create_fifo(&fifo)?;
+    let reader = console::open_reader(&fifo)?;
+
+    let mut taps = Vec::with_capacity(config.nets.len());
+    for net in &config.nets {
+        let tap = net::create_tap(&net.bridge)?;
+        resources.taps.push(tap.name.clone());
+        taps.push(TapInfo {
+            interface: net.interface.clone(),
+            tap: tap.name,
+            bridge: net.bridge.clone(),
+            mac: config.mac_of(net),
+        });
+    }
+
+    let argv = argv(config, tender, &image, &taps, blocks);
+    let writer = console::open_writer(&fifo)?;
+    let stderr = writer
+        .try_clone()
+        .map_err(io_err("share the console FIFO", &fifo))?;
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|source| LaunchError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
+    // Our copies of the writer went into the Command and are closed now: the
+    // reader sees end-of-file exactly when the tender is gone.
+    let pid = child.id().unwrap_or_default();
+    let drain = tokio::spawn(console::drain(reader, console.clone()));
+    Ok((child, pid, argv, taps, drain))
+}
+
+/// albatross's command line (SOLO5.md), pinned to the configured CPU.
+pub fn argv(
+    config: &UnikernelConfig,
+    tender: &Path,
+    image: &Path,
+    taps: &[TapInfo],
+    blocks: &[BlockFile],
+) -> Vec<String> {
+    let mut argv = pin(config.cpu);
+    argv.push(tender.display().to_string());
+    argv.push(format!("--mem={}", config.memory_mb));
+    for t in taps {
+        argv.push(format!("--net:{}={}", t.interface, t.tap));
+    }
+    for t in taps {
+        argv.push(format!("--net-mac:{}={}", t.interface, t.mac));
+    }
+    for (b, file) in config.blocks.iter().zip(blocks) {
+        argv.push(format!("--block:{}={}", b.device, file.path.display()));
+    }
+    // Only given sizes: the tender's default is the same 512.
+    for b in &config.blocks {
+        if let Some(size) = b.sector_size {
+            argv.push(format!("--block-sector-size:{}={size}", b.device));
+        }
+    }
+    argv.push("--".into());
+    argv.push(image.display().to_string());
+    argv.extend(config.args.iter().cloned());
+    argv
+}
+
+#[cfg(not(target_os = "freebsd"))]
+fn pin(cpu: u32) -> Vec<String> {
+    vec!["taskset".into(), "-c".into(), cpu.to_string()]
+}
+
+#[cfg(target_os = "freebsd")]
+fn pin(cpu: u32) -> Vec<String> {
+    vec!["cpuset".into(), "-l".into(), cpu.to_string()]
+}

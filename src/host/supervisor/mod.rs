@@ -1,0 +1,686 @@
+//! The lifecycle of unikernels (DESIGN.md): validate -> prepare -> exec -> wait
+//! -> restart or clean up, and destroy.
+//!
+//! All bookkeeping sits behind one mutex that is never held across an await;
+//! each run has one task that owns the tender's `Child`, so signals are only
+//! ever sent to a process that has not been reaped yet (no pid reuse races).
+
+mod backoff;
+mod launch;
+
+pub use backoff::Backoff;
+pub use launch::LaunchError;
+
+use crate::api::block::BlockDeviceInfo;
+use crate::api::event::Event;
+use crate::api::image::{Device, ImageInfo, Target, TenderReport};
+use crate::api::label::Label;
+use crate::api::unikernel::{
+    ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
+};
+use crate::api::validate::{self, Facts, Problem};
+use crate::host::block::{BlockError, BlockFile, BlockStore};
+use crate::host::console::{Console, ConsoleLimits};
+use crate::host::image::Image;
+use crate::host::paths::Dirs;
+use crate::host::{net, policy, stats, tender};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::process::Child;
+use tokio::sync::{broadcast, oneshot, watch};
+
+/// How many exits a unikernel's history keeps.
+const EXIT_HISTORY: usize = 100;
+
+/// How the supervisor is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dirs: Dirs,
+    /// Where to look for tenders after the data directory (a `PATH` value).
+    pub tender_path: Option<OsString>,
+    /// How long a destroyed tender has between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    pub backoff: Backoff,
+    pub console: ConsoleLimits,
+}
+
+impl Settings {
+    pub fn new(dirs: Dirs) -> Settings {
+        Settings {
+            dirs,
+            tender_path: std::env::var_os("PATH"),
+            grace: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            console: ConsoleLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{}", problems_line(.0))]
+    Invalid(Vec<Problem>),
+    #[error("no unikernel named {0}: `fulmar list` shows them")]
+    NotFound(Label),
+    #[error("{0} is running: destroy it first")]
+    Running(Label),
+    #[error("{0} is not running: `fulmar restart {0}` starts it")]
+    NotRunning(Label),
+    #[error("{0}")]
+    Block(#[from] BlockError),
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyError),
+    #[error("{0}")]
+    Net(#[from] net::NetError),
+    #[error("{0}")]
+    Stats(#[from] stats::StatsError),
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn problems_line(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The image facts a unikernel keeps; the bytes stay on disk, stored by digest.
+#[derive(Debug, Clone)]
+struct StoredImage {
+    target: Target,
+    abi_version: u32,
+    devices: Vec<Device>,
+    digest: String,
+    path: PathBuf,
+}
+
+/// A running tender, as the bookkeeping sees it.
+struct Run {
+    pid: u32,
+    taps: Vec<TapInfo>,
+    stop: Option<oneshot::Sender<()>>,
+    ended: watch::Receiver<bool>,
+}
+
+struct Unit {
+    config: UnikernelConfig,
+    image: StoredImage,
+    state: RunState,
+    run: Option<Run>,
+    /// Bumped by every start and destroy, so a restart that was scheduled
+    /// before them knows it is stale.
+    generation: u64,
+    /// The operator destroyed it: the current run's end is not a failure.
+    stop_requested: bool,
+    console: Arc<Console>,
+    restarts: u32,
+    failures: u32,
+    exits: Vec<ExitRecord>,
+    argv: Vec<String>,
+}
+
+impl Unit {
+    /// Whether the unikernel holds its CPU, memory and block devices: while it
+    /// runs or waits to run again.
+    fn holds_resources(&self) -> bool {
+        matches!(
+            self.state,
+            RunState::Running { .. } | RunState::Restarting { .. } | RunState::CrashLoop { .. }
+        ) || self.run.is_some()
+    }
+
+    fn info(&self) -> UnikernelInfo {
+        UnikernelInfo {
+            config: self.config.clone(),
+            target: self.image.target,
+            devices: self.image.devices.clone(),
+            digest: self.image.digest.clone(),
+            state: self.state.clone(),
+            taps: self.run.as_ref().map(|r| r.taps.clone()).unwrap_or_default(),
+            argv: self.argv.clone(),
+            restarts: self.restarts,
+            exits: self.exits.clone(),
+        }
+    }
+}
+
+struct Inner {
+    settings: Settings,
+    blocks: BlockStore,
+    units: Mutex<BTreeMap<Label, Unit>>,
+    events: broadcast::Sender<Event>,
+}
+
+/// The host backend's lifecycle manager. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Supervisor {
+    pub fn new(settings: Settings) -> Supervisor {
+        let (events, _) = broadcast::channel(1024);
+        Supervisor {
+            inner: Arc::new(Inner {
+                blocks: BlockStore::new(&settings.dirs.data),
+                settings,
+                units: Mutex::new(BTreeMap::new()),
+                events,
+            }),
+        }
+    }
+
+    pub fn block_store(&self) -> &BlockStore {
+        &self.inner.blocks
+    }
+
+    /// Announcements of what happens to unikernels from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn list(&self) -> Vec<UnikernelInfo> {
+        self.inner.lock().values().map(Unit::info).collect()
+    }
+
+    pub fn info(&self, name: &Label) -> Result<UnikernelInfo, SupervisorError> {
+        self.inner.with_unit(name, |u| u.info())
+    }
+
+    /// The unikernel's console; it outlives runs, so history survives restarts.
+    pub fn console(&self, name: &Label) -> Result<Arc<Console>, SupervisorError> {
+        self.inner.with_unit(name, |u| u.console.clone())
+    }
+
+    /// CPU, memory and tap counters of a running unikernel.
+    pub fn stats(&self, name: &Label) -> Result<crate::api::stats::Stats, SupervisorError> {
+        let (pid, taps) = self.inner.with_unit(name, |u| {
+            u.run
+                .as_ref()
+                .map(|r| (r.pid, r.taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>()))
+        })?;
+        let (pid, taps) = pid.ok_or_else(|| SupervisorError::NotRunning(name.clone()))?;
+        Ok(stats::unikernel_stats(pid, &taps)?)
+    }
+
+    /// Validates `config` against `image` and the host, then starts it. Nothing
+    /// on the host is touched unless every check passes.
+    pub async fn create(
+        &self,
+        config: UnikernelConfig,
+        image: Image,
+    ) -> Result<UnikernelInfo, SupervisorError> {
+        let tender = tender::find(
+            image.info.target,
+            image.info.abi_version,
+            &self.inner.settings.dirs.data,
+            self.inner.settings.tender_path.clone(),
+        );
+        let report = match &tender {
+            Ok(t) => TenderReport::Found {
+                path: t.path.display().to_string(),
+                abi_version: t.abi_version,
+            },
+            Err(e) => TenderReport::Missing {
+                error: e.to_string(),
+            },
+        };
+        let host = policy::host_policy(self.inner.blocks.dir())?;
+        let bridges = net::bridges()?;
+        let block_files = self.resolve_blocks(&config)?;
+        let name = config.name.clone();
+        {
+            let mut units = self.inner.lock();
+            let facts_blocks = block_infos(&units, &block_files);
+            let names: Vec<Label> = units.keys().cloned().collect();
+            let used: u64 = units
+                .values()
+                .filter(|u| u.holds_resources())
+                .map(|u| u.config.memory_mb)
+                .sum();
+            let facts = Facts {
+                image: &image.info,
+                tender: &report,
+                names_in_use: &names,
+                bridges: &bridges,
+                blocks: &facts_blocks,
+                online_cpus: &host.cpus,
+                total_memory_mb: host.memory_mb,
+                free_memory_mb: host.memory_mb.saturating_sub(used),
+            };
+            let problems = validate::validate(&config, &facts);
+            if !problems.is_empty() {
+                return Err(SupervisorError::Invalid(problems));
+            }
+            let stored = self.inner.store_image(&image)?;
+            let unit = Unit {
+                config,
+                image: stored,
+                state: RunState::Restarting { at_ms: now_ms() },
+                run: None,
+                generation: 0,
+                stop_requested: false,
+                console: Console::new(self.inner.settings.console),
+                restarts: 0,
+                failures: 0,
+                exits: Vec::new(),
+                argv: Vec::new(),
+            };
+            units.insert(name.clone(), unit);
+            self.inner.emit(Event::Created { name: name.clone() });
+            if let Err(e) = self.inner.start(&mut units, &name) {
+                units.remove(&name);
+                self.inner.emit(Event::Removed { name: name.clone() });
+                return Err(e);
+            }
+        }
+        self.info(&name)
+    }
+
+    /// Stops a unikernel: SIGTERM, then SIGKILL after the grace period. It stays
+    /// listed as stopped, with its console, until removed.
+    pub async fn destroy(&self, name: &Label) -> Result<UnikernelInfo, SupervisorError> {
+        let ended = {
+            let mut units = self.inner.lock();
+            let unit = units
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+            unit.generation += 1;
+            unit.stop_requested = true;
+            match unit.run.as_mut() {
+                Some(run) => {
+                    if let Some(stop) = run.stop.take() {
+                        // The run task may have just finished; then it is gone already.
+                        let _ = stop.send(());
+                    }
+                    Some(run.ended.clone())
+                }
+                None => {
+                    if !matches!(unit.state, RunState::Exited { .. }) {
+                        unit.state = RunState::Stopped;
+                        self.inner.emit(Event::Stopped { name: name.clone() });
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(mut ended) = ended {
+            // An error means the run task is gone, which is the same as ended.
+            let _ = ended.wait_for(|done| *done).await;
+        }
+        self.info(name)
+    }
+
+    /// Stops a unikernel if it runs and starts it again with the same configuration.
+    pub async fn restart(&self, name: &Label) -> Result<UnikernelInfo, SupervisorError> {
+        self.destroy(name).await?;
+        {
+            let mut units = self.inner.lock();
+            self.inner.start(&mut units, name)?;
+        }
+        self.info(name)
+    }
+
+    /// Forgets a unikernel that is not running, with its console history.
+    pub fn remove(&self, name: &Label) -> Result<(), SupervisorError> {
+        let mut units = self.inner.lock();
+        let unit = units
+            .get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+        if unit.holds_resources() {
+            return Err(SupervisorError::Running(name.clone()));
+        }
+        units.remove(name);
+        self.inner.emit(Event::Removed { name: name.clone() });
+        Ok(())
+    }
+
+    fn resolve_blocks(&self, config: &UnikernelConfig) -> Result<Vec<Option<BlockFile>>, SupervisorError> {
+        config
+            .blocks
+            .iter()
+            .map(|b| match self.inner.blocks.get(&b.block) {
+                Ok(file) => Ok(Some(file)),
+                // Validation reports it with the device it was meant for.
+                Err(BlockError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            })
+            .collect()
+    }
+}
+
+/// The store's view of the block devices a configuration names.
+fn block_infos(units: &BTreeMap<Label, Unit>, files: &[Option<BlockFile>]) -> Vec<BlockDeviceInfo> {
+    files
+        .iter()
+        .flatten()
+        .map(|f| BlockDeviceInfo {
+            name: f.name.clone(),
+            size_mb: f.size_mb,
+            attached_to: units
+                .values()
+                .find(|u| u.holds_resources() && u.config.blocks.iter().any(|b| b.block == f.name))
+                .map(|u| u.config.name.clone()),
+        })
+        .collect()
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Label, Unit>> {
+        // A panic elsewhere must not take the whole supervisor down with it:
+        // the map is consistent between statements.
+        self.units.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_unit<T>(&self, name: &Label, f: impl FnOnce(&Unit) -> T) -> Result<T, SupervisorError> {
+        self.lock()
+            .get(name)
+            .map(f)
+            .ok_or_else(|| SupervisorError::NotFound(name.clone()))
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// Keeps the uncompressed image as `<data>/images/<sha256>` (0600), written
+    /// to a temporary file and renamed, so restarts never need the client again.
+    fn store_image(&self, image: &Image) -> Result<StoredImage, SupervisorError> {
+        let dir = self.settings.dirs.data.join("images");
+        let path = dir.join(&image.info.sha256);
+        let io = |what, path: &PathBuf| {
+            let path = path.clone();
+            move |source| SupervisorError::Io { what, path, source }
+        };
+        if !path.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io("create", &dir))?;
+            let tmp = dir.join(format!(".{}.tmp", image.info.sha256));
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            file.write_all(&image.elf)
+                .and_then(|()| file.sync_all())
+                .map_err(io("write", &tmp))?;
+            fs::rename(&tmp, &path).map_err(io("store the image as", &path))?;
+        }
+        let ImageInfo {
+            target,
+            abi_version,
+            devices,
+            sha256,
+            ..
+        } = image.info.clone();
+        Ok(StoredImage {
+            target,
+            abi_version,
+            devices,
+            digest: sha256,
+            path,
+        })
+    }
+
+    /// Launches one run of `name` and hands its tender to a supervising task.
+    fn start(
+        self: &Arc<Self>,
+        units: &mut BTreeMap<Label, Unit>,
+        name: &Label,
+    ) -> Result<(), SupervisorError> {
+        let unit = units
+            .get_mut(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+        let tender = tender::find(
+            unit.image.target,
+            unit.image.abi_version,
+            &self.settings.dirs.data,
+            self.settings.tender_path.clone(),
+        )
+        .map_err(|e| SupervisorError::Invalid(vec![Problem::NoTender(e.to_string())]))?;
+        let blocks = unit
+            .config
+            .blocks
+            .iter()
+            .map(|b| self.blocks.get(&b.block))
+            .collect::<Result<Vec<_>, _>>()?;
+        let launched = launch::launch(
+            &unit.config,
+            &unit.image.path,
+            &tender.path,
+            &blocks,
+            &self.settings.dirs.runtime,
+            &unit.console,
+        )?;
+        unit.generation += 1;
+        unit.stop_requested = false;
+        let (stop, stop_rx) = oneshot::channel();
+        let (ended_tx, ended) = watch::channel(false);
+        unit.state = RunState::Running {
+            pid: launched.pid,
+            since_ms: now_ms(),
+        };
+        unit.argv = launched.argv;
+        unit.run = Some(Run {
+            pid: launched.pid,
+            taps: launched.taps,
+            stop: Some(stop),
+            ended,
+        });
+        unit.console.mark(&format!("started, pid {}", launched.pid));
+        self.emit(Event::Started {
+            name: name.clone(),
+            pid: launched.pid,
+        });
+        let run = RunTask {
+            inner: self.clone(),
+            name: name.clone(),
+            child: launched.child,
+            pid: launched.pid,
+            resources: launched.resources,
+            drain: launched.drain,
+            ended: ended_tx,
+        };
+        tokio::spawn(run.supervise(stop_rx));
+        Ok(())
+    }
+
+    /// Books the end of a run and decides what comes next.
+    fn ended(self: &Arc<Self>, name: &Label, status: ExitStatus, ran: Duration) {
+        let mut units = self.lock();
+        let Some(unit) = units.get_mut(name) else {
+            return;
+        };
+        let record = ExitRecord {
+            status,
+            at_ms: now_ms(),
+            ran_ms: ran.as_millis() as u64,
+        };
+        unit.run = None;
+        unit.console.mark(&status.to_string());
+        if unit.exits.len() == EXIT_HISTORY {
+            unit.exits.remove(0);
+        }
+        unit.exits.push(record.clone());
+        self.emit(Event::Exited {
+            name: name.clone(),
+            status,
+        });
+        if unit.stop_requested {
+            unit.state = RunState::Stopped;
+            self.emit(Event::Stopped { name: name.clone() });
+        } else if unit.config.restart.restarts_after(status) {
+            unit.failures = self.settings.backoff.failures_after(unit.failures, ran);
+            self.schedule_restart(unit);
+        } else {
+            unit.state = RunState::Exited { exit: record };
+        }
+    }
+}
+
+    /// Waits out the back-off, then starts the unikernel again unless the
+    /// operator stopped or restarted it meanwhile.
+    fn schedule_restart(self: &Arc<Self>, unit: &mut Unit) {
+        let backoff = self.settings.backoff;
+        let delay = backoff.delay(unit.failures);
+        let at_ms = now_ms() + delay.as_millis() as u64;
+        let crash_loop = backoff.is_crash_loop(unit.failures);
+        unit.state = if crash_loop {
+            RunState::CrashLoop {
+                at_ms,
+                failures: unit.failures,
+            }
+        } else {
+            RunState::Restarting { at_ms }
+        };
+        unit.console.mark(&format!(
+            "restarting in {} ms (failure {} in a row{})",
+            delay.as_millis(),
+            unit.failures,
+            if crash_loop { ", crash loop" } else { "" }
+        ));
+        let name = unit.config.name.clone();
+        self.emit(Event::Restarting {
+            name: name.clone(),
+            at_ms,
+            crash_loop,
+        });
+        let generation = unit.generation;
+        let inner = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            inner.restart_due(&name, generation);
+        });
+    }
+
+    fn restart_due(self: &Arc<Self>, name: &Label, generation: u64) {
+        let mut units = self.lock();
+        match units.get_mut(name) {
+            Some(unit) if unit.generation == generation => unit.restarts += 1,
+            _ => return,
+        }
+        if let Err(e) = self.start(&mut units, name) {
+            let reason = e.to_string();
+            self.emit(Event::StartFailed {
+                name: name.clone(),
+                reason: reason.clone(),
+            });
+            if let Some(unit) = units.get_mut(name) {
+                unit.console.mark(&format!("start failed: {reason}"));
+                unit.failures = unit.failures.saturating_add(1);
+                self.schedule_restart(unit);
+            }
+        }
+    }
+}
+
+/// The task that owns one run's tender until it is reaped.
+struct RunTask {
+    inner: Arc<Inner>,
+    name: Label,
+    child: Child,
+    pid: u32,
+    resources: launch::Resources,
+    drain: tokio::task::JoinHandle<()>,
+    ended: watch::Sender<bool>,
+}
+
+/// How long the console may take to reach end-of-file after the tender is
+/// reaped (a grandchild could hold the FIFO open).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+impl RunTask {
+    async fn supervise(mut self, stop: oneshot::Receiver<()>) {
+        let started = Instant::now();
+        let status = self.wait_or_stop(stop).await;
+        if tokio::time::timeout(DRAIN_GRACE, &mut self.drain).await.is_err() {
+            self.drain.abort();
+        }
+        self.resources.release();
+        self.inner.ended(&self.name, status, started.elapsed());
+        // Destroy waits for this; nobody waiting is fine.
+        let _ = self.ended.send(true);
+    }
+
+    /// Waits for the tender to exit; when asked to stop, sends SIGTERM and,
+    /// after the grace period, SIGKILL. Only this task reaps the child, so the
+    /// pid still names our tender whenever a signal is sent.
+    async fn wait_or_stop(&mut self, stop: oneshot::Receiver<()>) -> ExitStatus {
+        let stop_requested = async {
+            if stop.await.is_err() {
+                // The sender went away without asking: never stop.
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            status = self.child.wait() => status,
+            () = stop_requested => {
+                self.terminate();
+                match tokio::time::timeout(self.inner.settings.grace, self.child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        if let Err(e) = self.child.start_kill() {
+                            tracing::warn!("{}: SIGKILL failed: {e}", self.name);
+                        }
+                        self.child.wait().await
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(status) => exit_status(status),
+            Err(e) => {
+                tracing::error!("{}: cannot wait for pid {}: {e}", self.name, self.pid);
+                ExitStatus::Signal(nix::sys::signal::Signal::SIGKILL as i32)
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return;
+        };
+        if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
+            tracing::warn!("{}: SIGTERM to pid {pid} failed: {e}", self.name);
+        }
+    }
+}
+
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(signal)) => ExitStatus::Signal(signal),
+        // Neither is only possible for stopped/continued children, which wait() does not report.
+        (None, None) => ExitStatus::Code(-1),
+    }
+}

@@ -1,0 +1,545 @@
+//! The launch path end to end (issue 3): the real supervisor, the test tender on
+//! PATH, gcc-built images, and bridges and taps in a network namespace of the
+//! test's own.
+
+mod support;
+
+use fulmar::api::console::{ConsoleEvent, ConsoleLine, LineSource, Since};
+use fulmar::api::event::Event;
+use fulmar::api::image::{DeviceKind, Target};
+use fulmar::api::label::Label;
+use fulmar::api::mac::Mac;
+use fulmar::api::unikernel::{
+    BlockConfig, ExitStatus, NetConfig, RestartPolicy, RunState, UnikernelConfig,
+};
+use fulmar::host::image::{self, Compression};
+use fulmar::host::paths::Dirs;
+use fulmar::host::supervisor::{Backoff, Settings, Supervisor, SupervisorError};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::images::{self, Spec};
+use support::netns;
+use support::tender::Tenders;
+use tempfile::TempDir;
+use tokio::sync::broadcast;
+
+/// Bounds every wait so a broken supervisor fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A supervisor on temporary directories with the test tender on its PATH.
+struct Host {
+    sup: Supervisor,
+    events: broadcast::Receiver<Event>,
+    dirs: Dirs,
+    _data: TempDir,
+    _runtime: TempDir,
+    _tenders: Tenders,
+}
+
+impl Host {
+    fn new() -> Host {
+        Host::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Settings)) -> Host {
+        let data = tempfile::tempdir().unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let tenders = Tenders::install(&["solo5-hvt", "solo5-spt"]);
+        let dirs = Dirs {
+            data: data.path().to_owned(),
+            runtime: runtime.path().to_owned(),
+        };
+        let mut settings = Settings::new(dirs.clone());
+        settings.tender_path = Some(tenders.path_var());
+        settings.grace = Duration::from_secs(5);
+        tweak(&mut settings);
+        let sup = Supervisor::new(settings);
+        Host {
+            events: sup.events(),
+            sup,
+            dirs,
+            _data: data,
+            _runtime: runtime,
+            _tenders: tenders,
+        }
+    }
+
+    fn block(&self, name: &str, size_mb: u64) -> Label {
+        let label = label(name);
+        self.sup.block_store().create(&label, size_mb).unwrap();
+        label
+    }
+
+    async fn create(&self, config: UnikernelConfig, spec: &Spec) -> Result<(), SupervisorError> {
+        let image = image::load(&spec.path(), Compression::Detect).unwrap();
+        self.sup.create(config, image).await.map(|_| ())
+    }
+
+    /// Waits for the next event that `want` accepts.
+    async fn event(&mut self, want: impl Fn(&Event) -> bool) -> Event {
+        let events = &mut self.events;
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let e = events.recv().await.unwrap();
+                if want(&e) {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the awaited event never came")
+    }
+
+    async fn exit_of(&mut self, name: &str) -> ExitStatus {
+        let name = label(name);
+        match self
+            .event(|e| matches!(e, Event::Exited { name: n, .. } if *n == name))
+            .await
+        {
+            Event::Exited { status, .. } => status,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Waits until `count` lines of the unikernel's own (not fulmar's marks)
+    /// contain `text`.
+    async fn console_shows(&self, name: &str, text: &str, count: usize) {
+        let console = self.sup.console(&label(name)).unwrap();
+        let (history, mut live) = console.subscribe(Since::Everything);
+        let hit = |line: &ConsoleLine| {
+            line.source == LineSource::Unikernel && String::from_utf8_lossy(&line.bytes).contains(text)
+        };
+        let mut seen = history.iter().filter(|l| hit(l)).count();
+        if seen >= count {
+            return;
+        }
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match live.recv().await {
+                    Some(ConsoleEvent::Line(line)) if hit(&line) => {
+                        seen += 1;
+                        if seen >= count {
+                            return;
+                        }
+                    }
+                    Some(_) => {}
+                    None => panic!("console closed before {text:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{text:?} never reached the console"));
+    }
+
+    /// The unikernel's own console lines so far.
+    fn console(&self, name: &str) -> Vec<String> {
+        let console = self.sup.console(&label(name)).unwrap();
+        console
+            .history(Since::Everything)
+            .iter()
+            .filter(|l| l.source == LineSource::Unikernel)
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect()
+    }
+
+    /// fulmar's own marks in the console so far.
+    fn marks(&self, name: &str) -> Vec<String> {
+        let console = self.sup.console(&label(name)).unwrap();
+        console
+            .history(Since::Everything)
+            .iter()
+            .filter(|l| l.source == LineSource::Fulmar)
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect()
+    }
+
+    /// The arguments the tender printed as `argv[I]=ARG`, in order.
+    fn tender_argv(&self, name: &str) -> Vec<String> {
+        self.console(name)
+            .iter()
+            .filter(|l| l.starts_with("argv["))
+            .filter_map(|l| l.split_once('=').map(|(_, a)| a.to_owned()))
+            .collect()
+    }
+
+    fn state(&self, name: &str) -> RunState {
+        self.sup.info(&label(name)).unwrap().state
+    }
+
+    /// What a run leaves on the host: interfaces and files in the runtime directory.
+    fn footprint(&self) -> (Vec<String>, Vec<PathBuf>) {
+        (netns::interfaces(), files_under(&self.dirs.runtime))
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn label(s: &str) -> Label {
+    Label::new(s).unwrap()
+}
+
+fn net(interface: &str, bridge: &str) -> NetConfig {
+    NetConfig {
+        interface: interface.into(),
+        bridge: bridge.into(),
+        mac: None,
+    }
+}
+
+fn block(device: &str, block: &Label) -> BlockConfig {
+    BlockConfig {
+        device: device.into(),
+        block: block.clone(),
+        sector_size: None,
+    }
+}
+
+fn config(name: &str, args: &[&str]) -> UnikernelConfig {
+    let mut c = UnikernelConfig::new(label(name));
+    c.args = args.iter().map(|a| a.to_string()).collect();
+    c
+}
+
+/// Runs `body` in a network namespace of its own (see `support::netns`).
+fn in_netns<F: Future<Output = ()>>(test: &str, body: impl FnOnce() -> F) {
+    if !netns::enter(test) {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body());
+}
+
+const BLOCK: DeviceKind = DeviceKind::Block;
+const NET: DeviceKind = DeviceKind::Net;
+
+#[test]
+fn devices_reach_the_tender_and_leave_nothing_behind() {
+    in_netns("devices_reach_the_tender_and_leave_nothing_behind", || async {
+        netns::bridge("br0");
+        netns::bridge("br1");
+        let mut host = Host::new();
+        let disk0 = host.block("disk0", 1);
+        let disk1 = host.block("disk1", 2);
+        let before = host.footprint();
+        let given_mac: Mac = "02:00:00:00:00:2a".parse().unwrap();
+        let disk_path = |name: &str| host.dirs.data.join("block").join(name).display().to_string();
+        let cases: Vec<(Spec, UnikernelConfig, Vec<String>, ExitStatus)> = vec![
+            (
+                Spec::new(Target::Hvt, &[]),
+                config("none", &["sleep-forever"]),
+                vec!["--mem=512".into()],
+                ExitStatus::Code(1),
+            ),
+            (
+                Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]),
+                UnikernelConfig {
+                    nets: vec![net("service0", "br0")],
+                    blocks: vec![block("storage", &disk0)],
+                    memory_mb: 64,
+                    ..config("one", &["sleep-forever"])
+                },
+                vec![
+                    "--mem=64".into(),
+                    "--net:service0=vmmtap0".into(),
+                    format!("--net-mac:service0={}", Mac::derived("service0", "one")),
+                    format!("--block:storage={}", disk_path("disk0")),
+                ],
+                ExitStatus::Code(1),
+            ),
+            (
+                Spec::new(Target::Spt, &[("a", NET), ("b", NET), ("x", BLOCK), ("y", BLOCK)]),
+                UnikernelConfig {
+                    nets: vec![net("a", "br0"), NetConfig { mac: Some(given_mac), ..net("b", "br1") }],
+                    blocks: vec![
+                        block("x", &disk0),
+                        BlockConfig { sector_size: Some(4096), ..block("y", &disk1) },
+                    ],
+                    ..config("two", &["sleep-forever"])
+                },
+                vec![
+                    "--net:a=vmmtap0".into(),
+                    "--net:b=vmmtap1".into(),
+                    format!("--net-mac:a={}", Mac::derived("a", "two")),
+                    "--net-mac:b=02:00:00:00:00:2a".into(),
+                    format!("--block:x={}", disk_path("disk0")),
+                    format!("--block:y={}", disk_path("disk1")),
+                    "--block-sector-size:y=4096".into(),
+                ],
+                // spt dies by SIGTERM where hvt exits 1.
+                ExitStatus::Signal(15),
+            ),
+        ];
+        for (spec, config, want, on_destroy) in cases {
+            let name = config.name.to_string();
+            let taps = config.nets.len();
+            host.create(config, &spec).await.unwrap();
+            host.console_shows(&name, "sleep-forever", 1).await;
+            let argv = host.tender_argv(&name);
+            for arg in &want {
+                assert!(argv.contains(arg), "{name}: {arg} not in {argv:?}");
+            }
+            let info = host.sup.info(&label(&name)).unwrap();
+            assert_eq!(info.taps.len(), taps);
+            for tap in &info.taps {
+                let master = std::fs::read_link(format!("/sys/class/net/{}/master", tap.tap)).unwrap();
+                assert!(master.ends_with(&tap.bridge), "{} is not on {}", tap.tap, tap.bridge);
+            }
+            let info = host.sup.destroy(&label(&name)).await.unwrap();
+            assert_eq!(info.state, RunState::Stopped);
+            assert_eq!(info.exits.last().map(|e| e.status), Some(on_destroy));
+            assert_eq!(host.footprint(), before, "{name} left something behind");
+            host.sup.remove(&label(&name)).unwrap();
+        }
+    });
+}
+
+#[test]
+fn arguments_reach_the_unikernel_verbatim() {
+    in_netns("arguments_reach_the_unikernel_verbatim", || async {
+        let mut host = Host::new();
+        let marker = host.dirs.data.join("pwned");
+        let tricky = vec![
+            "two words".to_string(),
+            "\"quoted\" 'single'".into(),
+            "a;b && c | d > e".into(),
+            format!("$(touch {})", marker.display()),
+            "`touch /tmp/fulmar-pwned`".into(),
+            "".into(),
+        ];
+        let mut c = config("args", &[]);
+        c.args = tricky.clone();
+        host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
+        assert_eq!(host.exit_of("args").await, ExitStatus::Code(0));
+        let argv = host.tender_argv("args");
+        assert_eq!(argv[argv.len() - tricky.len()..], tricky[..]);
+        assert!(!marker.exists(), "a shell ran an argument");
+    });
+}
+
+#[test]
+fn the_tender_is_pinned_to_its_cpu() {
+    in_netns("the_tender_is_pinned_to_its_cpu", || async {
+        let host = Host::new();
+        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32 - 1;
+        let mut c = config("pinned", &["sleep-forever"]);
+        c.cpu = cpu;
+        host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
+        let RunState::Running { pid, .. } = host.state("pinned") else {
+            panic!("not running: {:?}", host.state("pinned"));
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        assert_eq!(allowed, cpu.to_string());
+        host.sup.destroy(&label("pinned")).await.unwrap();
+    });
+}
+
+/// Back-off short enough for tests; the doubling and the crash-loop threshold
+/// are the real rule's.
+fn quick_backoff(s: &mut Settings) {
+    s.backoff = Backoff {
+        first: Duration::from_millis(20),
+        max: Duration::from_millis(160),
+        reset_after: Duration::from_secs(300),
+        crash_loop_after: 5,
+    };
+}
+
+#[test]
+fn exits_restart_or_not_by_policy() {
+    in_netns("exits_restart_or_not_by_policy", || async {
+        let mut host = Host::with(quick_backoff);
+        let on_codes = |codes: &[u8]| RestartPolicy::OnExitCodes(codes.iter().copied().collect());
+        let cases = [
+            ("zero-never", "exit=0", RestartPolicy::Never, ExitStatus::Code(0), false),
+            ("two-never", "exit=2", RestartPolicy::Never, ExitStatus::Code(2), false),
+            ("two-onfail", "exit=2", RestartPolicy::OnFailure, ExitStatus::Code(2), true),
+            ("abort-onfail", "abort", RestartPolicy::OnFailure, ExitStatus::Code(255), true),
+            ("zero-onfail", "exit=0", RestartPolicy::OnFailure, ExitStatus::Code(0), true),
+            ("one-onfail", "exit=1", RestartPolicy::OnFailure, ExitStatus::Code(1), false),
+            ("usage-onfail", "exit=64", RestartPolicy::OnFailure, ExitStatus::Code(64), false),
+            ("signal-onfail", "raise=6", RestartPolicy::OnFailure, ExitStatus::Signal(6), false),
+            ("listed", "exit=3", on_codes(&[3]), ExitStatus::Code(3), true),
+            ("not-listed", "exit=2", on_codes(&[3]), ExitStatus::Code(2), false),
+        ];
+        for (name, step, restart, status, restarts) in cases {
+            let mut c = config(name, &[step]);
+            c.restart = restart;
+            host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
+            assert_eq!(host.exit_of(name).await, status, "{name}");
+            let state = host.state(name);
+            if restarts {
+                let who = label(name);
+                host.event(|e| matches!(e, Event::Started { name: n, .. } if *n == who)).await;
+                assert_eq!(host.exit_of(name).await, status, "{name}, second run");
+                host.sup.destroy(&who).await.unwrap();
+            } else {
+                assert!(
+                    matches!(state, RunState::Exited { exit } if exit.status == status),
+                    "{name}: {state:?}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn failing_unikernels_back_off_into_a_crash_loop() {
+    in_netns("failing_unikernels_back_off_into_a_crash_loop", || async {
+        let mut host = Host::with(quick_backoff);
+        let mut c = config("crashy", &["exit=2"]);
+        c.restart = RestartPolicy::OnFailure;
+        host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
+        let mut loops = Vec::new();
+        for _ in 0..7 {
+            match host.event(|e| matches!(e, Event::Restarting { .. })).await {
+                Event::Restarting { crash_loop, .. } => loops.push(crash_loop),
+                _ => unreachable!(),
+            }
+        }
+        assert_eq!(loops, [false, false, false, false, true, true, true]);
+        let info = host.sup.destroy(&label("crashy")).await.unwrap();
+        assert_eq!(info.state, RunState::Stopped);
+        assert!(info.restarts >= 6, "{} restarts", info.restarts);
+        // The scheduled delays double up to the ceiling.
+        let delays: Vec<String> = host
+            .marks("crashy")
+            .iter()
+            .filter_map(|m| m.strip_prefix("restarting in "))
+            .filter_map(|m| m.split(' ').next().map(str::to_owned))
+            .take(7)
+            .collect();
+        assert_eq!(delays, ["20", "40", "80", "160", "160", "160", "160"]);
+        // A stopped unikernel is not started again by a restart that was pending.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(host.state("crashy"), RunState::Stopped);
+    });
+}
+
+#[test]
+fn a_killed_tender_is_cleaned_up() {
+    in_netns("a_killed_tender_is_cleaned_up", || async {
+        netns::bridge("br0");
+        let mut host = Host::new();
+        let disk = host.block("disk", 1);
+        let before = host.footprint();
+        let c = UnikernelConfig {
+            nets: vec![net("service0", "br0")],
+            blocks: vec![block("storage", &disk)],
+            ..config("victim", &["sleep-forever"])
+        };
+        let spec = Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]);
+        host.create(c, &spec).await.unwrap();
+        let RunState::Running { pid, .. } = host.state("victim") else {
+            panic!("not running");
+        };
+        assert_ne!(host.footprint(), before);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert_eq!(host.exit_of("victim").await, ExitStatus::Signal(9));
+        assert!(matches!(host.state("victim"), RunState::Exited { .. }));
+        assert_eq!(host.footprint(), before);
+        // Its block device is free again.
+        let again = UnikernelConfig {
+            nets: vec![net("service0", "br0")],
+            blocks: vec![block("storage", &disk)],
+            ..config("next", &[])
+        };
+        host.create(again, &spec).await.unwrap();
+    });
+}
+
+#[test]
+fn console_history_survives_restarts() {
+    in_netns("console_history_survives_restarts", || async {
+        let host = Host::new();
+        let c = config("chatty", &["print=hello from a run", "sleep-forever"]);
+        host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
+        host.console_shows("chatty", "hello from a run", 1).await;
+        host.sup.restart(&label("chatty")).await.unwrap();
+        host.console_shows("chatty", "hello from a run", 2).await;
+        host.sup.destroy(&label("chatty")).await.unwrap();
+        let marks = host.marks("chatty");
+        assert_eq!(marks.iter().filter(|m| m.starts_with("started")).count(), 2, "{marks:?}");
+        assert_eq!(host.console("chatty").iter().filter(|l| l.starts_with("fulmar-test-tender")).count(), 2);
+    });
+}
+
+#[test]
+fn running_unikernels_have_stats() {
+    in_netns("running_unikernels_have_stats", || async {
+        netns::bridge("br0");
+        let host = Host::new();
+        let c = UnikernelConfig {
+            nets: vec![net("service0", "br0")],
+            ..config("counted", &["burst=1000", "sleep-forever"])
+        };
+        host.create(c, &Spec::new(Target::Hvt, &[("service0", NET)])).await.unwrap();
+        host.console_shows("counted", "burst 1000", 1).await;
+        let stats = host.sup.stats(&label("counted")).unwrap();
+        let RunState::Running { pid, .. } = host.state("counted") else {
+            panic!("not running");
+        };
+        assert_eq!(stats.pid, pid);
+        assert!(stats.rss_kb > 0);
+        assert_eq!(stats.taps.len(), 1);
+        assert_eq!(stats.taps[0].name, "vmmtap0");
+        host.sup.destroy(&label("counted")).await.unwrap();
+        assert!(matches!(host.sup.stats(&label("counted")), Err(SupervisorError::NotRunning(_))));
+    });
+}
+
+#[test]
+fn refused_launches_leave_the_host_unchanged() {
+    in_netns("refused_launches_leave_the_host_unchanged", || async {
+        netns::bridge("br0");
+        let host = Host::new();
+        let disk = host.block("disk", 1);
+        let spec = Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]);
+        let good = || UnikernelConfig {
+            nets: vec![net("service0", "br0")],
+            blocks: vec![block("storage", &disk)],
+            ..config("holder", &["sleep-forever"])
+        };
+        host.create(good(), &spec).await.unwrap();
+        let before = (host.footprint(), files_under(&host.dirs.data), host.sup.list());
+        let cases: Vec<(&str, UnikernelConfig, Spec)> = vec![
+            ("name taken", good(), spec.clone()),
+            ("device unbound", UnikernelConfig { nets: vec![], ..good() }, spec.clone()),
+            ("unknown bridge", UnikernelConfig { nets: vec![net("service0", "br9")], ..good() }, spec.clone()),
+            ("block missing", UnikernelConfig { blocks: vec![block("storage", &label("nope"))], ..good() }, spec.clone()),
+            ("block attached", UnikernelConfig { name: label("other"), ..good() }, spec.clone()),
+            ("cpu offline", UnikernelConfig { cpu: 4096, ..config("c", &[]) }, Spec::new(Target::Hvt, &[])),
+            ("too much memory", UnikernelConfig { memory_mb: u64::MAX / 2, ..config("m", &[]) }, Spec::new(Target::Spt, &[])),
+            ("no tender", config("t", &[]), Spec::new(Target::Hvt, &[]).with_abi(3)),
+        ];
+        for (why, config, spec) in cases {
+            let err = host.create(config, &spec).await.unwrap_err();
+            assert!(matches!(err, SupervisorError::Invalid(_)), "{why}: {err}");
+            let after = (host.footprint(), files_under(&host.dirs.data), host.sup.list());
+            assert_eq!(after, before, "{why} changed the host");
+        }
+    });
+}
