@@ -5,3 +5,4 @@
 pub mod image;
 pub mod label;
 pub mod mac;
+pub mod policy;
