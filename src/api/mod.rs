@@ -6,3 +6,4 @@ pub mod image;
 pub mod label;
 pub mod mac;
 pub mod policy;
+pub mod stats;
