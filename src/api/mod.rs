@@ -6,5 +6,7 @@ pub mod block;
 pub mod image;
 pub mod label;
 pub mod mac;
+pub mod policy;
+pub mod stats;
 pub mod unikernel;
 pub mod validate;
