@@ -7,5 +7,7 @@ pub mod event;
 pub mod image;
 pub mod label;
 pub mod mac;
+pub mod policy;
+pub mod stats;
 pub mod unikernel;
 pub mod validate;
