@@ -2,6 +2,7 @@
 //!
 //! Nothing in here touches the host or the terminal, so the UI may use all of it.
 
+pub mod console;
 pub mod image;
 pub mod label;
 pub mod mac;
