@@ -108,7 +108,8 @@ impl Host {
         let console = self.sup.console(&label(name)).unwrap();
         let (history, mut live) = console.subscribe(Since::Everything);
         let hit = |line: &ConsoleLine| {
-            line.source == LineSource::Unikernel && String::from_utf8_lossy(&line.bytes).contains(text)
+            line.source == LineSource::Unikernel
+                && String::from_utf8_lossy(&line.bytes).contains(text)
         };
         let mut seen = history.iter().filter(|l| hit(l)).count();
         if seen >= count {
@@ -233,83 +234,111 @@ const NET: DeviceKind = DeviceKind::Net;
 
 #[test]
 fn devices_reach_the_tender_and_leave_nothing_behind() {
-    in_netns("devices_reach_the_tender_and_leave_nothing_behind", || async {
-        netns::bridge("br0");
-        netns::bridge("br1");
-        let mut host = Host::new();
-        let disk0 = host.block("disk0", 1);
-        let disk1 = host.block("disk1", 2);
-        let before = host.footprint();
-        let given_mac: Mac = "02:00:00:00:00:2a".parse().unwrap();
-        let disk_path = |name: &str| host.dirs.data.join("block").join(name).display().to_string();
-        let cases: Vec<(Spec, UnikernelConfig, Vec<String>, ExitStatus)> = vec![
-            (
-                Spec::new(Target::Hvt, &[]),
-                config("none", &["sleep-forever"]),
-                vec!["--mem=512".into()],
-                ExitStatus::Code(1),
-            ),
-            (
-                Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]),
-                UnikernelConfig {
-                    nets: vec![net("service0", "br0")],
-                    blocks: vec![block("storage", &disk0)],
-                    memory_mb: 64,
-                    ..config("one", &["sleep-forever"])
-                },
-                vec![
-                    "--mem=64".into(),
-                    "--net:service0=vmmtap0".into(),
-                    format!("--net-mac:service0={}", Mac::derived("service0", "one")),
-                    format!("--block:storage={}", disk_path("disk0")),
-                ],
-                ExitStatus::Code(1),
-            ),
-            (
-                Spec::new(Target::Spt, &[("a", NET), ("b", NET), ("x", BLOCK), ("y", BLOCK)]),
-                UnikernelConfig {
-                    nets: vec![net("a", "br0"), NetConfig { mac: Some(given_mac), ..net("b", "br1") }],
-                    blocks: vec![
-                        block("x", &disk0),
-                        BlockConfig { sector_size: Some(4096), ..block("y", &disk1) },
+    in_netns(
+        "devices_reach_the_tender_and_leave_nothing_behind",
+        || async {
+            netns::bridge("br0");
+            netns::bridge("br1");
+            let mut host = Host::new();
+            let disk0 = host.block("disk0", 1);
+            let disk1 = host.block("disk1", 2);
+            let before = host.footprint();
+            let given_mac: Mac = "02:00:00:00:00:2a".parse().unwrap();
+            let disk_path = |name: &str| {
+                host.dirs
+                    .data
+                    .join("block")
+                    .join(name)
+                    .display()
+                    .to_string()
+            };
+            let cases: Vec<(Spec, UnikernelConfig, Vec<String>, ExitStatus)> = vec![
+                (
+                    Spec::new(Target::Hvt, &[]),
+                    config("none", &["sleep-forever"]),
+                    vec!["--mem=512".into()],
+                    ExitStatus::Code(1),
+                ),
+                (
+                    Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]),
+                    UnikernelConfig {
+                        nets: vec![net("service0", "br0")],
+                        blocks: vec![block("storage", &disk0)],
+                        memory_mb: 64,
+                        ..config("one", &["sleep-forever"])
+                    },
+                    vec![
+                        "--mem=64".into(),
+                        "--net:service0=vmmtap0".into(),
+                        format!("--net-mac:service0={}", Mac::derived("service0", "one")),
+                        format!("--block:storage={}", disk_path("disk0")),
                     ],
-                    ..config("two", &["sleep-forever"])
-                },
-                vec![
-                    "--net:a=vmmtap0".into(),
-                    "--net:b=vmmtap1".into(),
-                    format!("--net-mac:a={}", Mac::derived("a", "two")),
-                    "--net-mac:b=02:00:00:00:00:2a".into(),
-                    format!("--block:x={}", disk_path("disk0")),
-                    format!("--block:y={}", disk_path("disk1")),
-                    "--block-sector-size:y=4096".into(),
-                ],
-                // spt dies by SIGTERM where hvt exits 1.
-                ExitStatus::Signal(15),
-            ),
-        ];
-        for (spec, config, want, on_destroy) in cases {
-            let name = config.name.to_string();
-            let taps = config.nets.len();
-            host.create(config, &spec).await.unwrap();
-            host.console_shows(&name, "sleep-forever", 1).await;
-            let argv = host.tender_argv(&name);
-            for arg in &want {
-                assert!(argv.contains(arg), "{name}: {arg} not in {argv:?}");
+                    ExitStatus::Code(1),
+                ),
+                (
+                    Spec::new(
+                        Target::Spt,
+                        &[("a", NET), ("b", NET), ("x", BLOCK), ("y", BLOCK)],
+                    ),
+                    UnikernelConfig {
+                        nets: vec![
+                            net("a", "br0"),
+                            NetConfig {
+                                mac: Some(given_mac),
+                                ..net("b", "br1")
+                            },
+                        ],
+                        blocks: vec![
+                            block("x", &disk0),
+                            BlockConfig {
+                                sector_size: Some(4096),
+                                ..block("y", &disk1)
+                            },
+                        ],
+                        ..config("two", &["sleep-forever"])
+                    },
+                    vec![
+                        "--net:a=vmmtap0".into(),
+                        "--net:b=vmmtap1".into(),
+                        format!("--net-mac:a={}", Mac::derived("a", "two")),
+                        "--net-mac:b=02:00:00:00:00:2a".into(),
+                        format!("--block:x={}", disk_path("disk0")),
+                        format!("--block:y={}", disk_path("disk1")),
+                        "--block-sector-size:y=4096".into(),
+                    ],
+                    // spt dies by SIGTERM where hvt exits 1.
+                    ExitStatus::Signal(15),
+                ),
+            ];
+            for (spec, config, want, on_destroy) in cases {
+                let name = config.name.to_string();
+                let taps = config.nets.len();
+                host.create(config, &spec).await.unwrap();
+                host.console_shows(&name, "sleep-forever", 1).await;
+                let argv = host.tender_argv(&name);
+                for arg in &want {
+                    assert!(argv.contains(arg), "{name}: {arg} not in {argv:?}");
+                }
+                let info = host.sup.info(&label(&name)).unwrap();
+                assert_eq!(info.taps.len(), taps);
+                for tap in &info.taps {
+                    let master =
+                        std::fs::read_link(format!("/sys/class/net/{}/master", tap.tap)).unwrap();
+                    assert!(
+                        master.ends_with(&tap.bridge),
+                        "{} is not on {}",
+                        tap.tap,
+                        tap.bridge
+                    );
+                }
+                let info = host.sup.destroy(&label(&name)).await.unwrap();
+                assert_eq!(info.state, RunState::Stopped);
+                assert_eq!(info.exits.last().map(|e| e.status), Some(on_destroy));
+                assert_eq!(host.footprint(), before, "{name} left something behind");
+                host.sup.remove(&label(&name)).unwrap();
             }
-            let info = host.sup.info(&label(&name)).unwrap();
-            assert_eq!(info.taps.len(), taps);
-            for tap in &info.taps {
-                let master = std::fs::read_link(format!("/sys/class/net/{}/master", tap.tap)).unwrap();
-                assert!(master.ends_with(&tap.bridge), "{} is not on {}", tap.tap, tap.bridge);
-            }
-            let info = host.sup.destroy(&label(&name)).await.unwrap();
-            assert_eq!(info.state, RunState::Stopped);
-            assert_eq!(info.exits.last().map(|e| e.status), Some(on_destroy));
-            assert_eq!(host.footprint(), before, "{name} left something behind");
-            host.sup.remove(&label(&name)).unwrap();
-        }
-    });
+        },
+    );
 }
 
 #[test]
@@ -374,16 +403,76 @@ fn exits_restart_or_not_by_policy() {
         let mut host = Host::with(quick_backoff);
         let on_codes = |codes: &[u8]| RestartPolicy::OnExitCodes(codes.iter().copied().collect());
         let cases = [
-            ("zero-never", "exit=0", RestartPolicy::Never, ExitStatus::Code(0), false),
-            ("two-never", "exit=2", RestartPolicy::Never, ExitStatus::Code(2), false),
-            ("two-onfail", "exit=2", RestartPolicy::OnFailure, ExitStatus::Code(2), true),
-            ("abort-onfail", "abort", RestartPolicy::OnFailure, ExitStatus::Code(255), true),
-            ("zero-onfail", "exit=0", RestartPolicy::OnFailure, ExitStatus::Code(0), true),
-            ("one-onfail", "exit=1", RestartPolicy::OnFailure, ExitStatus::Code(1), false),
-            ("usage-onfail", "exit=64", RestartPolicy::OnFailure, ExitStatus::Code(64), false),
-            ("signal-onfail", "raise=6", RestartPolicy::OnFailure, ExitStatus::Signal(6), false),
-            ("listed", "exit=3", on_codes(&[3]), ExitStatus::Code(3), true),
-            ("not-listed", "exit=2", on_codes(&[3]), ExitStatus::Code(2), false),
+            (
+                "zero-never",
+                "exit=0",
+                RestartPolicy::Never,
+                ExitStatus::Code(0),
+                false,
+            ),
+            (
+                "two-never",
+                "exit=2",
+                RestartPolicy::Never,
+                ExitStatus::Code(2),
+                false,
+            ),
+            (
+                "two-onfail",
+                "exit=2",
+                RestartPolicy::OnFailure,
+                ExitStatus::Code(2),
+                true,
+            ),
+            (
+                "abort-onfail",
+                "abort",
+                RestartPolicy::OnFailure,
+                ExitStatus::Code(255),
+                true,
+            ),
+            (
+                "zero-onfail",
+                "exit=0",
+                RestartPolicy::OnFailure,
+                ExitStatus::Code(0),
+                true,
+            ),
+            (
+                "one-onfail",
+                "exit=1",
+                RestartPolicy::OnFailure,
+                ExitStatus::Code(1),
+                false,
+            ),
+            (
+                "usage-onfail",
+                "exit=64",
+                RestartPolicy::OnFailure,
+                ExitStatus::Code(64),
+                false,
+            ),
+            (
+                "signal-onfail",
+                "raise=6",
+                RestartPolicy::OnFailure,
+                ExitStatus::Signal(6),
+                false,
+            ),
+            (
+                "listed",
+                "exit=3",
+                on_codes(&[3]),
+                ExitStatus::Code(3),
+                true,
+            ),
+            (
+                "not-listed",
+                "exit=2",
+                on_codes(&[3]),
+                ExitStatus::Code(2),
+                false,
+            ),
         ];
         for (name, step, restart, status, restarts) in cases {
             let mut c = config(name, &[step]);
@@ -393,7 +482,8 @@ fn exits_restart_or_not_by_policy() {
             let state = host.state(name);
             if restarts {
                 let who = label(name);
-                host.event(|e| matches!(e, Event::Started { name: n, .. } if *n == who)).await;
+                host.event(|e| matches!(e, Event::Started { name: n, .. } if *n == who))
+                    .await;
                 assert_eq!(host.exit_of(name).await, status, "{name}, second run");
                 host.sup.destroy(&who).await.unwrap();
             } else {
@@ -457,7 +547,11 @@ fn a_killed_tender_is_cleaned_up() {
             panic!("not running");
         };
         assert_ne!(host.footprint(), before);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         assert_eq!(host.exit_of("victim").await, ExitStatus::Signal(9));
         assert!(matches!(host.state("victim"), RunState::Exited { .. }));
         assert_eq!(host.footprint(), before);
@@ -482,8 +576,18 @@ fn console_history_survives_restarts() {
         host.console_shows("chatty", "hello from a run", 2).await;
         host.sup.destroy(&label("chatty")).await.unwrap();
         let marks = host.marks("chatty");
-        assert_eq!(marks.iter().filter(|m| m.starts_with("started")).count(), 2, "{marks:?}");
-        assert_eq!(host.console("chatty").iter().filter(|l| l.starts_with("fulmar-test-tender")).count(), 2);
+        assert_eq!(
+            marks.iter().filter(|m| m.starts_with("started")).count(),
+            2,
+            "{marks:?}"
+        );
+        assert_eq!(
+            host.console("chatty")
+                .iter()
+                .filter(|l| l.starts_with("fulmar-test-tender"))
+                .count(),
+            2
+        );
     });
 }
 
@@ -496,7 +600,9 @@ fn running_unikernels_have_stats() {
             nets: vec![net("service0", "br0")],
             ..config("counted", &["burst=1000", "sleep-forever"])
         };
-        host.create(c, &Spec::new(Target::Hvt, &[("service0", NET)])).await.unwrap();
+        host.create(c, &Spec::new(Target::Hvt, &[("service0", NET)]))
+            .await
+            .unwrap();
         host.console_shows("counted", "burst 1000", 1).await;
         let stats = host.sup.stats(&label("counted")).unwrap();
         let RunState::Running { pid, .. } = host.state("counted") else {
@@ -507,7 +613,10 @@ fn running_unikernels_have_stats() {
         assert_eq!(stats.taps.len(), 1);
         assert_eq!(stats.taps[0].name, "vmmtap0");
         host.sup.destroy(&label("counted")).await.unwrap();
-        assert!(matches!(host.sup.stats(&label("counted")), Err(SupervisorError::NotRunning(_))));
+        assert!(matches!(
+            host.sup.stats(&label("counted")),
+            Err(SupervisorError::NotRunning(_))
+        ));
     });
 }
 
@@ -524,21 +633,75 @@ fn refused_launches_leave_the_host_unchanged() {
             ..config("holder", &["sleep-forever"])
         };
         host.create(good(), &spec).await.unwrap();
-        let before = (host.footprint(), files_under(&host.dirs.data), host.sup.list());
+        let before = (
+            host.footprint(),
+            files_under(&host.dirs.data),
+            host.sup.list(),
+        );
         let cases: Vec<(&str, UnikernelConfig, Spec)> = vec![
             ("name taken", good(), spec.clone()),
-            ("device unbound", UnikernelConfig { nets: vec![], ..good() }, spec.clone()),
-            ("unknown bridge", UnikernelConfig { nets: vec![net("service0", "br9")], ..good() }, spec.clone()),
-            ("block missing", UnikernelConfig { blocks: vec![block("storage", &label("nope"))], ..good() }, spec.clone()),
-            ("block attached", UnikernelConfig { name: label("other"), ..good() }, spec.clone()),
-            ("cpu offline", UnikernelConfig { cpu: 4096, ..config("c", &[]) }, Spec::new(Target::Hvt, &[])),
-            ("too much memory", UnikernelConfig { memory_mb: u64::MAX / 2, ..config("m", &[]) }, Spec::new(Target::Spt, &[])),
-            ("no tender", config("t", &[]), Spec::new(Target::Hvt, &[]).with_abi(3)),
+            (
+                "device unbound",
+                UnikernelConfig {
+                    nets: vec![],
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "unknown bridge",
+                UnikernelConfig {
+                    nets: vec![net("service0", "br9")],
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "block missing",
+                UnikernelConfig {
+                    blocks: vec![block("storage", &label("nope"))],
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "block attached",
+                UnikernelConfig {
+                    name: label("other"),
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "cpu offline",
+                UnikernelConfig {
+                    cpu: 4096,
+                    ..config("c", &[])
+                },
+                Spec::new(Target::Hvt, &[]),
+            ),
+            (
+                "too much memory",
+                UnikernelConfig {
+                    memory_mb: u64::MAX / 2,
+                    ..config("m", &[])
+                },
+                Spec::new(Target::Spt, &[]),
+            ),
+            (
+                "no tender",
+                config("t", &[]),
+                Spec::new(Target::Hvt, &[]).with_abi(3),
+            ),
         ];
         for (why, config, spec) in cases {
             let err = host.create(config, &spec).await.unwrap_err();
             assert!(matches!(err, SupervisorError::Invalid(_)), "{why}: {err}");
-            let after = (host.footprint(), files_under(&host.dirs.data), host.sup.list());
+            let after = (
+                host.footprint(),
+                files_under(&host.dirs.data),
+                host.sup.list(),
+            );
             assert_eq!(after, before, "{why} changed the host");
         }
     });

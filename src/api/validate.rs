@@ -5,6 +5,7 @@
 use crate::api::block::BlockDeviceInfo;
 use crate::api::image::{DeviceKind, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
+use crate::api::policy::{Policy, Usage, format_cpus};
 use crate::api::unikernel::{DEFAULT_SECTOR_SIZE, RestartPolicy, UnikernelConfig};
 use std::collections::BTreeMap;
 
@@ -18,13 +19,11 @@ pub struct Facts<'a> {
     pub tender: &'a TenderReport,
     /// Unikernels the supervisor already knows (any state).
     pub names_in_use: &'a [Label],
-    pub bridges: &'a [String],
     /// Every block device in the store.
     pub blocks: &'a [BlockDeviceInfo],
-    pub online_cpus: &'a [u32],
-    pub total_memory_mb: u64,
-    /// Memory not held by other unikernels.
-    pub free_memory_mb: u64,
+    pub policy: &'a Policy,
+    /// What the other unikernels hold.
+    pub usage: &'a Usage,
 }
 
 /// The part of the form a problem belongs to.
@@ -54,7 +53,7 @@ pub enum Problem {
         "{asked} MB asked but only {free} MB of {total} MB are free: lower the memory or stop another unikernel"
     )]
     Memory { asked: u64, free: u64, total: u64 },
-    #[error("CPU {cpu} is not online here: use one of {}", list(.online))]
+    #[error("CPU {cpu} is not online here: use one of {}", format_cpus(.online))]
     Cpu { cpu: u32, online: Vec<u32> },
     #[error(
         "exit {0} never restarts a unikernel (1 is a tender error, 60..64 are MirageOS usage exits): drop it from the list"
@@ -116,13 +115,6 @@ pub enum Problem {
     },
 }
 
-fn list(cpus: &[u32]) -> String {
-    cpus.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn names_or_none(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()
@@ -171,21 +163,19 @@ pub fn validate(config: &UnikernelConfig, facts: &Facts) -> Vec<Problem> {
 
 fn check_resources(config: &UnikernelConfig, facts: &Facts, problems: &mut Vec<Problem>) {
     let asked = config.memory_mb;
+    let total = facts.policy.memory_mb;
+    let free = total.saturating_sub(facts.usage.memory_mb);
     if asked == 0 {
         problems.push(Problem::NoMemory);
     } else if facts.image.target == Target::Hvt && asked > HVT_MAX_MEMORY_MB {
         problems.push(Problem::HvtMemory { asked });
-    } else if asked > facts.free_memory_mb {
-        problems.push(Problem::Memory {
-            asked,
-            free: facts.free_memory_mb,
-            total: facts.total_memory_mb,
-        });
+    } else if asked > free {
+        problems.push(Problem::Memory { asked, free, total });
     }
-    if !facts.online_cpus.contains(&config.cpu) {
+    if !facts.policy.cpus.contains(&config.cpu) {
         problems.push(Problem::Cpu {
             cpu: config.cpu,
-            online: facts.online_cpus.to_vec(),
+            online: facts.policy.cpus.clone(),
         });
     }
 }
@@ -245,11 +235,11 @@ fn check_devices(config: &UnikernelConfig, facts: &Facts, problems: &mut Vec<Pro
         }
     }
     for net in &config.nets {
-        if !facts.bridges.contains(&net.bridge) {
+        if !facts.policy.bridges.contains(&net.bridge) {
             problems.push(Problem::NoBridge {
                 device: net.interface.clone(),
                 bridge: net.bridge.clone(),
-                bridges: facts.bridges.to_vec(),
+                bridges: facts.policy.bridges.clone(),
             });
         }
     }
@@ -313,9 +303,9 @@ mod tests {
         image: ImageInfo,
         tender: TenderReport,
         names: Vec<Label>,
-        bridges: Vec<String>,
         blocks: Vec<BlockDeviceInfo>,
-        cpus: Vec<u32>,
+        policy: Policy,
+        usage: Usage,
     }
 
     impl Host {
@@ -345,7 +335,6 @@ mod tests {
                     abi_version: 2,
                 },
                 names: vec![label("other")],
-                bridges: vec!["br0".into()],
                 blocks: vec![
                     BlockDeviceInfo {
                         name: label("disk"),
@@ -358,7 +347,16 @@ mod tests {
                         attached_to: Some(label("other")),
                     },
                 ],
-                cpus: vec![0, 1],
+                policy: Policy {
+                    cpus: vec![0, 1],
+                    memory_mb: 8192,
+                    disk_mb: 100_000,
+                    bridges: vec!["br0".into()],
+                },
+                usage: Usage {
+                    memory_mb: 6144,
+                    ..Usage::default()
+                },
             }
         }
 
@@ -369,11 +367,9 @@ mod tests {
                     image: &self.image,
                     tender: &self.tender,
                     names_in_use: &self.names,
-                    bridges: &self.bridges,
                     blocks: &self.blocks,
-                    online_cpus: &self.cpus,
-                    total_memory_mb: 8192,
-                    free_memory_mb: 2048,
+                    policy: &self.policy,
+                    usage: &self.usage,
                 },
             )
         }
@@ -466,7 +462,7 @@ mod tests {
         assert_eq!(Host::new().check(&c), vec![]);
         c.cpu = 7;
         let p = only(Host::new().check(&c));
-        assert_eq!(p.to_string(), "CPU 7 is not online here: use one of 0, 1");
+        assert_eq!(p.to_string(), "CPU 7 is not online here: use one of 0-1");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -30,12 +29,9 @@ pub enum LaunchError {
     Spawn { program: String, source: io::Error },
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError + '_ {
-    move |source| LaunchError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError {
+    let path = path.to_owned();
+    move |source| LaunchError::Io { what, path, source }
 }
 
 /// What one run holds on the host; [`Resources::release`] gives it all back.
@@ -85,14 +81,21 @@ pub fn launch(
     tender: &Path,
     blocks: &[BlockFile],
     runtime: &Path,
-    console: &Arc<Console>,
+    console: &Console,
 ) -> Result<Launched, LaunchError> {
     let dir = run_dir(runtime, config.name.as_str());
     let mut resources = Resources {
         dir: dir.clone(),
         taps: Vec::new(),
     };
-    match prepare_and_exec(config, stored_image, tender, blocks, &mut resources, console) {
+    match prepare_and_exec(
+        config,
+        stored_image,
+        tender,
+        blocks,
+        &mut resources,
+        console,
+    ) {
         Ok((child, pid, argv, taps, drain)) => Ok(Launched {
             child,
             pid,
@@ -116,7 +119,7 @@ fn prepare_and_exec(
     tender: &Path,
     blocks: &[BlockFile],
     resources: &mut Resources,
-    console: &Arc<Console>,
+    console: &Console,
 ) -> Result<Started, LaunchError> {
     let dir = resources.dir.clone();
     DirBuilder::new()
@@ -164,8 +167,16 @@ fn prepare_and_exec(
     // Our copies of the writer went into the Command and are closed now: the
     // reader sees end-of-file exactly when the tender is gone.
     let pid = child.id().unwrap_or_default();
-    let drain = tokio::spawn(console::drain(reader, console.clone()));
+    let drain = tokio::spawn(drain(reader, console.clone(), config.name.to_string()));
     Ok((child, pid, argv, taps, drain))
+}
+
+/// Reads the console until the tender is gone; a read error ends the run's
+/// console, not the run.
+async fn drain(reader: tokio::net::unix::pipe::Receiver, console: Console, name: String) {
+    if let Err(e) = console::drain(reader, console).await {
+        tracing::warn!("{name}: console: {e}");
+    }
 }
 
 /// albatross's command line (SOLO5.md), pinned to the configured CPU.

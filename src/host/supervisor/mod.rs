@@ -15,6 +15,7 @@ use crate::api::block::BlockDeviceInfo;
 use crate::api::event::Event;
 use crate::api::image::{Device, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
+use crate::api::policy::{Claim, Usage};
 use crate::api::unikernel::{
     ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
 };
@@ -23,7 +24,7 @@ use crate::host::block::{BlockError, BlockFile, BlockStore};
 use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
 use crate::host::paths::Dirs;
-use crate::host::{net, policy, stats, tender};
+use crate::host::{policy, stats, tender};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -80,8 +81,6 @@ pub enum SupervisorError {
     #[error("{0}")]
     Policy(#[from] policy::PolicyError),
     #[error("{0}")]
-    Net(#[from] net::NetError),
-    #[error("{0}")]
     Stats(#[from] stats::StatsError),
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
@@ -127,7 +126,7 @@ struct Unit {
     generation: u64,
     /// The operator destroyed it: the current run's end is not a failure.
     stop_requested: bool,
-    console: Arc<Console>,
+    console: Console,
     restarts: u32,
     failures: u32,
     exits: Vec<ExitRecord>,
@@ -144,6 +143,16 @@ impl Unit {
         ) || self.run.is_some()
     }
 
+    /// What it takes from the root policy, while it holds anything.
+    fn claim(&self) -> Option<Claim> {
+        self.holds_resources().then(|| Claim {
+            cpu: Some(self.config.cpu),
+            memory_mb: self.config.memory_mb,
+            disk_mb: 0,
+            bridges: self.config.nets.iter().map(|n| n.bridge.clone()).collect(),
+        })
+    }
+
     fn info(&self) -> UnikernelInfo {
         UnikernelInfo {
             config: self.config.clone(),
@@ -151,7 +160,11 @@ impl Unit {
             devices: self.image.devices.clone(),
             digest: self.image.digest.clone(),
             state: self.state.clone(),
-            taps: self.run.as_ref().map(|r| r.taps.clone()).unwrap_or_default(),
+            taps: self
+                .run
+                .as_ref()
+                .map(|r| r.taps.clone())
+                .unwrap_or_default(),
             argv: self.argv.clone(),
             restarts: self.restarts,
             exits: self.exits.clone(),
@@ -210,19 +223,22 @@ impl Supervisor {
     }
 
     /// The unikernel's console; it outlives runs, so history survives restarts.
-    pub fn console(&self, name: &Label) -> Result<Arc<Console>, SupervisorError> {
+    pub fn console(&self, name: &Label) -> Result<Console, SupervisorError> {
         self.inner.with_unit(name, |u| u.console.clone())
     }
 
     /// CPU, memory and tap counters of a running unikernel.
     pub fn stats(&self, name: &Label) -> Result<crate::api::stats::Stats, SupervisorError> {
-        let (pid, taps) = self.inner.with_unit(name, |u| {
-            u.run
-                .as_ref()
-                .map(|r| (r.pid, r.taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>()))
+        let run = self.inner.with_unit(name, |u| {
+            u.run.as_ref().map(|r| {
+                (
+                    r.pid,
+                    r.taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>(),
+                )
+            })
         })?;
-        let (pid, taps) = pid.ok_or_else(|| SupervisorError::NotRunning(name.clone()))?;
-        Ok(stats::unikernel_stats(pid, &taps)?)
+        let (pid, taps) = run.ok_or_else(|| SupervisorError::NotRunning(name.clone()))?;
+        Ok(stats::stats(pid, &taps)?)
     }
 
     /// Validates `config` against `image` and the host, then starts it. Nothing
@@ -248,27 +264,25 @@ impl Supervisor {
             },
         };
         let host = policy::host_policy(self.inner.blocks.dir())?;
-        let bridges = net::bridges()?;
         let block_files = self.resolve_blocks(&config)?;
         let name = config.name.clone();
         {
             let mut units = self.inner.lock();
             let facts_blocks = block_infos(&units, &block_files);
             let names: Vec<Label> = units.keys().cloned().collect();
-            let used: u64 = units
+            let usage: Usage = units
                 .values()
-                .filter(|u| u.holds_resources())
-                .map(|u| u.config.memory_mb)
-                .sum();
+                .filter_map(Unit::claim)
+                .collect::<Vec<_>>()
+                .iter()
+                .collect();
             let facts = Facts {
                 image: &image.info,
                 tender: &report,
                 names_in_use: &names,
-                bridges: &bridges,
                 blocks: &facts_blocks,
-                online_cpus: &host.cpus,
-                total_memory_mb: host.memory_mb,
-                free_memory_mb: host.memory_mb.saturating_sub(used),
+                policy: &host,
+                usage: &usage,
             };
             let problems = validate::validate(&config, &facts);
             if !problems.is_empty() {
@@ -357,7 +371,10 @@ impl Supervisor {
         Ok(())
     }
 
-    fn resolve_blocks(&self, config: &UnikernelConfig) -> Result<Vec<Option<BlockFile>>, SupervisorError> {
+    fn resolve_blocks(
+        &self,
+        config: &UnikernelConfig,
+    ) -> Result<Vec<Option<BlockFile>>, SupervisorError> {
         config
             .blocks
             .iter()
@@ -544,7 +561,6 @@ impl Inner {
             unit.state = RunState::Exited { exit: record };
         }
     }
-}
 
     /// Waits out the back-off, then starts the unikernel again unless the
     /// operator stopped or restarted it meanwhile.
@@ -621,7 +637,10 @@ impl RunTask {
     async fn supervise(mut self, stop: oneshot::Receiver<()>) {
         let started = Instant::now();
         let status = self.wait_or_stop(stop).await;
-        if tokio::time::timeout(DRAIN_GRACE, &mut self.drain).await.is_err() {
+        if tokio::time::timeout(DRAIN_GRACE, &mut self.drain)
+            .await
+            .is_err()
+        {
             self.drain.abort();
         }
         self.resources.release();
