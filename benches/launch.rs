@@ -27,7 +27,7 @@ use support::tender::Tenders;
 const RUNS: usize = 100;
 
 fn main() {
-    if !support::netns::enter("launch") {
+    if !support::netns::enter_program() {
         return;
     }
     support::netns::bridge("br0");

@@ -23,24 +23,46 @@ pub fn enter(test: &str) -> bool {
         eprintln!("skipped {test}: making bridges and taps in a network namespace needs root");
         return false;
     }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .args(["--net", "--mount", "--"])
-        .arg(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(INNER, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    print!("{stdout}");
-    eprint!("{stderr}");
-    assert!(out.status.success(), "{test} failed in its namespace");
+    let stdout = rerun(&["--exact", test, "--nocapture", "--test-threads=1"]);
     assert!(
         stdout.contains("1 passed"),
         "{test} did not run in its namespace (wrong test name?)"
     );
     false
+}
+
+/// For a whole program (a benchmark): true in the namespace, false outside it
+/// once the program has run there.
+pub fn enter_program() -> bool {
+    if std::env::var_os(INNER).is_some() {
+        setup_inside();
+        return true;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: making bridges and taps in a network namespace needs root");
+        return false;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    rerun(&args);
+    false
+}
+
+/// Runs this executable again with `args` in new network and mount namespaces,
+/// passes its output on and returns its stdout.
+fn rerun(args: &[&str]) -> String {
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(args)
+        .env(INNER, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "failed in its namespace");
+    stdout
 }
 
 fn setup_inside() {
