@@ -126,7 +126,8 @@ fn accepts_exactly_the_manifest_devices_and_reports_them() {
         expected += &format!("argv[{}]={}\n", i + 1, a.to_string_lossy());
     }
     expected += &format!(
-        "mem=64\nnet:service0 tap=lo mac=00:80:41:cd:8a:eb\nblock:storage path={} sector=4096\nhello\n",
+        "mem=64\nnet:service0 tap=lo mac=00:80:41:cd:8a:eb\nblock:storage path={} sector=4096\n\
+         fulmar-test-tender: guest starts\nhello\n",
         block.display()
     );
     assert_eq!(text(&out.stdout), expected);
@@ -313,6 +314,7 @@ fn passes_arguments_verbatim_and_prints_unknown_steps() {
         expected.push(b'\n');
     }
     expected.extend(b"mem=512\n");
+    expected.extend(BANNER_END);
     for a in &odd {
         expected.extend(a.as_encoded_bytes());
         expected.push(b'\n');
@@ -333,15 +335,16 @@ fn script(tenders: &Tenders, name: &str, steps: &[&str]) -> Output {
     run(tenders, name, &args.iter().collect::<Vec<_>>())
 }
 
-/// The guest's output: stdout after the banner (which ends with the `mem=` line).
+const BANNER_END: &[u8] = b"fulmar-test-tender: guest starts\n";
+
+/// The guest's output: stdout after the banner.
 fn guest_output(out: &Output) -> Vec<u8> {
-    let stdout = &out.stdout;
-    let at = stdout
-        .windows(5)
-        .position(|w| w == b"\nmem=")
+    let at = out
+        .stdout
+        .windows(BANNER_END.len())
+        .position(|w| w == BANNER_END)
         .expect("banner");
-    let end = at + 1 + stdout[at + 1..].iter().position(|&b| b == b'\n').unwrap();
-    stdout[end + 1..].to_vec()
+    out.stdout[at + BANNER_END.len()..].to_vec()
 }
 
 #[test]

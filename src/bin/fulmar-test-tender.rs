@@ -25,8 +25,9 @@
 //!
 //! Then it writes to stdout (the guest console) a banner, `fulmar-test-tender:
 //! TARGET ABI N`, every argument it received as `argv[I]=ARG` exactly as received,
-//! and its devices (`net:NAME tap=TAP mac=HWADDR|none`, `block:NAME path=PATH
-//! sector=N`). Then it runs ARGS, one step per argument, as the guest's script:
+//! `mem=MB`, its devices (`net:NAME tap=TAP mac=HWADDR|none`, `block:NAME
+//! path=PATH sector=N`) and `fulmar-test-tender: guest starts`. Then it runs
+//! ARGS, one step per argument, as the guest's script:
 //!
 //! | step | what the "guest" does |
 //! |---|---|
@@ -71,6 +72,9 @@ const DEFAULT_SECTOR: u64 = 512;
 const ESCAPES: &[u8] = b"\x1b]0;fulmar test title\x07\x1b]52;c;ZnVsbWFy\x07\x1b[2J\x1b[H\
 \x1b[31mred\x1b[0m \x1b[1;4;32mbold green\x1b[0m \x1b[38;5;208morange\x1b[0m\
 \x1b[5;10Hmoved\x07\x1b[0m\n";
+
+/// The banner's last line: what follows is the guest script's output.
+const BANNER_END: &str = "fulmar-test-tender: guest starts";
 
 const USAGE: &str = "\
 fulmar-test-tender: a TEST DOUBLE for solo5-hvt / solo5-spt, used by fulmar's test suite.
@@ -329,25 +333,49 @@ fn check_devices(manifest: &[fulmar::api::image::Device], opts: &Options) -> Res
     Ok(())
 }
 
-/// The tap must exist and be up (IFF_UP in its sysfs flags).
+/// The tap must exist and be up, in this process's network namespace (which
+/// /sys/class/net does not follow after `unshare -n`, so ask the kernel).
 fn check_tap(tap: &str) -> Result<(), String> {
     if tap.starts_with('@') {
         return Err(format!(
             "--net:...={tap}: taps by descriptor are broken in v0.12.1"
         ));
     }
-    if tap.is_empty() || tap.contains('/') || tap == "." || tap == ".." {
-        return Err(format!("{tap:?} is not an interface name"));
-    }
-    let flags_file = Path::new("/sys/class/net").join(tap).join("flags");
-    let flags = std::fs::read_to_string(&flags_file)
-        .map_err(|e| format!("tap {tap}: cannot read {}: {e}", flags_file.display()))?;
-    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)
-        .map_err(|_| format!("tap {tap}: unreadable flags {flags:?}"))?;
-    if flags & libc::IFF_UP as u32 == 0 {
+    let flags = interface_flags(tap).map_err(|e| format!("tap {tap}: {e}"))?;
+    if flags & libc::IFF_UP == 0 {
         return Err(format!("tap {tap} is down"));
     }
     Ok(())
+}
+
+/// SIOCGIFFLAGS on a socket of the current network namespace.
+fn interface_flags(name: &str) -> io::Result<libc::c_int> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsRawFd;
+    // SAFETY: ifreq is plain old data (a name array and a union of integers),
+    // for which all zero bytes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
+        return Err(io::Error::other("not an interface name"));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated ifr_name (the zeroed tail
+    // guarantees the NUL) and writes only ifr_flags inside `req`, which lives
+    // across the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a successful SIOCGIFFLAGS has set the union's flags member.
+    Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags }))
 }
 
 fn check_block(path: &Path, sector: u64) -> Result<(), String> {
@@ -392,6 +420,7 @@ fn banner(
         let sector = opts.sector_size(name);
         writeln!(out, "block:{name} path={} sector={sector}", path.display())?;
     }
+    writeln!(out, "{BANNER_END}")?;
     out.flush()
 }
 
