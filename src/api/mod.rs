@@ -2,6 +2,9 @@
 //!
 //! Nothing in here touches the host or the terminal, so the UI may use all of it.
 
+pub mod block;
 pub mod image;
 pub mod label;
 pub mod mac;
+pub mod unikernel;
+pub mod validate;

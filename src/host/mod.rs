@@ -2,6 +2,7 @@
 //!
 //! It knows nothing of the terminal; callers get [`crate::api`] types back.
 
+pub mod block;
 pub mod console;
 pub mod image;
 pub mod net;
