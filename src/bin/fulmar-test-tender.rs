@@ -336,46 +336,25 @@ fn check_devices(manifest: &[fulmar::api::image::Device], opts: &Options) -> Res
 /// The tap must exist and be up, in this process's network namespace (which
 /// /sys/class/net does not follow after `unshare -n`, so ask the kernel).
 fn check_tap(tap: &str) -> Result<(), String> {
+    use nix::net::if_::InterfaceFlags;
     if tap.starts_with('@') {
         return Err(format!(
             "--net:...={tap}: taps by descriptor are broken in v0.12.1"
         ));
     }
-    let flags = interface_flags(tap).map_err(|e| format!("tap {tap}: {e}"))?;
-    if flags & libc::IFF_UP == 0 {
+    let interfaces =
+        nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    let mut flags = interfaces
+        .filter(|i| i.interface_name == tap)
+        .map(|i| i.flags)
+        .peekable();
+    if flags.peek().is_none() {
+        return Err(format!("tap {tap} does not exist"));
+    }
+    if !flags.any(|f| f.contains(InterfaceFlags::IFF_UP)) {
         return Err(format!("tap {tap} is down"));
     }
     Ok(())
-}
-
-/// SIOCGIFFLAGS on a socket of the current network namespace.
-fn interface_flags(name: &str) -> io::Result<libc::c_int> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    use std::os::fd::AsRawFd;
-    // SAFETY: ifreq is plain old data (a name array and a union of integers),
-    // for which all zero bytes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains('\0') {
-        return Err(io::Error::other("not an interface name"));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated ifr_name (the zeroed tail
-    // guarantees the NUL) and writes only ifr_flags inside `req`, which lives
-    // across the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a successful SIOCGIFFLAGS has set the union's flags member.
-    Ok(libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags }))
 }
 
 fn check_block(path: &Path, sector: u64) -> Result<(), String> {
