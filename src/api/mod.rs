@@ -3,8 +3,11 @@
 //! Nothing in here touches the host or the terminal, so the UI may use all of it.
 
 pub mod block;
+pub mod console;
 pub mod image;
 pub mod label;
 pub mod mac;
+pub mod policy;
+pub mod stats;
 pub mod unikernel;
 pub mod validate;

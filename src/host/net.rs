@@ -1,1 +1,618 @@
-//! (lands with issue 3)
+//! Bridges and taps: the host side of a unikernel's network devices.
+//!
+//! A unikernel's network device is a tap the tender opens, attached to a bridge
+//! the operator made. fulmar creates the tap when a unikernel starts and deletes
+//! it when the unikernel is gone. On Linux taps are named `vmmtapN` (the smallest
+//! free N, as albatross names them) and made with iproute2; on FreeBSD the kernel
+//! names them (`tapN`) and ifconfig does the work. Programs are run with argv,
+//! never through a shell.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A tap fulmar created and attached to a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tap {
+    pub name: String,
+    pub bridge: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("bridge {bridge} does not exist: {}", bridge_hint(.bridge, .available))]
+    NoBridge {
+        bridge: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "{name:?} is not a network interface name: use 1 to {MAX_NAME_LEN} characters without '/', ':' or spaces"
+    )]
+    BadName { name: String },
+    #[error(
+        "{name} is not a tap, so fulmar will not delete it: check which interface the unikernel really used"
+    )]
+    NotATap { name: String },
+    #[error(
+        "cannot list the host's network interfaces in {path} ({why}): check that sysfs is mounted on /sys"
+    )]
+    List { path: String, why: String },
+    #[error("cannot run {program} ({why}): {INSTALL_HINT}")]
+    Spawn { program: String, why: String },
+    #[error("`{command}` failed: {why}")]
+    Failed { command: String, why: String },
+    #[error(
+        "no free tap name after {attempts} attempts: other programs keep creating vmmtap interfaces; try again"
+    )]
+    NoFreeName { attempts: u32 },
+}
+
+fn bridge_hint(bridge: &str, available: &[String]) -> String {
+    let create = os::create_bridge_hint(bridge);
+    if available.is_empty() {
+        format!("create it ({create}); the host has no bridge yet")
+    } else {
+        format!(
+            "create it ({create}) or use one of: {}",
+            available.join(", ")
+        )
+    }
+}
+
+/// Where Linux shows the network interfaces of the namespace that mounted sysfs.
+pub(crate) const SYS_CLASS_NET: &str = "/sys/class/net";
+
+/// The sysfs directory of interface `name`, once the name is known to stay in it.
+pub(crate) fn sysfs_dir(name: &str) -> Result<PathBuf, NetError> {
+    check_name(name)?;
+    Ok(Path::new(SYS_CLASS_NET).join(name))
+}
+
+/// IFNAMSIZ less the terminating NUL, on Linux and FreeBSD alike.
+const MAX_NAME_LEN: usize = 15;
+
+/// Refuses names the kernel would refuse, and anything that would lead a sysfs
+/// path out of its directory.
+fn check_name(name: &str) -> Result<(), NetError> {
+    let bad = name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(NetError::BadName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The host's bridges, sorted by name.
+pub fn bridges() -> Result<Vec<String>, NetError> {
+    let mut bridges = os::bridges()?;
+    bridges.sort();
+    Ok(bridges)
+}
+
+/// Creates a tap, brings it up and attaches it to `bridge`. Either all of that
+/// happens or nothing is left behind.
+pub fn create_tap(bridge: &str) -> Result<Tap, NetError> {
+    let available = bridges()?;
+    if !available.iter().any(|b| b == bridge) {
+        return Err(NetError::NoBridge {
+            bridge: bridge.to_owned(),
+            available,
+        });
+    }
+    attach_new_tap(bridge)
+}
+
+/// The part of [`create_tap`] after the bridge check; separate so tests can make
+/// the attach step fail.
+fn attach_new_tap(bridge: &str) -> Result<Tap, NetError> {
+    let name = os::new_tap()?;
+    if let Err(error) = os::attach(&name, bridge) {
+        if let Err(undo) = os::destroy(&name) {
+            tracing::warn!(tap = %name, %undo, "could not delete the tap of a failed attach");
+        }
+        return Err(error);
+    }
+    Ok(Tap {
+        name,
+        bridge: bridge.to_owned(),
+    })
+}
+
+/// Deletes tap `name`. A tap that is already gone is fine (clean-up paths call
+/// this after crashes); an interface that is not a tap is refused, so a stale or
+/// corrupt record can never delete one of the host's own interfaces.
+pub fn delete_tap(name: &str) -> Result<(), NetError> {
+    check_name(name)?;
+    match os::kind(name)? {
+        Kind::Missing => return Ok(()),
+        Kind::Other => {
+            return Err(NetError::NotATap {
+                name: name.to_owned(),
+            });
+        }
+        Kind::Tap => {}
+    }
+    match os::destroy(name) {
+        // Someone else deleted it between the look and the delete.
+        Err(_) if os::kind(name)? == Kind::Missing => Ok(()),
+        result => result,
+    }
+}
+
+/// Whether tap `name` exists (an interface of that name that is not a tap does
+/// not count).
+pub fn tap_exists(name: &str) -> Result<bool, NetError> {
+    check_name(name)?;
+    Ok(os::kind(name)? == Kind::Tap)
+}
+
+/// What an interface name stands for on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Missing,
+    Tap,
+    Other,
+}
+
+/// Runs `program` with `args` and returns its standard output; a failure carries
+/// the program's own complaint from standard error.
+fn run(program: &str, args: &[&str]) -> Result<String, NetError> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| NetError::Spawn {
+            program: program.to_owned(),
+            why: e.to_string(),
+        })?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr.trim();
+    Err(NetError::Failed {
+        command: std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" "),
+        why: if stderr.is_empty() {
+            output.status.to_string()
+        } else {
+            stderr.replace('\n', "; ")
+        },
+    })
+}
+
+#[cfg(target_os = "linux")]
+const INSTALL_HINT: &str = "install iproute2";
+#[cfg(target_os = "linux")]
+use linux as os;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::{Kind, NetError, SYS_CLASS_NET, run, sysfs_dir};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    const PREFIX: &str = "vmmtap";
+
+    /// From `<linux/if_tun.h>`: the tun_flags bit of a tap (as opposed to a tun).
+    const IFF_TAP: u32 = 0x0002;
+
+    /// How often to pick a new name when another program takes ours first.
+    const ATTEMPTS: u32 = 8;
+
+    /// Held from choosing a name until the tap exists, so two unikernels starting
+    /// at once in this process never choose the same one.
+    static NAMING: Mutex<()> = Mutex::new(());
+
+    pub(super) fn create_bridge_hint(bridge: &str) -> String {
+        format!("ip link add {bridge} type bridge")
+    }
+
+    pub(super) fn interfaces() -> Result<Vec<String>, NetError> {
+        let list_error = |e: std::io::Error| NetError::List {
+            path: SYS_CLASS_NET.to_owned(),
+            why: e.to_string(),
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(SYS_CLASS_NET).map_err(list_error)? {
+            let entry = entry.map_err(list_error)?;
+            names.extend(entry.file_name().to_str().map(str::to_owned));
+        }
+        Ok(names)
+    }
+
+    pub(super) fn bridges() -> Result<Vec<String>, NetError> {
+        let mut names = interfaces()?;
+        names.retain(|name| sysfs_dir(name).is_ok_and(|dir| dir.join("bridge").is_dir()));
+        Ok(names)
+    }
+
+    pub(super) fn kind(name: &str) -> Result<Kind, NetError> {
+        let dir = sysfs_dir(name)?;
+        if !dir.exists() {
+            return Ok(Kind::Missing);
+        }
+        // Only tun/tap devices have tun_flags; it fails to read once the device
+        // is going away, which then counts as not a tap.
+        let flags = std::fs::read_to_string(dir.join("tun_flags")).ok();
+        let flags =
+            flags.and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok());
+        Ok(match flags {
+            Some(flags) if flags & IFF_TAP != 0 => Kind::Tap,
+            _ => Kind::Other,
+        })
+    }
+
+    /// The smallest N for which `vmmtapN` is not among `names`.
+    pub(super) fn free_name(names: &[String]) -> String {
+        let taken: BTreeSet<u32> = names
+            .iter()
+            .filter_map(|name| name.strip_prefix(PREFIX))
+            // "vmmtap01" does not hold the name "vmmtap1".
+            .filter_map(|n| n.parse::<u32>().ok().filter(|v| v.to_string() == n))
+            .collect();
+        let n = (0..).find(|n| !taken.contains(n)).unwrap_or(u32::MAX);
+        format!("{PREFIX}{n}")
+    }
+
+    pub(super) fn new_tap() -> Result<String, NetError> {
+        // The guard protects no data, so a panic elsewhere leaves nothing to repair.
+        let _naming = NAMING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for _ in 0..ATTEMPTS {
+            let name = free_name(&interfaces()?);
+            match run("ip", &["tuntap", "add", "dev", &name, "mode", "tap"]) {
+                Ok(_) => return Ok(name),
+                // Another program (a second fulmar, albatross) took the name
+                // after we looked: look again.
+                Err(_) if kind(&name)? != Kind::Missing => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(NetError::NoFreeName { attempts: ATTEMPTS })
+    }
+
+    /// One `ip` call both attaches and brings the tap up, saving a spawn per tap.
+    pub(super) fn attach(tap: &str, bridge: &str) -> Result<(), NetError> {
+        run("ip", &["link", "set", "dev", tap, "master", bridge, "up"]).map(drop)
+    }
+
+    pub(super) fn destroy(tap: &str) -> Result<(), NetError> {
+        run("ip", &["link", "delete", "dev", tap]).map(drop)
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+const INSTALL_HINT: &str = "check that /sbin is on PATH";
+#[cfg(target_os = "freebsd")]
+use freebsd as os;
+
+#[cfg(target_os = "freebsd")]
+mod freebsd {
+    use super::{Kind, NetError, run};
+
+    pub(super) fn create_bridge_hint(bridge: &str) -> String {
+        format!("ifconfig bridge create name {bridge}")
+    }
+
+    /// Interfaces in ifconfig group `group` ("bridge", "tap"), or all with `None`.
+    fn interfaces(group: Option<&str>) -> Result<Vec<String>, NetError> {
+        let out = match group {
+            Some(group) => run("ifconfig", &["-g", group])?,
+            None => run("ifconfig", &["-l"])?,
+        };
+        Ok(out.split_whitespace().map(str::to_owned).collect())
+    }
+
+    pub(super) fn bridges() -> Result<Vec<String>, NetError> {
+        interfaces(Some("bridge"))
+    }
+
+    pub(super) fn kind(name: &str) -> Result<Kind, NetError> {
+        let has = |names: Vec<String>| names.iter().any(|n| n == name);
+        if !has(interfaces(None)?) {
+            return Ok(Kind::Missing);
+        }
+        Ok(if has(interfaces(Some("tap"))?) {
+            Kind::Tap
+        } else {
+            Kind::Other
+        })
+    }
+
+    /// The kernel picks the name and prints it, so there is nothing to race for.
+    pub(super) fn new_tap() -> Result<String, NetError> {
+        let name = run("ifconfig", &["tap", "create"])?.trim().to_owned();
+        if name.is_empty() {
+            return Err(NetError::Failed {
+                command: "ifconfig tap create".into(),
+                why: "it printed no interface name".into(),
+            });
+        }
+        Ok(name)
+    }
+
+    pub(super) fn attach(tap: &str, bridge: &str) -> Result<(), NetError> {
+        run("ifconfig", &[bridge, "addm", tap])?;
+        run("ifconfig", &[tap, "up"]).map(drop)
+    }
+
+    pub(super) fn destroy(tap: &str) -> Result<(), NetError> {
+        run("ifconfig", &[tap, "destroy"]).map(drop)
+    }
+}
+
+/// Runs test code in a network namespace of its own, so tests can make bridges
+/// and taps without touching the host's interfaces.
+///
+/// Linux lets one thread of a process enter new namespaces (`unshare(2)` with
+/// `CLONE_NEWNET | CLONE_NEWNS` acts on the calling thread only), and threads and
+/// programs that thread starts inherit them. So the code runs on a fresh thread
+/// that unshares, then mounts a sysfs of its own on /sys, because sysfs shows the
+/// interfaces of the namespace that mounted it, not of the reader. The namespace
+/// and everything in it vanish when the thread ends.
+///
+/// It lives here because only this module's tests need it so far; it depends on
+/// nothing in this module, so it can move to a shared test-support module as is.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod netns {
+    use std::ffi::CStr;
+
+    /// Runs `body` inside a fresh network namespace and returns its result, or
+    /// prints why it cannot and returns `None` (not root, no namespaces here).
+    /// A panic in `body` fails the calling test.
+    pub(crate) fn run<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to make a network namespace");
+            return None;
+        }
+        let thread = std::thread::spawn(move || enter().map(|()| body()));
+        match thread.join() {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(why)) => {
+                eprintln!("skipped: cannot make a network namespace: {why}");
+                None
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn enter() -> Result<(), String> {
+        use nix::sched::{CloneFlags, unshare};
+        unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("unshare: {e}"))?;
+        // Keep the sysfs mount below from propagating back to the host.
+        mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE)?;
+        mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0)?;
+        // Refuse to go on unless the view really is a new namespace's.
+        let names: Vec<_> = std::fs::read_dir("/sys/class/net")
+            .map_err(|e| format!("reading /sys/class/net: {e}"))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        if names != ["lo"] {
+            panic!("the new namespace shows interfaces {names:?}: refusing to touch them");
+        }
+        Ok(())
+    }
+
+    fn mount(
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> Result<(), String> {
+        let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: every pointer is null or points at a NUL-terminated string that
+        // outlives the call; a null data argument is allowed for these mounts.
+        let rc = unsafe {
+            libc::mount(
+                ptr(source),
+                target.as_ptr(),
+                ptr(fstype),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("mount {target:?}: {e}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn ip(args: &[&str]) {
+        run("ip", args).unwrap();
+    }
+
+    fn sysfs(name: &str, attribute: &str) -> Option<String> {
+        std::fs::read_to_string(sysfs_dir(name).unwrap().join(attribute))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    fn is_up(name: &str) -> bool {
+        let flags = sysfs(name, "flags").unwrap();
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+        flags & libc::IFF_UP as u32 != 0
+    }
+
+    fn master(name: &str) -> Option<String> {
+        let link = std::fs::read_link(sysfs_dir(name).unwrap().join("master")).ok()?;
+        Some(link.file_name()?.to_str()?.to_owned())
+    }
+
+    fn taps() -> BTreeSet<String> {
+        linux::interfaces()
+            .unwrap()
+            .into_iter()
+            .filter(|n| tap_exists(n).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn free_name_takes_the_smallest_gap() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(linux::free_name(&names(&["lo", "eth0"])), "vmmtap0");
+        assert_eq!(linux::free_name(&names(&["vmmtap0", "vmmtap2"])), "vmmtap1");
+        assert_eq!(
+            linux::free_name(&names(&["vmmtap01", "vmmtapx", "vmmtap0"])),
+            "vmmtap1"
+        );
+    }
+
+    #[test]
+    fn names_that_leave_sysfs_are_refused() {
+        for bad in ["", ".", "..", "../eth0", "a b", "x:1", "sixteen-chars-xx"] {
+            assert!(
+                matches!(check_name(bad), Err(NetError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
+        check_name("vmmtap0").unwrap();
+        assert!(matches!(delete_tap("../lo"), Err(NetError::BadName { .. })));
+    }
+
+    #[test]
+    fn a_missing_bridge_is_named_with_the_alternatives() {
+        let error = NetError::NoBridge {
+            bridge: "br9".into(),
+            available: vec!["br0".into(), "br1".into()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "bridge br9 does not exist: create it (ip link add br9 type bridge) or use one of: br0, br1"
+        );
+    }
+
+    #[test]
+    fn lists_bridges_only() {
+        let found = netns::run(|| {
+            assert_eq!(bridges().unwrap(), Vec::<String>::new());
+            ip(&["link", "add", "br1", "type", "bridge"]);
+            ip(&["link", "add", "br0", "type", "bridge"]);
+            ip(&[
+                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ]);
+            bridges().unwrap()
+        });
+        if let Some(found) = found {
+            assert_eq!(found, ["br0", "br1"]);
+        }
+    }
+
+    #[test]
+    fn creates_taps_with_the_smallest_free_name() {
+        netns::run(|| {
+            ip(&["link", "add", "br0", "type", "bridge"]);
+            let first = create_tap("br0").unwrap();
+            let second = create_tap("br0").unwrap();
+            assert_eq!(
+                (first.name.as_str(), second.name.as_str()),
+                ("vmmtap0", "vmmtap1")
+            );
+            assert_eq!(first.bridge, "br0");
+            for tap in [&first, &second] {
+                assert!(tap_exists(&tap.name).unwrap());
+                assert!(is_up(&tap.name), "{} is down", tap.name);
+                assert_eq!(master(&tap.name).as_deref(), Some("br0"));
+            }
+            delete_tap("vmmtap0").unwrap();
+            assert!(!tap_exists("vmmtap0").unwrap());
+            assert_eq!(create_tap("br0").unwrap().name, "vmmtap0");
+            assert_eq!(create_tap("br0").unwrap().name, "vmmtap2");
+        });
+    }
+
+    #[test]
+    fn an_unknown_bridge_leaves_no_tap() {
+        netns::run(|| {
+            ip(&["link", "add", "br0", "type", "bridge"]);
+            ip(&[
+                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ]);
+            for bridge in ["br9", "veth0"] {
+                match create_tap(bridge) {
+                    Err(NetError::NoBridge {
+                        bridge: b,
+                        available,
+                    }) => {
+                        assert_eq!(b, bridge);
+                        assert_eq!(available, ["br0"]);
+                    }
+                    other => panic!("{bridge}: {other:?}"),
+                }
+            }
+            assert_eq!(taps(), BTreeSet::new());
+        });
+    }
+
+    #[test]
+    fn a_failed_attach_deletes_the_new_tap() {
+        netns::run(|| {
+            // As if the bridge had vanished or changed after the check.
+            ip(&[
+                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ]);
+            for bridge in ["veth0", "gone"] {
+                match attach_new_tap(bridge) {
+                    Err(NetError::Failed { command, .. }) => {
+                        assert!(command.contains(bridge), "{command}")
+                    }
+                    other => panic!("{bridge}: {other:?}"),
+                }
+                assert_eq!(taps(), BTreeSet::new());
+            }
+        });
+    }
+
+    #[test]
+    fn delete_tap_tolerates_absence_and_refuses_other_interfaces() {
+        netns::run(|| {
+            ip(&["link", "add", "br0", "type", "bridge"]);
+            ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+            delete_tap("vmmtap7").unwrap();
+            for other in ["br0", "lo", "tun0"] {
+                assert!(
+                    matches!(delete_tap(other), Err(NetError::NotATap { .. })),
+                    "{other}"
+                );
+                assert!(!tap_exists(other).unwrap());
+            }
+            assert_eq!(bridges().unwrap(), ["br0"]);
+            let tap = create_tap("br0").unwrap();
+            delete_tap(&tap.name).unwrap();
+            assert!(sysfs(&tap.name, "flags").is_none());
+            delete_tap(&tap.name).unwrap();
+        });
+    }
+
+    #[test]
+    fn concurrent_creates_get_distinct_names() {
+        const THREADS: usize = 6;
+        netns::run(|| {
+            ip(&["link", "add", "br0", "type", "bridge"]);
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| std::thread::spawn(|| create_tap("br0").unwrap().name))
+                .collect();
+            let names: BTreeSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let expected: BTreeSet<String> = (0..THREADS).map(|n| format!("vmmtap{n}")).collect();
+            assert_eq!(names, expected);
+            assert_eq!(taps(), expected);
+        });
+    }
+}

@@ -1,0 +1,95 @@
+//! Console lines of a unikernel, as the daemon keeps them and streams them to
+//! clients.
+//!
+//! Console output is whatever the unikernel wrote: untrusted bytes, possibly
+//! invalid UTF-8 or full of escape sequences. These types carry it untouched;
+//! making it safe to show is the display's job.
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a line.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum LineSource {
+    /// The unikernel or its tender, through the console FIFO.
+    Unikernel,
+    /// fulmar itself, e.g. "--- exited with code 2 ---" between runs.
+    Fulmar,
+}
+
+/// One line of a unikernel's console.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleLine {
+    /// Increases by one per line of this unikernel's console and is never
+    /// reused, across runs and restarts, so a client can tell a gap.
+    pub seq: u64,
+    /// When the line was complete, in wall-clock milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The line as written, without its trailing `'\n'` (a `'\r'` stays).
+    pub bytes: Vec<u8>,
+    /// This line continues the previous one: a line longer than the longest
+    /// kept whole is split into chunks, and every chunk after the first says so.
+    pub continued: bool,
+    pub source: LineSource,
+}
+
+/// What a console subscriber receives next.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleEvent {
+    Line(ConsoleLine),
+    /// The subscriber fell behind and `count` lines were skipped for it; the
+    /// console itself kept them (as far as its history reaches).
+    Dropped {
+        count: u64,
+    },
+}
+
+/// Which part of the history a client wants before the live lines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Since {
+    /// All the history the console still holds.
+    Everything,
+    /// No history: live lines only.
+    Nothing,
+    /// The last N lines.
+    LastLines(u64),
+    /// Lines completed at or after this wall-clock time, in milliseconds since the Unix epoch.
+    TimeMs(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json_with_their_bytes_intact() {
+        let events = [
+            ConsoleEvent::Line(ConsoleLine {
+                seq: 7,
+                at_ms: 1_700_000_000_123,
+                bytes: vec![b'o', b'k', 0xff, 0xfe, b'\r', 0x1b],
+                continued: true,
+                source: LineSource::Unikernel,
+            }),
+            ConsoleEvent::Dropped { count: 42 },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<ConsoleEvent>(&json).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn since_has_readable_names_on_the_wire() {
+        assert_eq!(
+            serde_json::to_string(&Since::LastLines(5)).unwrap(),
+            r#"{"last_lines":5}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Since::Everything).unwrap(),
+            r#""everything""#
+        );
+    }
+}
