@@ -254,9 +254,11 @@ fn checks_that_taps_exist_and_are_up() {
         eprintln!("skipped the down-tap case: needs root for a network namespace");
         return;
     }
-    // In a fresh network namespace `lo` exists but is down.
-    let out = Command::new("unshare")
-        .arg("-n")
+    // In a fresh network namespace `lo` exists but is down; `ip netns exec`
+    // mounts that namespace's sysfs for the command it runs.
+    let ns = NetNs::new();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
         .arg(tenders.tender("solo5-hvt"))
         .args(["--net:service=lo", "--"])
         .arg(&image)
@@ -264,6 +266,27 @@ fn checks_that_taps_exist_and_are_up() {
         .output()
         .unwrap();
     assert_tender_error(&out, "solo5-hvt", "down");
+}
+
+/// A network namespace of its own, removed when dropped.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> NetNs {
+        let name = format!("fulmar-tt-{}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        NetNs(name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }
 
 #[test]
