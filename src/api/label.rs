@@ -82,7 +82,14 @@ mod tests {
 
     #[test]
     fn accepts_albatross_labels() {
-        for ok in ["a", "hello", "web-1.example", ".hidden", "A9", &"x".repeat(63)] {
+        for ok in [
+            "a",
+            "hello",
+            "web-1.example",
+            ".hidden",
+            "A9",
+            &"x".repeat(63),
+        ] {
             assert_eq!(Label::new(ok).map(|l| l.to_string()), Ok(ok.to_string()));
         }
     }
@@ -95,7 +102,10 @@ mod tests {
         assert_eq!(Label::new("we b"), Err(LabelError::BadChar(' ', 3)));
         assert_eq!(Label::new("a/b"), Err(LabelError::BadChar('/', 2)));
         assert_eq!(Label::new("..\0"), Err(LabelError::BadChar('\0', 3)));
-        assert_eq!(Label::new("caf\u{e9}"), Err(LabelError::BadChar('\u{e9}', 4)));
+        assert_eq!(
+            Label::new("caf\u{e9}"),
+            Err(LabelError::BadChar('\u{e9}', 4))
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::fmt;
 pub struct Mac(pub [u8; 6]);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a MAC address: write six two-digit hex bytes separated by ':', e.g. 00:80:41:cd:8a:eb")]
+#[error(
+    "{0:?} is not a MAC address: write six two-digit hex bytes separated by ':', e.g. 00:80:41:cd:8a:eb"
+)]
 pub struct MacError(String);
 
 impl Mac {
@@ -75,8 +77,14 @@ mod tests {
     #[test]
     fn derives_the_albatross_address() {
         // The test vector from SOLO5.md.
-        assert_eq!(Mac::derived("service", "hello").to_string(), "00:80:41:cd:8a:eb");
-        assert_ne!(Mac::derived("service", "hello2"), Mac::derived("service", "hello"));
+        assert_eq!(
+            Mac::derived("service", "hello").to_string(),
+            "00:80:41:cd:8a:eb"
+        );
+        assert_ne!(
+            Mac::derived("service", "hello2"),
+            Mac::derived("service", "hello")
+        );
     }
 
     #[test]
@@ -88,7 +96,14 @@ mod tests {
 
     #[test]
     fn refuses_malformed_addresses() {
-        for bad in ["", "02:ab:cd:00:01", "02:ab:cd:00:01:ff:00", "2:ab:cd:00:01:ff", "zz:ab:cd:00:01:ff", "02-ab-cd-00-01-ff"] {
+        for bad in [
+            "",
+            "02:ab:cd:00:01",
+            "02:ab:cd:00:01:ff:00",
+            "2:ab:cd:00:01:ff",
+            "zz:ab:cd:00:01:ff",
+            "02-ab-cd-00-01-ff",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad} was accepted");
         }
     }

@@ -60,7 +60,11 @@ fn human(path: &Path, report: &InspectReport) -> String {
         compressed,
         size,
     } = &report.image;
-    let packing = if *compressed { "zlib-compressed" } else { "plain" };
+    let packing = if *compressed {
+        "zlib-compressed"
+    } else {
+        "plain"
+    };
     let mut out = format!(
         "image     {}\n\
          format    {packing} ELF, {size} bytes uncompressed\n\

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "fulmar", version, about = "Terminal console and host supervisor for Solo5 unikernels")]
+#[command(
+    name = "fulmar",
+    version,
+    about = "Terminal console and host supervisor for Solo5 unikernels"
+)]
 pub struct Args {
     /// The daemon's socket [default: RUNTIME_DIR/fulmar.sock]
     #[arg(long, global = true, env = "FULMAR_SOCKET", value_name = "PATH")]

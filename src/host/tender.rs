@@ -25,7 +25,9 @@ pub enum TenderError {
         abi: u32,
         looked: Vec<PathBuf>,
     },
-    #[error("{path} speaks ABI version {found}, the image needs {wanted}: install a Solo5 release with ABI {wanted} as solo5-{target}.{wanted} in the data directory")]
+    #[error(
+        "{path} speaks ABI version {found}, the image needs {wanted}: install a Solo5 release with ABI {wanted} as solo5-{target}.{wanted} in the data directory"
+    )]
     AbiMismatch {
         path: PathBuf,
         target: Target,
@@ -173,9 +175,13 @@ fn wait_with_timeout(
 
 /// The N of the first line that reads `ABI version N`.
 fn abi_line(output: &str) -> Option<u32> {
-    output
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("ABI version ")?.trim().parse().ok())
+    output.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("ABI version ")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[cfg(test)]
