@@ -19,7 +19,7 @@ use goblin::elf::{Elf, Header, ProgramHeader, SectionHeader, header, program_hea
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// The largest uncompressed image fulmar reads (hvt runs at most 4096 MB of
@@ -277,20 +277,11 @@ pub fn load_limited(
     let head = reader.fill_buf().map_err(io_error)?;
     let compressed = is_compressed(head, compression)?;
     let (elf, sha256) = if compressed {
-        let mut input = FileInput {
-            reader,
-            path: path.to_owned(),
-        };
-        inflate(&mut input, max_size)?
+        inflate(&mut FileInput { reader, path }, max_size)?
     } else {
         check_magic(head)?;
-        if file_size > max_size {
-            return Err(ImageError::TooLarge {
-                size: file_size,
-                limit: max_size,
-            });
-        }
-        read_plain(reader, file_size, max_size).map_err(|fault| fault.at(path))?
+        check_size(file_size, max_size)?;
+        read_plain(reader, path, file_size, max_size)?
     };
     describe(elf, sha256, compressed)
 }
@@ -310,12 +301,7 @@ pub fn from_bytes_limited(
     let (elf, sha256) = if compressed {
         inflate(&mut raw.as_slice(), max_size)?
     } else {
-        if raw.len() as u64 > max_size {
-            return Err(ImageError::TooLarge {
-                size: raw.len() as u64,
-                limit: max_size,
-            });
-        }
+        check_size(raw.len() as u64, max_size)?;
         let sha256 = hex::encode(Sha256::digest(&raw));
         (raw, sha256)
     };
@@ -372,35 +358,28 @@ fn hex_bytes(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-/// Why reading a plain file stopped.
-enum PlainFault {
-    Io(io::Error),
-    Image(ImageError),
-}
-
-impl PlainFault {
-    fn at(self, path: &Path) -> ImageError {
-        match self {
-            PlainFault::Io(source) => ImageError::Io {
-                path: path.to_owned(),
-                source,
-            },
-            PlainFault::Image(e) => e,
-        }
+fn check_size(size: u64, max_size: u64) -> Result<(), ImageError> {
+    if size > max_size {
+        return Err(ImageError::TooLarge {
+            size,
+            limit: max_size,
+        });
     }
+    Ok(())
 }
 
 /// Reads a plain image straight into a buffer sized from the file, hashing each
 /// chunk as it lands.
 fn read_plain(
     reader: BufReader<File>,
+    path: &Path,
     file_size: u64,
     max_size: u64,
-) -> Result<(Vec<u8>, String), PlainFault> {
+) -> Result<(Vec<u8>, String), ImageError> {
     let mut elf = Vec::new();
     let capacity = usize::try_from(file_size.min(max_size)).unwrap_or(usize::MAX);
     elf.try_reserve_exact(capacity)
-        .map_err(|_| PlainFault::Image(ImageError::OutOfMemory { size: file_size }))?;
+        .map_err(|_| ImageError::OutOfMemory { size: file_size })?;
     let mut hasher = Sha256::new();
     hasher.update(reader.buffer());
     elf.extend_from_slice(reader.buffer());
@@ -410,16 +389,14 @@ fn read_plain(
         let read = (&mut file)
             .take(CHUNK as u64)
             .read_to_end(&mut elf)
-            .map_err(PlainFault::Io)?;
+            .map_err(|source| ImageError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         if read == 0 {
             break;
         }
-        if elf.len() as u64 > max_size {
-            return Err(PlainFault::Image(ImageError::TooLarge {
-                size: elf.len() as u64,
-                limit: max_size,
-            }));
-        }
+        check_size(elf.len() as u64, max_size)?;
         hasher.update(&elf[start..]);
     }
     Ok((elf, hex::encode(hasher.finalize())))
@@ -441,15 +418,15 @@ impl Input for &[u8] {
     }
 }
 
-struct FileInput {
+struct FileInput<'a> {
     reader: BufReader<File>,
-    path: PathBuf,
+    path: &'a Path,
 }
 
-impl Input for FileInput {
+impl Input for FileInput<'_> {
     fn fill(&mut self) -> Result<&[u8], ImageError> {
         self.reader.fill_buf().map_err(|source| ImageError::Io {
-            path: self.path.clone(),
+            path: self.path.to_owned(),
             source,
         })
     }
@@ -486,12 +463,7 @@ fn inflate(input: &mut impl Input, max_size: u64) -> Result<(Vec<u8>, String), I
         input.consume(consumed);
         let out = &chunk[..produced];
         let size = elf.len() as u64 + out.len() as u64;
-        if size > max_size {
-            return Err(ImageError::TooLarge {
-                size,
-                limit: max_size,
-            });
-        }
+        check_size(size, max_size)?;
         elf.try_reserve(out.len())
             .map_err(|_| ImageError::OutOfMemory { size })?;
         hasher.update(out);
