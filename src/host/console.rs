@@ -54,6 +54,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 const READ_BYTES: usize = 64 * 1024;
 
 /// What the FIFO may hold: Linux's limit for unprivileged users by default.
+#[cfg(target_os = "linux")]
 const PIPE_BYTES: i32 = 1024 * 1024;
 
 /// The most a subscriber queue may hold; the queue is allocated up front.
@@ -146,17 +147,26 @@ pub fn open_reader(path: &Path) -> Result<pipe::Receiver, ConsoleError> {
                 source,
             },
         })?;
-    // A larger pipe lets a burst wait there instead of stalling the tender,
-    // and wakes the reader less often. The default still works, so a refusal
-    // (an unprivileged user over its pipe quota) is no error.
-    if let Err(e) = fcntl(&reader, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES)) {
+    enlarge(&reader, path);
+    Ok(reader)
+}
+
+/// A larger pipe lets a burst wait there instead of stalling the tender, and
+/// wakes the reader less often. The default still works, so a refusal (an
+/// unprivileged user over its pipe quota) is no error.
+#[cfg(target_os = "linux")]
+fn enlarge(reader: &pipe::Receiver, path: &Path) {
+    if let Err(e) = fcntl(reader, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES)) {
         tracing::debug!(
             "console FIFO {} keeps its default size: {e}",
             path.display()
         );
     }
-    Ok(reader)
 }
+
+/// Pipes have a fixed size elsewhere.
+#[cfg(not(target_os = "linux"))]
+fn enlarge(_reader: &pipe::Receiver, _path: &Path) {}
 
 /// Opens the write end of the console FIFO (`O_WRONLY|O_APPEND`), blocking, for
 /// the tender's stdout and stderr. Fails with [`ConsoleError::NoReader`] rather

@@ -2,3 +2,5 @@
 #![allow(dead_code)] // each test crate uses a different part of it
 
 pub mod elf;
+pub mod images;
+pub mod tender;
