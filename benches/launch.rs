@@ -54,7 +54,10 @@ async fn bench() {
     sup.block_store().create(&disk, 1).unwrap();
     let spec = Spec::new(
         Target::Hvt,
-        &[("storage", DeviceKind::Block), ("service0", DeviceKind::Net)],
+        &[
+            ("storage", DeviceKind::Block),
+            ("service0", DeviceKind::Net),
+        ],
     );
     let image = image::load(&spec.path(), Compression::Detect).unwrap();
     let config = UnikernelConfig {

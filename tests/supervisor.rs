@@ -18,11 +18,14 @@ use fulmar::host::supervisor::{Backoff, Settings, Supervisor, SupervisorError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::images::{self, Spec};
+use support::images::Spec;
 use support::netns;
 use support::tender::Tenders;
 use tempfile::TempDir;
 use tokio::sync::broadcast;
+
+/// The test tender's last banner line, before it runs its guest script.
+const GUEST_STARTS: &str = "fulmar-test-tender: guest starts";
 
 /// Bounds every wait so a broken supervisor fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -102,14 +105,13 @@ impl Host {
         }
     }
 
-    /// Waits until `count` lines of the unikernel's own (not fulmar's marks)
-    /// contain `text`.
+    /// Waits until the unikernel itself (not fulmar's marks) has printed the
+    /// line `text` `count` times.
     async fn console_shows(&self, name: &str, text: &str, count: usize) {
         let console = self.sup.console(&label(name)).unwrap();
         let (history, mut live) = console.subscribe(Since::Everything);
         let hit = |line: &ConsoleLine| {
-            line.source == LineSource::Unikernel
-                && String::from_utf8_lossy(&line.bytes).contains(text)
+            line.source == LineSource::Unikernel && line.bytes == text.as_bytes()
         };
         let mut seen = history.iter().filter(|l| hit(l)).count();
         if seen >= count {
@@ -168,9 +170,13 @@ impl Host {
         self.sup.info(&label(name)).unwrap().state
     }
 
-    /// What a run leaves on the host: interfaces and files in the runtime directory.
+    /// What runs leave on the host: interfaces, and run directories (image
+    /// copies and console FIFOs).
     fn footprint(&self) -> (Vec<String>, Vec<PathBuf>) {
-        (netns::interfaces(), files_under(&self.dirs.runtime))
+        (
+            netns::interfaces(),
+            files_under(&self.dirs.runtime.join("unikernels")),
+        )
     }
 }
 
@@ -239,7 +245,7 @@ fn devices_reach_the_tender_and_leave_nothing_behind() {
         || async {
             netns::bridge("br0");
             netns::bridge("br1");
-            let mut host = Host::new();
+            let host = Host::new();
             let disk0 = host.block("disk0", 1);
             let disk1 = host.block("disk1", 2);
             let before = host.footprint();
@@ -314,7 +320,7 @@ fn devices_reach_the_tender_and_leave_nothing_behind() {
                 let name = config.name.to_string();
                 let taps = config.nets.len();
                 host.create(config, &spec).await.unwrap();
-                host.console_shows(&name, "sleep-forever", 1).await;
+                host.console_shows(&name, GUEST_STARTS, 1).await;
                 let argv = host.tender_argv(&name);
                 for arg in &want {
                     assert!(argv.contains(arg), "{name}: {arg} not in {argv:?}");
@@ -372,6 +378,8 @@ fn the_tender_is_pinned_to_its_cpu() {
         let mut c = config("pinned", &["sleep-forever"]);
         c.cpu = cpu;
         host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
+        // taskset has pinned itself and exec'd the tender once the banner is out.
+        host.console_shows("pinned", GUEST_STARTS, 1).await;
         let RunState::Running { pid, .. } = host.state("pinned") else {
             panic!("not running: {:?}", host.state("pinned"));
         };
@@ -488,7 +496,7 @@ fn exits_restart_or_not_by_policy() {
                 host.sup.destroy(&who).await.unwrap();
             } else {
                 assert!(
-                    matches!(state, RunState::Exited { exit } if exit.status == status),
+                    matches!(&state, RunState::Exited { exit } if exit.status == status),
                     "{name}: {state:?}"
                 );
             }
@@ -584,7 +592,7 @@ fn console_history_survives_restarts() {
         assert_eq!(
             host.console("chatty")
                 .iter()
-                .filter(|l| l.starts_with("fulmar-test-tender"))
+                .filter(|l| l.as_str() == GUEST_STARTS)
                 .count(),
             2
         );
@@ -608,8 +616,8 @@ fn running_unikernels_have_stats() {
         let RunState::Running { pid, .. } = host.state("counted") else {
             panic!("not running");
         };
-        assert_eq!(stats.pid, pid);
-        assert!(stats.rss_kb > 0);
+        assert_eq!(stats.process.pid, pid);
+        assert!(stats.process.rss_kb > 0);
         assert_eq!(stats.taps.len(), 1);
         assert_eq!(stats.taps[0].name, "vmmtap0");
         host.sup.destroy(&label("counted")).await.unwrap();

@@ -2,11 +2,13 @@
 //! that it speaks the image's ABI version.
 
 use crate::api::image::Target;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A tender a probe accepted.
@@ -66,6 +68,16 @@ pub fn find(
     data_dir: &Path,
     path: Option<OsString>,
 ) -> Result<Tender, TenderError> {
+    find_with(target, abi, data_dir, path, probe)
+}
+
+fn find_with(
+    target: Target,
+    abi: u32,
+    data_dir: &Path,
+    path: Option<OsString>,
+    probe: impl Fn(&Path) -> Result<u32, TenderError>,
+) -> Result<Tender, TenderError> {
     let mut dirs = vec![data_dir.to_path_buf()];
     dirs.extend(path.iter().flat_map(std::env::split_paths));
     let file_names = [format!("solo5-{target}.{abi}"), format!("solo5-{target}")];
@@ -103,6 +115,52 @@ pub fn find(
         abi,
         looked: dirs,
     }))
+}
+
+/// Remembers what each tender's `--version` said, so that a launch does not
+/// spawn it every time. A tender replaced on disk (another inode, size or
+/// modification time) is probed again.
+#[derive(Debug, Default)]
+pub struct ProbeCache {
+    seen: Mutex<HashMap<PathBuf, (Stamp, u32)>>,
+}
+
+type Stamp = (u64, u64, i64, i64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+impl ProbeCache {
+    /// [`find`], probing each candidate at most once per version of its file.
+    pub fn find(
+        &self,
+        target: Target,
+        abi: u32,
+        data_dir: &Path,
+        path: Option<OsString>,
+    ) -> Result<Tender, TenderError> {
+        find_with(target, abi, data_dir, path, |p| self.probe(p))
+    }
+
+    fn probe(&self, path: &Path) -> Result<u32, TenderError> {
+        let before = stamp(path);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(now), Some((then, abi))) = (before, seen.get(path)) {
+            if now == *then {
+                return Ok(*abi);
+            }
+        }
+        drop(seen);
+        let abi = probe(path)?;
+        // Only remember a probe of the file as it still is.
+        if let Some(now) = before.filter(|b| stamp(path) == Some(*b)) {
+            seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.insert(path.to_owned(), (now, abi));
+        }
+        Ok(abi)
+    }
 }
 
 /// Like [`find`], with the process's own `PATH`.
@@ -187,6 +245,43 @@ fn abi_line(output: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake tender that counts its probes in a file beside it.
+    fn counting_tender(dir: &Path, abi: u32) -> PathBuf {
+        let path = dir.join("solo5-hvt");
+        let script = format!(
+            "#!/bin/sh\necho x >> {}/probes\necho 'ABI version {abi}' >&2\n",
+            dir.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn probes(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("probes")).map_or(0, |s| s.lines().count())
+    }
+
+    #[test]
+    fn the_cache_probes_once_until_the_tender_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tender = counting_tender(dir.path(), 2);
+        let cache = ProbeCache::default();
+        for _ in 0..3 {
+            let found = cache.find(Target::Hvt, 2, dir.path(), None).unwrap();
+            assert_eq!(found.path, tender);
+        }
+        assert_eq!(probes(dir.path()), 1);
+        // Replaced by another release: probed again, and its ABI is seen.
+        std::fs::remove_file(&tender).unwrap();
+        counting_tender(dir.path(), 3);
+        let err = cache.find(Target::Hvt, 2, dir.path(), None).unwrap_err();
+        assert!(
+            matches!(err, TenderError::AbiMismatch { found: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(probes(dir.path()), 2);
+    }
 
     #[test]
     fn reads_the_abi_line_among_others() {

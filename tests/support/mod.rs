@@ -3,4 +3,5 @@
 
 pub mod elf;
 pub mod images;
+pub mod netns;
 pub mod tender;

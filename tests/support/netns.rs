@@ -69,8 +69,14 @@ fn setup_inside() {
     use nix::mount::{MsFlags, mount};
     // unshare(1) made the mount namespace private; a new sysfs shows this
     // namespace's interfaces.
-    mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>)
-        .expect("mount sysfs in the test namespace");
+    mount(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount sysfs in the test namespace");
     ip(&["link", "set", "dev", "lo", "up"]);
 }
 

@@ -24,7 +24,8 @@ use crate::host::block::{BlockError, BlockFile, BlockStore};
 use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
 use crate::host::paths::Dirs;
-use crate::host::{policy, stats, tender};
+use crate::host::tender::ProbeCache;
+use crate::host::{policy, stats};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -174,6 +175,7 @@ impl Unit {
 
 struct Inner {
     settings: Settings,
+    tenders: ProbeCache,
     blocks: BlockStore,
     units: Mutex<BTreeMap<Label, Unit>>,
     events: broadcast::Sender<Event>,
@@ -198,6 +200,7 @@ impl Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
                 blocks: BlockStore::new(&settings.dirs.data),
+                tenders: ProbeCache::default(),
                 settings,
                 units: Mutex::new(BTreeMap::new()),
                 events,
@@ -248,7 +251,7 @@ impl Supervisor {
         config: UnikernelConfig,
         image: Image,
     ) -> Result<UnikernelInfo, SupervisorError> {
-        let tender = tender::find(
+        let tender = self.inner.tenders.find(
             image.info.target,
             image.info.abi_version,
             &self.inner.settings.dirs.data,
@@ -476,13 +479,15 @@ impl Inner {
         let unit = units
             .get_mut(name)
             .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
-        let tender = tender::find(
-            unit.image.target,
-            unit.image.abi_version,
-            &self.settings.dirs.data,
-            self.settings.tender_path.clone(),
-        )
-        .map_err(|e| SupervisorError::Invalid(vec![Problem::NoTender(e.to_string())]))?;
+        let tender = self
+            .tenders
+            .find(
+                unit.image.target,
+                unit.image.abi_version,
+                &self.settings.dirs.data,
+                self.settings.tender_path.clone(),
+            )
+            .map_err(|e| SupervisorError::Invalid(vec![Problem::NoTender(e.to_string())]))?;
         let blocks = unit
             .config
             .blocks
