@@ -714,3 +714,34 @@ fn refused_launches_leave_the_host_unchanged() {
         }
     });
 }
+
+#[test]
+fn a_failed_prepare_undoes_itself_and_keeps_what_was_there() {
+    in_netns(
+        "a_failed_prepare_undoes_itself_and_keeps_what_was_there",
+        || async {
+            netns::bridge("br0");
+            let host = Host::new();
+            // Something that is not a FIFO where the console FIFO would go.
+            let run_dir = host.dirs.runtime.join("unikernels/blocked");
+            std::fs::create_dir_all(&run_dir).unwrap();
+            std::fs::write(run_dir.join("console"), "operator's notes").unwrap();
+            let before = host.footprint();
+            let c = UnikernelConfig {
+                nets: vec![net("service0", "br0")],
+                ..config("blocked", &[])
+            };
+            let err = host
+                .create(c, &Spec::new(Target::Hvt, &[("service0", NET)]))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("not a FIFO"), "{err}");
+            assert_eq!(host.footprint(), before, "the tap or image copy was left");
+            assert_eq!(
+                std::fs::read_to_string(run_dir.join("console")).unwrap(),
+                "operator's notes"
+            );
+            assert!(host.sup.list().is_empty());
+        },
+    );
+}

@@ -34,15 +34,18 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchEr
     move |source| LaunchError::Io { what, path, source }
 }
 
-/// What one run holds on the host; [`Resources::release`] gives it all back.
-#[derive(Debug)]
+/// What one run made on the host; [`Resources::release`] removes exactly that,
+/// and nothing that was there before it.
+#[derive(Debug, Default)]
 pub struct Resources {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    image: Option<PathBuf>,
+    fifo: Option<PathBuf>,
     taps: Vec<String>,
 }
 
 impl Resources {
-    /// Removes the taps and the run directory (image copy and FIFO). Clean-up
+    /// Removes the taps, the image copy, the FIFO and the run directory. Clean-up
     /// goes on past a failure so that one stuck tap does not leak the rest.
     pub fn release(self) {
         for tap in &self.taps {
@@ -50,9 +53,20 @@ impl Resources {
                 tracing::warn!("clean-up: {e}");
             }
         }
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!("clean-up: cannot remove {}: {e}", self.dir.display());
+        if let Some(image) = &self.image {
+            if let Err(e) = fs::remove_file(image) {
+                tracing::warn!("clean-up: cannot remove {}: {e}", image.display());
+            }
+        }
+        if let Some(fifo) = &self.fifo {
+            if let Err(e) = console::remove_fifo(fifo) {
+                tracing::warn!("clean-up: {e}");
+            }
+        }
+        // Only when empty: anything else in it is not ours to delete.
+        if let Some(dir) = &self.dir {
+            if let Err(e) = fs::remove_dir(dir) {
+                tracing::warn!("clean-up: cannot remove {}: {e}", dir.display());
             }
         }
     }
@@ -84,63 +98,54 @@ pub fn launch(
     console: &Console,
 ) -> Result<Launched, LaunchError> {
     let dir = run_dir(runtime, config.name.as_str());
-    let mut resources = Resources {
-        dir: dir.clone(),
-        taps: Vec::new(),
-    };
+    let mut made = Resources::default();
     match prepare_and_exec(
         config,
+        &dir,
         stored_image,
         tender,
         blocks,
-        &mut resources,
+        &mut made,
         console,
     ) {
-        Ok((child, pid, argv, taps, drain)) => Ok(Launched {
-            child,
-            pid,
-            argv,
-            taps,
-            resources,
-            drain,
+        Ok(launched) => Ok(Launched {
+            resources: made,
+            ..launched
         }),
         Err(e) => {
-            resources.release();
+            made.release();
             Err(e)
         }
     }
 }
 
-type Started = (Child, u32, Vec<String>, Vec<TapInfo>, JoinHandle<()>);
-
 fn prepare_and_exec(
     config: &UnikernelConfig,
+    dir: &Path,
     stored_image: &Path,
     tender: &Path,
     blocks: &[BlockFile],
-    resources: &mut Resources,
+    made: &mut Resources,
     console: &Console,
-) -> Result<Started, LaunchError> {
-    let dir = resources.dir.clone();
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(io_err("create the run directory", &dir))?;
+) -> Result<Launched, LaunchError> {
+    if !dir.exists() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create the run directory", dir))?;
+        made.dir = Some(dir.to_owned());
+    }
     let image = dir.join("image");
     fs::copy(stored_image, &image).map_err(io_err("copy the image to", &image))?;
+    made.image = Some(image.clone());
     fs::set_permissions(&image, fs::Permissions::from_mode(0o600))
         .map_err(io_err("restrict", &image))?;
-
-    // The reader is open before the tender starts, so no early output is lost.
-    let fifo = dir.join("console");
-    console::create_fifo(&fifo)?;
-    let reader = console::open_reader(&fifo)?;
 
     let mut taps = Vec::with_capacity(config.nets.len());
     for net in &config.nets {
         let tap = net::create_tap(&net.bridge)?;
-        resources.taps.push(tap.name.clone());
+        made.taps.push(tap.name.clone());
         taps.push(TapInfo {
             interface: net.interface.clone(),
             tap: tap.name,
@@ -148,6 +153,12 @@ fn prepare_and_exec(
             mac: config.mac_of(net),
         });
     }
+
+    // The reader is open before the tender starts, so no early output is lost.
+    let fifo = dir.join("console");
+    console::create_fifo(&fifo)?;
+    made.fifo = Some(fifo.clone());
+    let reader = console::open_reader(&fifo)?;
 
     let argv = argv(config, tender, &image, &taps, blocks);
     let writer = console::open_writer(&fifo)?;
@@ -168,7 +179,14 @@ fn prepare_and_exec(
     // reader sees end-of-file exactly when the tender is gone.
     let pid = child.id().unwrap_or_default();
     let drain = tokio::spawn(drain(reader, console.clone(), config.name.to_string()));
-    Ok((child, pid, argv, taps, drain))
+    Ok(Launched {
+        child,
+        pid,
+        argv,
+        taps,
+        resources: Resources::default(),
+        drain,
+    })
 }
 
 /// Reads the console until the tender is gone; a read error ends the run's
