@@ -27,16 +27,14 @@ use support::tender::Tenders;
 const RUNS: usize = 100;
 
 fn main() {
-    if !support::netns::enter_program() {
-        return;
-    }
-    support::netns::bridge("br0");
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(bench());
+    support::netns::run(|| {
+        support::netns::bridge("br0");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(bench())
+    });
 }
 
 async fn bench() {

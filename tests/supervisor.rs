@@ -222,17 +222,16 @@ fn config(name: &str, args: &[&str]) -> UnikernelConfig {
     c
 }
 
-/// Runs `body` in a network namespace of its own (see `support::netns`).
-fn in_netns<F: Future<Output = ()>>(test: &str, body: impl FnOnce() -> F) {
-    if !netns::enter(test) {
-        return;
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(body());
+/// Runs `body` in a network namespace of its own (see `support::netns`), on a
+/// runtime that keeps every task, and so every process it spawns, there.
+fn in_netns<F: Future<Output = ()>>(body: impl FnOnce() -> F + Send + 'static) {
+    netns::run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body())
+    });
 }
 
 const BLOCK: DeviceKind = DeviceKind::Block;
@@ -240,116 +239,113 @@ const NET: DeviceKind = DeviceKind::Net;
 
 #[test]
 fn devices_reach_the_tender_and_leave_nothing_behind() {
-    in_netns(
-        "devices_reach_the_tender_and_leave_nothing_behind",
-        || async {
-            netns::bridge("br0");
-            netns::bridge("br1");
-            let host = Host::new();
-            let disk0 = host.block("disk0", 1);
-            let disk1 = host.block("disk1", 2);
-            let before = host.footprint();
-            let given_mac: Mac = "02:00:00:00:00:2a".parse().unwrap();
-            let disk_path = |name: &str| {
-                host.dirs
-                    .data
-                    .join("block")
-                    .join(name)
-                    .display()
-                    .to_string()
-            };
-            let cases: Vec<(Spec, UnikernelConfig, Vec<String>, ExitStatus)> = vec![
-                (
-                    Spec::new(Target::Hvt, &[]),
-                    config("none", &["sleep-forever"]),
-                    vec!["--mem=512".into()],
-                    ExitStatus::Code(1),
+    in_netns(|| async {
+        netns::bridge("br0");
+        netns::bridge("br1");
+        let host = Host::new();
+        let disk0 = host.block("disk0", 1);
+        let disk1 = host.block("disk1", 2);
+        let before = host.footprint();
+        let given_mac: Mac = "02:00:00:00:00:2a".parse().unwrap();
+        let disk_path = |name: &str| {
+            host.dirs
+                .data
+                .join("block")
+                .join(name)
+                .display()
+                .to_string()
+        };
+        let cases: Vec<(Spec, UnikernelConfig, Vec<String>, ExitStatus)> = vec![
+            (
+                Spec::new(Target::Hvt, &[]),
+                config("none", &["sleep-forever"]),
+                vec!["--mem=512".into()],
+                ExitStatus::Code(1),
+            ),
+            (
+                Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]),
+                UnikernelConfig {
+                    nets: vec![net("service0", "br0")],
+                    blocks: vec![block("storage", &disk0)],
+                    memory_mb: 64,
+                    ..config("one", &["sleep-forever"])
+                },
+                vec![
+                    "--mem=64".into(),
+                    "--net:service0=vmmtap0".into(),
+                    format!("--net-mac:service0={}", Mac::derived("service0", "one")),
+                    format!("--block:storage={}", disk_path("disk0")),
+                ],
+                ExitStatus::Code(1),
+            ),
+            (
+                Spec::new(
+                    Target::Spt,
+                    &[("a", NET), ("b", NET), ("x", BLOCK), ("y", BLOCK)],
                 ),
-                (
-                    Spec::new(Target::Hvt, &[("storage", BLOCK), ("service0", NET)]),
-                    UnikernelConfig {
-                        nets: vec![net("service0", "br0")],
-                        blocks: vec![block("storage", &disk0)],
-                        memory_mb: 64,
-                        ..config("one", &["sleep-forever"])
-                    },
-                    vec![
-                        "--mem=64".into(),
-                        "--net:service0=vmmtap0".into(),
-                        format!("--net-mac:service0={}", Mac::derived("service0", "one")),
-                        format!("--block:storage={}", disk_path("disk0")),
+                UnikernelConfig {
+                    nets: vec![
+                        net("a", "br0"),
+                        NetConfig {
+                            mac: Some(given_mac),
+                            ..net("b", "br1")
+                        },
                     ],
-                    ExitStatus::Code(1),
-                ),
-                (
-                    Spec::new(
-                        Target::Spt,
-                        &[("a", NET), ("b", NET), ("x", BLOCK), ("y", BLOCK)],
-                    ),
-                    UnikernelConfig {
-                        nets: vec![
-                            net("a", "br0"),
-                            NetConfig {
-                                mac: Some(given_mac),
-                                ..net("b", "br1")
-                            },
-                        ],
-                        blocks: vec![
-                            block("x", &disk0),
-                            BlockConfig {
-                                sector_size: Some(4096),
-                                ..block("y", &disk1)
-                            },
-                        ],
-                        ..config("two", &["sleep-forever"])
-                    },
-                    vec![
-                        "--net:a=vmmtap0".into(),
-                        "--net:b=vmmtap1".into(),
-                        format!("--net-mac:a={}", Mac::derived("a", "two")),
-                        "--net-mac:b=02:00:00:00:00:2a".into(),
-                        format!("--block:x={}", disk_path("disk0")),
-                        format!("--block:y={}", disk_path("disk1")),
-                        "--block-sector-size:y=4096".into(),
+                    blocks: vec![
+                        block("x", &disk0),
+                        BlockConfig {
+                            sector_size: Some(4096),
+                            ..block("y", &disk1)
+                        },
                     ],
-                    // spt dies by SIGTERM where hvt exits 1.
-                    ExitStatus::Signal(15),
-                ),
-            ];
-            for (spec, config, want, on_destroy) in cases {
-                let name = config.name.to_string();
-                let taps = config.nets.len();
-                host.create(config, &spec).await.unwrap();
-                host.console_shows(&name, GUEST_STARTS, 1).await;
-                let argv = host.tender_argv(&name);
-                for arg in &want {
-                    assert!(argv.contains(arg), "{name}: {arg} not in {argv:?}");
-                }
-                let info = host.sup.info(&label(&name)).unwrap();
-                assert_eq!(info.taps.len(), taps);
-                for tap in &info.taps {
-                    let master =
-                        std::fs::read_link(format!("/sys/class/net/{}/master", tap.tap)).unwrap();
-                    assert!(
-                        master.ends_with(&tap.bridge),
-                        "{} is not on {}",
-                        tap.tap,
-                        tap.bridge
-                    );
-                }
-                let info = host.sup.destroy(&label(&name)).await.unwrap();
-                assert_eq!(info.state, RunState::Stopped);
-                assert_eq!(info.exits.last().map(|e| e.status), Some(on_destroy));
-                assert_eq!(host.footprint(), before, "{name} left something behind");
-                host.sup.remove(&label(&name)).unwrap();
+                    ..config("two", &["sleep-forever"])
+                },
+                vec![
+                    "--net:a=vmmtap0".into(),
+                    "--net:b=vmmtap1".into(),
+                    format!("--net-mac:a={}", Mac::derived("a", "two")),
+                    "--net-mac:b=02:00:00:00:00:2a".into(),
+                    format!("--block:x={}", disk_path("disk0")),
+                    format!("--block:y={}", disk_path("disk1")),
+                    "--block-sector-size:y=4096".into(),
+                ],
+                // spt dies by SIGTERM where hvt exits 1.
+                ExitStatus::Signal(15),
+            ),
+        ];
+        for (spec, config, want, on_destroy) in cases {
+            let name = config.name.to_string();
+            let taps = config.nets.len();
+            host.create(config, &spec).await.unwrap();
+            host.console_shows(&name, GUEST_STARTS, 1).await;
+            let argv = host.tender_argv(&name);
+            for arg in &want {
+                assert!(argv.contains(arg), "{name}: {arg} not in {argv:?}");
             }
-        },
-    );
+            let info = host.sup.info(&label(&name)).unwrap();
+            assert_eq!(info.taps.len(), taps);
+            for tap in &info.taps {
+                let master =
+                    std::fs::read_link(format!("/sys/class/net/{}/master", tap.tap)).unwrap();
+                assert!(
+                    master.ends_with(&tap.bridge),
+                    "{} is not on {}",
+                    tap.tap,
+                    tap.bridge
+                );
+            }
+            let info = host.sup.destroy(&label(&name)).await.unwrap();
+            assert_eq!(info.state, RunState::Stopped);
+            assert_eq!(info.exits.last().map(|e| e.status), Some(on_destroy));
+            assert_eq!(host.footprint(), before, "{name} left something behind");
+            host.sup.remove(&label(&name)).unwrap();
+        }
+    });
 }
 
 #[test]
 fn arguments_reach_the_unikernel_verbatim() {
-    in_netns("arguments_reach_the_unikernel_verbatim", || async {
+    in_netns(|| async {
         let mut host = Host::new();
         let marker = host.dirs.data.join("pwned");
         let tricky = vec![
@@ -372,7 +368,7 @@ fn arguments_reach_the_unikernel_verbatim() {
 
 #[test]
 fn the_tender_is_pinned_to_its_cpu() {
-    in_netns("the_tender_is_pinned_to_its_cpu", || async {
+    in_netns(|| async {
         let host = Host::new();
         let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32 - 1;
         let mut c = config("pinned", &["sleep-forever"]);
@@ -407,7 +403,7 @@ fn quick_backoff(s: &mut Settings) {
 
 #[test]
 fn exits_restart_or_not_by_policy() {
-    in_netns("exits_restart_or_not_by_policy", || async {
+    in_netns(|| async {
         let mut host = Host::with(quick_backoff);
         let on_codes = |codes: &[u8]| RestartPolicy::OnExitCodes(codes.iter().copied().collect());
         let cases = [
@@ -506,7 +502,7 @@ fn exits_restart_or_not_by_policy() {
 
 #[test]
 fn failing_unikernels_back_off_into_a_crash_loop() {
-    in_netns("failing_unikernels_back_off_into_a_crash_loop", || async {
+    in_netns(|| async {
         let mut host = Host::with(quick_backoff);
         let mut c = config("crashy", &["exit=2"]);
         c.restart = RestartPolicy::OnFailure;
@@ -539,7 +535,7 @@ fn failing_unikernels_back_off_into_a_crash_loop() {
 
 #[test]
 fn a_killed_tender_is_cleaned_up() {
-    in_netns("a_killed_tender_is_cleaned_up", || async {
+    in_netns(|| async {
         netns::bridge("br0");
         let mut host = Host::new();
         let disk = host.block("disk", 1);
@@ -575,7 +571,7 @@ fn a_killed_tender_is_cleaned_up() {
 
 #[test]
 fn console_history_survives_restarts() {
-    in_netns("console_history_survives_restarts", || async {
+    in_netns(|| async {
         let host = Host::new();
         let c = config("chatty", &["print=hello from a run", "sleep-forever"]);
         host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
@@ -601,7 +597,7 @@ fn console_history_survives_restarts() {
 
 #[test]
 fn running_unikernels_have_stats() {
-    in_netns("running_unikernels_have_stats", || async {
+    in_netns(|| async {
         netns::bridge("br0");
         let host = Host::new();
         let c = UnikernelConfig {
@@ -630,7 +626,7 @@ fn running_unikernels_have_stats() {
 
 #[test]
 fn refused_launches_leave_the_host_unchanged() {
-    in_netns("refused_launches_leave_the_host_unchanged", || async {
+    in_netns(|| async {
         netns::bridge("br0");
         let host = Host::new();
         let disk = host.block("disk", 1);
@@ -701,6 +697,50 @@ fn refused_launches_leave_the_host_unchanged() {
                 config("t", &[]),
                 Spec::new(Target::Hvt, &[]).with_abi(3),
             ),
+            (
+                "device not in the manifest",
+                UnikernelConfig {
+                    nets: vec![net("service0", "br0"), net("extra", "br0")],
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "wrong kind",
+                UnikernelConfig {
+                    nets: vec![net("storage", "br0")],
+                    blocks: vec![block("service0", &disk)],
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "bad sector size",
+                UnikernelConfig {
+                    blocks: vec![BlockConfig {
+                        sector_size: Some(1000),
+                        ..block("storage", &disk)
+                    }],
+                    ..good()
+                },
+                spec.clone(),
+            ),
+            (
+                "hvt memory limit",
+                UnikernelConfig {
+                    memory_mb: 4097,
+                    ..config("big", &[])
+                },
+                Spec::new(Target::Hvt, &[]),
+            ),
+            (
+                "restart code that never restarts",
+                UnikernelConfig {
+                    restart: RestartPolicy::OnExitCodes([1].into()),
+                    ..config("r", &[])
+                },
+                Spec::new(Target::Hvt, &[]),
+            ),
         ];
         for (why, config, spec) in cases {
             let err = host.create(config, &spec).await.unwrap_err();
@@ -717,31 +757,50 @@ fn refused_launches_leave_the_host_unchanged() {
 
 #[test]
 fn a_failed_prepare_undoes_itself_and_keeps_what_was_there() {
-    in_netns(
-        "a_failed_prepare_undoes_itself_and_keeps_what_was_there",
-        || async {
-            netns::bridge("br0");
-            let host = Host::new();
-            // Something that is not a FIFO where the console FIFO would go.
-            let run_dir = host.dirs.runtime.join("unikernels/blocked");
-            std::fs::create_dir_all(&run_dir).unwrap();
-            std::fs::write(run_dir.join("console"), "operator's notes").unwrap();
-            let before = host.footprint();
-            let c = UnikernelConfig {
-                nets: vec![net("service0", "br0")],
-                ..config("blocked", &[])
-            };
-            let err = host
-                .create(c, &Spec::new(Target::Hvt, &[("service0", NET)]))
-                .await
-                .unwrap_err();
-            assert!(err.to_string().contains("not a FIFO"), "{err}");
-            assert_eq!(host.footprint(), before, "the tap or image copy was left");
+    in_netns(|| async {
+        netns::bridge("br0");
+        let host = Host::new();
+        // Something that is not a FIFO where the console FIFO would go.
+        let run_dir = host.dirs.runtime.join("unikernels/blocked");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("console"), "operator's notes").unwrap();
+        let before = host.footprint();
+        let c = UnikernelConfig {
+            nets: vec![net("service0", "br0")],
+            ..config("blocked", &[])
+        };
+        let err = host
+            .create(c, &Spec::new(Target::Hvt, &[("service0", NET)]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not a FIFO"), "{err}");
+        assert_eq!(host.footprint(), before, "the tap or image copy was left");
+        assert_eq!(
+            std::fs::read_to_string(run_dir.join("console")).unwrap(),
+            "operator's notes"
+        );
+        assert!(host.sup.list().is_empty());
+    });
+}
+
+#[test]
+fn a_tender_deaf_to_sigterm_is_killed_after_the_grace_period() {
+    in_netns(|| async {
+        let host = Host::with(|s| s.grace = Duration::from_millis(300));
+        for (spec, name) in [
+            (Spec::new(Target::Hvt, &[]), "deaf-hvt"),
+            (Spec::new(Target::Spt, &[]), "deaf-spt"),
+        ] {
+            host.create(config(name, &["hang"]), &spec).await.unwrap();
+            host.console_shows(name, GUEST_STARTS, 1).await;
+            let info = host.sup.destroy(&label(name)).await.unwrap();
+            assert_eq!(info.state, RunState::Stopped);
             assert_eq!(
-                std::fs::read_to_string(run_dir.join("console")).unwrap(),
-                "operator's notes"
+                info.exits.last().map(|e| e.status),
+                Some(ExitStatus::Signal(9)),
+                "{name}"
             );
-            assert!(host.sup.list().is_empty());
-        },
-    );
+        }
+        assert_eq!(host.footprint().1, Vec::<PathBuf>::new());
+    });
 }

@@ -39,6 +39,7 @@
 //! | `block-read=DEV:OFFSET:LEN` | prints `block-read DEV:OFFSET:` and the LEN bytes found there |
 //! | `sleep=MS` | sleeps MS milliseconds |
 //! | `sleep-forever` | sleeps until a signal ends it |
+//! | `hang` | stops answering SIGTERM and SIGINT, then sleeps: only SIGKILL ends it |
 //! | `exit=N` | exits with N & 0xff, as `solo5_exit(N)` |
 //! | `abort` | exits 255, as `solo5_abort()` |
 //! | `segv` | a guest fault: hvt exits 255 ("Fatal trap"), spt is killed by SIGSEGV |
@@ -58,6 +59,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const VERSION: &str = "v0.12.1-fulmar-test-double";
@@ -421,6 +423,7 @@ enum Step {
     },
     Sleep(Duration),
     SleepForever,
+    Hang,
     Exit(u8),
     Abort,
     Segv,
@@ -474,6 +477,7 @@ impl Step {
             }
             (b"sleep", Some(_)) => Step::Sleep(Duration::from_millis(number(text()?)?)),
             (b"sleep-forever", None) => Step::SleepForever,
+            (b"hang", None) => Step::Hang,
             (b"exit", Some(_)) => {
                 let n: i64 = text()?.parse().map_err(|_| bad("not a number"))?;
                 Step::Exit((n & 0xff) as u8)
@@ -531,6 +535,7 @@ impl Step {
                     std::thread::park();
                 }
             }
+            Step::Hang => hang(out)?,
             Step::Exit(code) => return Ok(Some(ExitCode::from(*code))),
             Step::Abort => {
                 writeln!(out, "fulmar-test-tender: abort")?;
@@ -597,11 +602,31 @@ fn set_up_signals(target: Target, me: &str) -> nix::Result<()> {
     set.thread_block()?;
     let me = me.to_owned();
     std::thread::spawn(move || {
-        match set.wait() {
-            Ok(sig) => eprintln!("{me}: Exiting on signal {}", sig as i32),
-            Err(e) => eprintln!("{me}: cannot wait for signals: {e}"),
+        loop {
+            match set.wait() {
+                Ok(_) if HUNG.load(Ordering::SeqCst) => continue,
+                Ok(sig) => eprintln!("{me}: Exiting on signal {}", sig as i32),
+                Err(e) => eprintln!("{me}: cannot wait for signals: {e}"),
+            }
+            std::process::exit(1);
         }
-        std::process::exit(1);
     });
     Ok(())
+}
+
+/// Set by `hang`: the hvt signal waiter then swallows SIGTERM and SIGINT.
+static HUNG: AtomicBool = AtomicBool::new(false);
+
+/// A tender that no longer reacts to anything but SIGKILL.
+fn hang(out: &mut impl Write) -> io::Result<()> {
+    out.flush()?;
+    HUNG.store(true, Ordering::SeqCst);
+    // spt has no waiter: blocked, the signals stay pending and never act.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().map_err(io::Error::from)?;
+    loop {
+        std::thread::park();
+    }
 }

@@ -11,3 +11,8 @@ pub mod policy;
 pub mod stats;
 pub mod supervisor;
 pub mod tender;
+
+/// The integration tests' network namespace helper, for the unit tests too.
+#[cfg(all(test, target_os = "linux"))]
+#[path = "../../tests/support/netns.rs"]
+pub(crate) mod netns;

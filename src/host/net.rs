@@ -351,93 +351,11 @@ mod freebsd {
     }
 }
 
-/// Runs test code in a network namespace of its own, so tests can make bridges
-/// and taps without touching the host's interfaces.
-///
-/// Linux lets one thread of a process enter new namespaces (`unshare(2)` with
-/// `CLONE_NEWNET | CLONE_NEWNS` acts on the calling thread only), and threads and
-/// programs that thread starts inherit them. So the code runs on a fresh thread
-/// that unshares, then mounts a sysfs of its own on /sys, because sysfs shows the
-/// interfaces of the namespace that mounted it, not of the reader. The namespace
-/// and everything in it vanish when the thread ends.
-///
-/// It lives here because only this module's tests need it so far; it depends on
-/// nothing in this module, so it can move to a shared test-support module as is.
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) mod netns {
-    use std::ffi::CStr;
-
-    /// Runs `body` inside a fresh network namespace and returns its result, or
-    /// prints why it cannot and returns `None` (not root, no namespaces here).
-    /// A panic in `body` fails the calling test.
-    pub(crate) fn run<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to make a network namespace");
-            return None;
-        }
-        let thread = std::thread::spawn(move || enter().map(|()| body()));
-        match thread.join() {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(why)) => {
-                eprintln!("skipped: cannot make a network namespace: {why}");
-                None
-            }
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    fn enter() -> Result<(), String> {
-        use nix::sched::{CloneFlags, unshare};
-        unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("unshare: {e}"))?;
-        // Keep the sysfs mount below from propagating back to the host.
-        mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE)?;
-        mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0)?;
-        // Refuse to go on unless the view really is a new namespace's.
-        let names: Vec<_> = std::fs::read_dir("/sys/class/net")
-            .map_err(|e| format!("reading /sys/class/net: {e}"))?
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect();
-        if names != ["lo"] {
-            panic!("the new namespace shows interfaces {names:?}: refusing to touch them");
-        }
-        Ok(())
-    }
-
-    fn mount(
-        source: Option<&CStr>,
-        target: &CStr,
-        fstype: Option<&CStr>,
-        flags: libc::c_ulong,
-    ) -> Result<(), String> {
-        let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
-        // SAFETY: every pointer is null or points at a NUL-terminated string that
-        // outlives the call; a null data argument is allowed for these mounts.
-        let rc = unsafe {
-            libc::mount(
-                ptr(source),
-                target.as_ptr(),
-                ptr(fstype),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(format!("mount {target:?}: {e}"));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use crate::host::netns::{self, bridge, ip};
     use std::collections::BTreeSet;
-
-    fn ip(args: &[&str]) {
-        run("ip", args).unwrap();
-    }
 
     fn sysfs(name: &str, attribute: &str) -> Option<String> {
         std::fs::read_to_string(sysfs_dir(name).unwrap().join(attribute))
@@ -503,8 +421,8 @@ mod tests {
     fn lists_bridges_only() {
         let found = netns::run(|| {
             assert_eq!(bridges().unwrap(), Vec::<String>::new());
-            ip(&["link", "add", "br1", "type", "bridge"]);
-            ip(&["link", "add", "br0", "type", "bridge"]);
+            bridge("br1");
+            bridge("br0");
             ip(&[
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
@@ -518,7 +436,7 @@ mod tests {
     #[test]
     fn creates_taps_with_the_smallest_free_name() {
         netns::run(|| {
-            ip(&["link", "add", "br0", "type", "bridge"]);
+            bridge("br0");
             let first = create_tap("br0").unwrap();
             let second = create_tap("br0").unwrap();
             assert_eq!(
@@ -541,7 +459,7 @@ mod tests {
     #[test]
     fn an_unknown_bridge_leaves_no_tap() {
         netns::run(|| {
-            ip(&["link", "add", "br0", "type", "bridge"]);
+            bridge("br0");
             ip(&[
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
@@ -583,7 +501,7 @@ mod tests {
     #[test]
     fn delete_tap_tolerates_absence_and_refuses_other_interfaces() {
         netns::run(|| {
-            ip(&["link", "add", "br0", "type", "bridge"]);
+            bridge("br0");
             ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
             delete_tap("vmmtap7").unwrap();
             for other in ["br0", "lo", "tun0"] {
@@ -605,7 +523,7 @@ mod tests {
     fn concurrent_creates_get_distinct_names() {
         const THREADS: usize = 6;
         netns::run(|| {
-            ip(&["link", "add", "br0", "type", "bridge"]);
+            bridge("br0");
             let threads: Vec<_> = (0..THREADS)
                 .map(|_| std::thread::spawn(|| create_tap("br0").unwrap().name))
                 .collect();

@@ -212,10 +212,7 @@ mod tests {
 
     #[test]
     fn counts_loopback_traffic() {
-        net::netns::run(|| {
-            let ip =
-                |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
-            ip(&["link", "set", "lo", "up"]);
+        crate::host::netns::run(|| {
             let before = tap_stats("lo").unwrap();
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             let payload = [7u8; 1000];

@@ -1,74 +1,48 @@
-//! Runs a test inside a network namespace of its own, so that the bridges and
-//! taps it makes never touch the host's interfaces.
+//! Runs test code inside a network namespace of its own, so that the bridges
+//! and taps it makes never touch the host's interfaces.
 //!
-//! The test re-runs itself: the outer process starts the same test binary for
-//! the same test under `unshare --net --mount`; the inner one mounts a fresh
-//! sysfs (so /sys/class/net shows the namespace's interfaces, not the host's),
-//! brings `lo` up and runs the body. Needs root; otherwise the test says why and
-//! passes without running.
+//! Namespaces belong to threads on Linux: [`run`] starts a thread that moves to
+//! new network and mount namespaces and mounts a fresh sysfs there (so
+//! /sys/class/net shows the namespace's interfaces, not the host's). Everything
+//! the body spawns inherits them; async code must run on a current-thread
+//! runtime inside the body so that it never leaves the thread. Used by the
+//! integration tests and, through `#[path]`, by the unit tests in `src/host`.
 
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
 use std::process::Command;
 
-const INNER: &str = "FULMAR_TEST_IN_NETNS";
-
-/// Call first in a test: `if !netns::enter("module::test_name") { return; }`.
-/// Returns true in the namespace (run the body), false outside it (the body ran
-/// in the child, whose failure has already failed this test).
-pub fn enter(test: &str) -> bool {
-    if std::env::var_os(INNER).is_some() {
-        setup_inside();
-        return true;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped {test}: making bridges and taps in a network namespace needs root");
-        return false;
-    }
-    let stdout = rerun(&["--exact", test, "--nocapture", "--test-threads=1"]);
-    assert!(
-        stdout.contains("1 passed"),
-        "{test} did not run in its namespace (wrong test name?)"
-    );
-    false
-}
-
-/// For a whole program (a benchmark): true in the namespace, false outside it
-/// once the program has run there.
-pub fn enter_program() -> bool {
-    if std::env::var_os(INNER).is_some() {
-        setup_inside();
-        return true;
-    }
+/// Runs `body` in fresh namespaces and returns what it returns, or says why it
+/// cannot (not root, no namespaces here) and returns `None`. A panic in `body`
+/// fails the calling test.
+pub fn run<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: making bridges and taps in a network namespace needs root");
-        return false;
+        return None;
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    rerun(&args);
-    false
+    let thread = std::thread::spawn(move || enter().map(|()| body()));
+    match thread.join() {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(why)) => {
+            eprintln!("skipped: cannot make a network namespace: {why}");
+            None
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
-/// Runs this executable again with `args` in new network and mount namespaces,
-/// passes its output on and returns its stdout.
-fn rerun(args: &[&str]) -> String {
-    let out = Command::new("unshare")
-        .args(["--net", "--mount", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(args)
-        .env(INNER, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "failed in its namespace");
-    stdout
-}
-
-fn setup_inside() {
-    use nix::mount::{MsFlags, mount};
-    // unshare(1) made the mount namespace private; a new sysfs shows this
-    // namespace's interfaces.
+fn enter() -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare: {e}"))?;
+    // Keep the sysfs mount below from propagating back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
     mount(
         Some("sysfs"),
         "/sys",
@@ -76,8 +50,16 @@ fn setup_inside() {
         MsFlags::empty(),
         None::<&str>,
     )
-    .expect("mount sysfs in the test namespace");
+    .map_err(|e| format!("mounting sysfs: {e}"))?;
+    // Refuse to go on unless the view really is a new namespace's.
+    let names = interfaces();
+    assert_eq!(
+        names,
+        ["lo"],
+        "the new namespace shows other interfaces: refusing to touch them"
+    );
     ip(&["link", "set", "dev", "lo", "up"]);
+    Ok(())
 }
 
 /// Runs `ip ARGS` and fails the test if it fails.
@@ -100,8 +82,13 @@ pub fn bridge(name: &str) {
 /// The interfaces in this namespace, sorted.
 pub fn interfaces() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .expect("read /sys/class/net")
+        .map(|e| {
+            e.expect("read /sys/class/net")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     names.sort();
     names
