@@ -792,7 +792,8 @@ fn a_tender_deaf_to_sigterm_is_killed_after_the_grace_period() {
             (Spec::new(Target::Spt, &[]), "deaf-spt"),
         ] {
             host.create(config(name, &["hang"]), &spec).await.unwrap();
-            host.console_shows(name, GUEST_STARTS, 1).await;
+            host.console_shows(name, "fulmar-test-tender: hung", 1)
+                .await;
             let info = host.sup.destroy(&label(name)).await.unwrap();
             assert_eq!(info.state, RunState::Stopped);
             assert_eq!(

@@ -39,7 +39,7 @@
 //! | `block-read=DEV:OFFSET:LEN` | prints `block-read DEV:OFFSET:` and the LEN bytes found there |
 //! | `sleep=MS` | sleeps MS milliseconds |
 //! | `sleep-forever` | sleeps until a signal ends it |
-//! | `hang` | stops answering SIGTERM and SIGINT, then sleeps: only SIGKILL ends it |
+//! | `hang` | stops answering SIGTERM and SIGINT, says `fulmar-test-tender: hung`, then sleeps: only SIGKILL ends it |
 //! | `exit=N` | exits with N & 0xff, as `solo5_exit(N)` |
 //! | `abort` | exits 255, as `solo5_abort()` |
 //! | `segv` | a guest fault: hvt exits 255 ("Fatal trap"), spt is killed by SIGSEGV |
@@ -618,14 +618,16 @@ fn set_up_signals(target: Target, me: &str) -> nix::Result<()> {
 static HUNG: AtomicBool = AtomicBool::new(false);
 
 /// A tender that no longer reacts to anything but SIGKILL.
+/// It says `fulmar-test-tender: hung` once it is deaf.
 fn hang(out: &mut impl Write) -> io::Result<()> {
-    out.flush()?;
     HUNG.store(true, Ordering::SeqCst);
     // spt has no waiter: blocked, the signals stay pending and never act.
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.thread_block().map_err(io::Error::from)?;
+    writeln!(out, "fulmar-test-tender: hung")?;
+    out.flush()?;
     loop {
         std::thread::park();
     }
