@@ -16,6 +16,7 @@ use fulmar::host::image::{self, Compression};
 use fulmar::host::paths::Dirs;
 use fulmar::host::supervisor::{Backoff, Settings, Supervisor, SupervisorError};
 use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::images::Spec;
@@ -324,6 +325,17 @@ fn devices_reach_the_tender_and_leave_nothing_behind() {
             }
             let info = host.sup.info(&label(&name)).unwrap();
             assert_eq!(info.taps.len(), taps);
+            let run_dir = host.dirs.runtime.join("unikernels").join(&name);
+            let mode =
+                |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode(&run_dir), 0o700);
+            assert_eq!(mode(&run_dir.join("image")), 0o600);
+            assert!(
+                std::fs::symlink_metadata(run_dir.join("console"))
+                    .unwrap()
+                    .file_type()
+                    .is_fifo()
+            );
             for tap in &info.taps {
                 let master =
                     std::fs::read_link(format!("/sys/class/net/{}/master", tap.tap)).unwrap();
