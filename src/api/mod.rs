@@ -9,6 +9,7 @@ pub mod image;
 pub mod label;
 pub mod mac;
 pub mod policy;
+pub mod protocol;
 pub mod stats;
 pub mod unikernel;
 pub mod validate;

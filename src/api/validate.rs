@@ -7,6 +7,7 @@ use crate::api::image::{DeviceKind, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
 use crate::api::policy::{Policy, Usage, format_cpus};
 use crate::api::unikernel::{DEFAULT_SECTOR_SIZE, RestartPolicy, UnikernelConfig};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// solo5-hvt refuses more memory than this (SOLO5.md).
@@ -27,7 +28,8 @@ pub struct Facts<'a> {
 }
 
 /// The part of the form a problem belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
 pub enum Field {
     Name,
     Image,
@@ -39,7 +41,8 @@ pub enum Field {
 }
 
 /// One reason the launch would fail, with what would fix it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[serde(tag = "problem", content = "details", rename_all = "kebab-case")]
 pub enum Problem {
     #[error("a unikernel named {0} exists already: pick another name or remove it")]
     NameTaken(Label),

@@ -1,0 +1,198 @@
+//! What clients and the daemon say to each other, inside the frames of
+//! [`crate::api::frame`]. Every JSON frame a client sends is a [`ClientMessage`],
+//! every one the daemon sends a [`DaemonMessage`]; both carry the id of the
+//! request they belong to in the frame header.
+//!
+//! A request gets exactly one final answer: a [`Reply`], or an [`ApiError`].
+//! Streaming requests (console, events) first get any number of
+//! [`StreamItem`]s, until the client cancels or the stream ends with
+//! [`DaemonMessage::End`]. Binary payloads (an image for `create`) travel as data
+//! frames on the request's id, paced by [`ClientMessage::Credit`]/
+//! [`DaemonMessage::Credit`], and end with [`ClientMessage::End`].
+
+use crate::api::console::{ConsoleEvent, Since};
+use crate::api::event::Event;
+use crate::api::image::ImageInfo;
+use crate::api::label::Label;
+use crate::api::policy::PolicyReport;
+use crate::api::stats::Stats;
+use crate::api::unikernel::{UnikernelConfig, UnikernelInfo};
+use crate::api::validate::Problem;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    /// Every unikernel the daemon knows, in any state.
+    List,
+    Info {
+        name: Label,
+    },
+    /// Stores an image sent as data frames on this request's id; answers
+    /// [`Reply::Image`]. `compressed: None` detects zlib.
+    PutImage {
+        compressed: Option<bool>,
+    },
+    /// Validates and starts a unikernel from an image stored by `PutImage`.
+    Create {
+        config: UnikernelConfig,
+        image: String,
+    },
+    Destroy {
+        name: Label,
+    },
+    Restart {
+        name: Label,
+    },
+    Remove {
+        name: Label,
+    },
+    /// History as `since` says, then live lines while `follow`.
+    Console {
+        name: Label,
+        since: Since,
+        follow: bool,
+    },
+    /// Every [`Event`] from now on.
+    Events,
+    Policy,
+    /// One unikernel, or every running one.
+    Stats {
+        name: Option<Label>,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMessage {
+    Request(Request),
+    /// The client may be sent this many more bytes on the stream.
+    Credit {
+        bytes: u64,
+    },
+    /// The client's data stream on this id is complete.
+    End,
+    /// Stop the stream or request with this id.
+    Cancel,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum DaemonMessage {
+    Reply(Reply),
+    Error(ApiError),
+    Item(StreamItem),
+    /// The daemon may be sent this many more bytes on the stream.
+    Credit {
+        bytes: u64,
+    },
+    /// The stream is over (the unikernel was removed, or history without follow).
+    End,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Reply {
+    Done,
+    Unikernels { unikernels: Vec<UnikernelInfo> },
+    Unikernel { unikernel: UnikernelInfo },
+    Image { image: ImageInfo },
+    Policy { policy: PolicyReport },
+    Stats { stats: Vec<NamedStats> },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NamedStats {
+    pub name: Label,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "item", rename_all = "kebab-case")]
+pub enum StreamItem {
+    Console { event: ConsoleEvent },
+    Event { event: Event },
+}
+
+/// The kind of failure, for scripts and for choosing what to show.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No such unikernel, image or block device.
+    NotFound,
+    /// The request would break a launch rule; `problems` says which.
+    Invalid,
+    /// The thing is in the wrong state for this (running, attached, busy).
+    Conflict,
+    /// The host refused (I/O, a command that failed).
+    Host,
+    /// The client broke the protocol.
+    Protocol,
+}
+
+/// A typed error with the human message the operator sees.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// With [`ErrorKind::Invalid`]: every problem, each tied to a form field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let m = ClientMessage::Request(Request::Destroy {
+            name: Label::new("web").unwrap(),
+        });
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"request","request":"destroy","name":"web"}"#
+        );
+        let e = DaemonMessage::Error(ApiError::new(ErrorKind::NotFound, "no unikernel named web"));
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"error","kind":"not-found","message":"no unikernel named web"}"#
+        );
+    }
+
+    #[test]
+    fn invalid_requests_carry_their_problems() {
+        let mut e = ApiError::new(ErrorKind::Invalid, "cannot create web");
+        e.problems = vec![
+            Problem::NameTaken(Label::new("web").unwrap()),
+            Problem::RestartCode(1),
+            Problem::NoMemory,
+            Problem::Cpu {
+                cpu: 7,
+                online: vec![0, 1],
+            },
+        ];
+        let json = serde_json::to_string(&DaemonMessage::Error(e.clone())).unwrap();
+        let back: DaemonMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, DaemonMessage::Error(e));
+    }
+}
