@@ -96,7 +96,7 @@ pub enum DaemonMessage {
 pub enum Reply {
     Done,
     Unikernels { unikernels: Vec<UnikernelInfo> },
-    Unikernel { unikernel: UnikernelInfo },
+    Unikernel { unikernel: Box<UnikernelInfo> },
     Image { image: ImageInfo },
     Policy { policy: PolicyReport },
     Stats { stats: Vec<NamedStats> },
