@@ -4,6 +4,7 @@
 
 pub mod block;
 pub mod console;
+pub mod daemon;
 pub mod image;
 pub mod net;
 pub mod paths;
