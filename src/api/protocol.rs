@@ -30,9 +30,9 @@ pub enum Request {
         name: Label,
     },
     /// Stores an image sent as data frames on this request's id; answers
-    /// [`Reply::Image`]. `compressed: None` detects zlib.
+    /// [`Reply::Image`]. zlib is detected; `compressed` insists on it.
     PutImage {
-        compressed: Option<bool>,
+        compressed: bool,
     },
     /// Validates and starts a unikernel from an image stored by `PutImage`.
     Create {

@@ -15,7 +15,7 @@ use crate::api::block::BlockDeviceInfo;
 use crate::api::event::Event;
 use crate::api::image::{Device, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
-use crate::api::policy::{Claim, Usage};
+use crate::api::policy::{Claim, PolicyReport, Usage};
 use crate::api::unikernel::{
     ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
 };
@@ -77,6 +77,12 @@ pub enum SupervisorError {
     NotRunning(Label),
     #[error("{0}")]
     Block(#[from] BlockError),
+    #[error("no stored image with digest {0}: send the image again")]
+    NoImage(String),
+    #[error("the stored image {} no longer matches its digest: remove it and send the image again", .0.display())]
+    ImageChanged(PathBuf),
+    #[error("{0}")]
+    Image(#[from] crate::host::image::ImageError),
     #[error("{0}")]
     Launch(#[from] LaunchError),
     #[error("{0}")]
@@ -244,6 +250,48 @@ impl Supervisor {
         Ok(stats::stats(pid, &taps)?)
     }
 
+    /// Keeps `image` by digest, for `create` to name later.
+    pub fn store(&self, image: &Image) -> Result<(), SupervisorError> {
+        self.inner.store_image(image).map(|_| ())
+    }
+
+    /// An image kept by [`Supervisor::store`], read back and checked again.
+    pub fn stored_image(&self, digest: &str) -> Result<Image, SupervisorError> {
+        let not_found = || SupervisorError::NoImage(digest.to_owned());
+        if digest.len() != 64
+            || !digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(not_found());
+        }
+        let path = self.inner.settings.dirs.data.join("images").join(digest);
+        if !path.is_file() {
+            return Err(not_found());
+        }
+        let image = crate::host::image::load(&path, crate::host::image::Compression::Detect)?;
+        if image.info.sha256 != digest {
+            return Err(SupervisorError::ImageChanged(path));
+        }
+        Ok(image)
+    }
+
+    /// The host's policy and what the unikernels take from it.
+    pub fn policy(&self) -> Result<PolicyReport, SupervisorError> {
+        let policy = policy::host_policy(self.inner.blocks.dir())?;
+        let used = usage(&self.inner.lock());
+        Ok(PolicyReport { policy, used })
+    }
+
+    /// Counters of every running unikernel; one that ends meanwhile is left out.
+    pub fn all_stats(&self) -> Vec<(Label, crate::api::stats::Stats)> {
+        let names: Vec<Label> = self.inner.lock().keys().cloned().collect();
+        names
+            .into_iter()
+            .filter_map(|name| self.stats(&name).ok().map(|s| (name, s)))
+            .collect()
+    }
+
     /// Validates `config` against `image` and the host, then starts it. Nothing
     /// on the host is touched unless every check passes.
     pub async fn create(
@@ -273,12 +321,7 @@ impl Supervisor {
             let mut units = self.inner.lock();
             let facts_blocks = block_infos(&units, &block_files);
             let names: Vec<Label> = units.keys().cloned().collect();
-            let usage: Usage = units
-                .values()
-                .filter_map(Unit::claim)
-                .collect::<Vec<_>>()
-                .iter()
-                .collect();
+            let usage = usage(&units);
             let facts = Facts {
                 image: &image.info,
                 tender: &report,
@@ -389,6 +432,12 @@ impl Supervisor {
             })
             .collect()
     }
+}
+
+/// What the unikernels that hold resources take from the policy.
+fn usage(units: &BTreeMap<Label, Unit>) -> Usage {
+    let claims: Vec<Claim> = units.values().filter_map(Unit::claim).collect();
+    claims.iter().collect()
 }
 
 /// The store's view of the block devices a configuration names.

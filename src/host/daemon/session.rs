@@ -1,0 +1,262 @@
+//! What the daemon does for each request, and what it answers. The transport
+//! (frames, the connection's writer) is the caller's; a handler only sees its
+//! own request's outgoing messages and, for uploads, its incoming data.
+
+use crate::api::console::ConsoleEvent;
+use crate::api::label::Label;
+use crate::api::protocol::{
+    ApiError, DaemonMessage, ErrorKind, NamedStats, Reply, Request, StreamItem,
+};
+use crate::host::image::{self, Compression};
+use crate::host::supervisor::{Supervisor, SupervisorError};
+use bytes::Bytes;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::sync::{broadcast, mpsc};
+
+/// How many bytes of an upload the daemon lets a client send ahead of it.
+pub const UPLOAD_WINDOW: u64 = 4 * 1024 * 1024;
+
+/// One frame to send, for the connection's writer.
+#[derive(Debug)]
+pub enum Out {
+    Message(u64, DaemonMessage),
+    Data(u64, Bytes),
+}
+
+/// What a client sends on a request's id after the request itself.
+#[derive(Debug)]
+pub enum Inbound {
+    Data(Bytes),
+    End,
+}
+
+/// A request's way back to its client.
+#[derive(Clone)]
+pub struct Replies {
+    id: u64,
+    tx: mpsc::Sender<Out>,
+}
+
+impl Replies {
+    pub fn new(id: u64, tx: mpsc::Sender<Out>) -> Replies {
+        Replies { id, tx }
+    }
+
+    /// False once the connection is gone.
+    async fn send(&self, message: DaemonMessage) -> bool {
+        self.tx.send(Out::Message(self.id, message)).await.is_ok()
+    }
+
+    async fn item(&self, item: StreamItem) -> bool {
+        self.send(DaemonMessage::Item(item)).await
+    }
+}
+
+pub struct Context {
+    pub sup: Supervisor,
+    /// Where uploads land before they are checked and stored.
+    pub uploads: PathBuf,
+}
+
+/// Serves one request to its end: one reply or error, or a stream then `End`.
+pub async fn handle(
+    ctx: &Context,
+    request: Request,
+    out: Replies,
+    inbound: mpsc::Receiver<Inbound>,
+) {
+    let answer = match request {
+        Request::Console {
+            name,
+            since,
+            follow,
+        } => return console(ctx, &name, since, follow, out).await,
+        Request::Events => return events(ctx.sup.events(), out).await,
+        Request::PutImage { compressed } => put_image(ctx, compressed, &out, inbound).await,
+        other => answer(ctx, other).await,
+    };
+    out.send(match answer {
+        Ok(reply) => DaemonMessage::Reply(reply),
+        Err(e) => DaemonMessage::Error(e),
+    })
+    .await;
+}
+
+async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
+    let sup = &ctx.sup;
+    let unikernel = |info| Reply::Unikernel {
+        unikernel: Box::new(info),
+    };
+    Ok(match request {
+        Request::List => Reply::Unikernels {
+            unikernels: sup.list(),
+        },
+        Request::Info { name } => unikernel(sup.info(&name)?),
+        Request::Create { config, image } => {
+            let stored = ctx
+                .sup
+                .stored_image(&image)
+                .map_err(|e| ApiError::new(ErrorKind::NotFound, e.to_string()))?;
+            unikernel(sup.create(config, stored).await?)
+        }
+        Request::Destroy { name } => unikernel(sup.destroy(&name).await?),
+        Request::Restart { name } => unikernel(sup.restart(&name).await?),
+        Request::Remove { name } => {
+            sup.remove(&name)?;
+            Reply::Done
+        }
+        Request::Policy => Reply::Policy {
+            policy: sup.policy()?,
+        },
+        Request::Stats { name: Some(name) } => Reply::Stats {
+            stats: vec![NamedStats {
+                stats: sup.stats(&name)?,
+                name,
+            }],
+        },
+        Request::Stats { name: None } => Reply::Stats {
+            stats: sup
+                .all_stats()
+                .into_iter()
+                .map(|(name, stats)| NamedStats { name, stats })
+                .collect(),
+        },
+        Request::Console { .. } | Request::Events | Request::PutImage { .. } => {
+            return Err(ApiError::new(
+                ErrorKind::Protocol,
+                "a streaming request reached the wrong handler",
+            ));
+        }
+    })
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> ApiError {
+        let kind = match &e {
+            SupervisorError::Invalid(_) => ErrorKind::Invalid,
+            SupervisorError::NotFound(_) => ErrorKind::NotFound,
+            SupervisorError::Running(_) | SupervisorError::NotRunning(_) => ErrorKind::Conflict,
+            _ => ErrorKind::Host,
+        };
+        let mut api = ApiError::new(kind, e.to_string());
+        if let SupervisorError::Invalid(problems) = e {
+            api.problems = problems;
+        }
+        api
+    }
+}
+
+/// History, then live lines while `follow`, until the client cancels (the
+/// connection drops this task) or the unikernel is removed.
+async fn console(
+    ctx: &Context,
+    name: &Label,
+    since: crate::api::console::Since,
+    follow: bool,
+    out: Replies,
+) {
+    let console = match ctx.sup.console(name) {
+        Ok(c) => c,
+        Err(e) => {
+            out.send(DaemonMessage::Error(e.into())).await;
+            return;
+        }
+    };
+    let (history, mut live) = console.subscribe(since);
+    drop(console);
+    for line in history {
+        if !out
+            .item(StreamItem::Console {
+                event: ConsoleEvent::Line(line),
+            })
+            .await
+        {
+            return;
+        }
+    }
+    if follow {
+        while let Some(event) = live.recv().await {
+            if !out.item(StreamItem::Console { event }).await {
+                return;
+            }
+        }
+    }
+    out.send(DaemonMessage::End).await;
+}
+
+async fn events(mut events: broadcast::Receiver<crate::api::event::Event>, out: Replies) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if !out.item(StreamItem::Event { event }).await {
+                    return;
+                }
+            }
+            // A client that falls this far behind resynchronises from `list`.
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    out.send(DaemonMessage::End).await;
+}
+
+/// Receives an image into a private temporary file, then checks it and stores
+/// it by digest.
+async fn put_image(
+    ctx: &Context,
+    compressed: bool,
+    out: &Replies,
+    mut inbound: mpsc::Receiver<Inbound>,
+) -> Result<Reply, ApiError> {
+    let host = |what: &str, e: std::io::Error| {
+        ApiError::new(ErrorKind::Host, format!("cannot {what} the upload: {e}"))
+    };
+    std::fs::create_dir_all(&ctx.uploads).map_err(|e| host("store", e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempfile_in(&ctx.uploads)
+        .map_err(|e| host("store", e))?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut unacknowledged = 0;
+    out.send(DaemonMessage::Credit {
+        bytes: UPLOAD_WINDOW,
+    })
+    .await;
+    loop {
+        match inbound.recv().await {
+            Some(Inbound::Data(chunk)) => {
+                file.write_all(&chunk).map_err(|e| host("write", e))?;
+                unacknowledged += chunk.len() as u64;
+                if unacknowledged >= UPLOAD_WINDOW / 2 {
+                    out.send(DaemonMessage::Credit {
+                        bytes: unacknowledged,
+                    })
+                    .await;
+                    unacknowledged = 0;
+                }
+            }
+            Some(Inbound::End) => break,
+            None => {
+                return Err(ApiError::new(
+                    ErrorKind::Protocol,
+                    "the upload ended without its end marker",
+                ));
+            }
+        }
+    }
+    file.flush().map_err(|e| host("write", e))?;
+    drop(file);
+    let compression = if compressed {
+        Compression::Zlib
+    } else {
+        Compression::Detect
+    };
+    let path = tmp.path().to_owned();
+    let image = tokio::task::spawn_blocking(move || image::load(&path, compression))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Host, format!("checking the image failed: {e}")))?
+        .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
+    ctx.sup.store(&image)?;
+    Ok(Reply::Image { image: image.info })
+}
