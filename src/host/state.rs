@@ -98,9 +98,11 @@ pub enum StateError {
         "the data directory {path} is in use by another process (another fulmar daemon?): stop it, or give this one another --dir"
     )]
     Locked { path: PathBuf },
-    #[error("cannot lock the data directory {path}: {source}")]
+    #[error(
+        "cannot lock the data directory {path}: {source}; keep the data directory on a local file system that supports flock(2)"
+    )]
     Lock { path: PathBuf, source: Errno },
-    #[error("cannot read the state file {path}: {source}; check its permissions")]
+    #[error("cannot read the state file {path}: {source}; check that it is a file fulmar may read")]
     Read { path: PathBuf, source: io::Error },
     #[error("the state file {path} is corrupt at line {line}, column {column} ({why}); fulmar will not use it or write over it: inspect it, {}, or move it aside to start with an empty state", recovery(.path, .backup))]
     Corrupt {
@@ -144,17 +146,12 @@ pub enum StateError {
 /// What the previous save (`.bak`) offers when the state file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backup {
-    Missing {
-        path: PathBuf,
-    },
+    /// There is none.
+    Missing { path: PathBuf },
     /// It loads: restoring it loses only the last save.
-    Usable {
-        path: PathBuf,
-    },
+    Usable { path: PathBuf },
     /// It exists but would not load either.
-    Unusable {
-        path: PathBuf,
-    },
+    Unusable { path: PathBuf },
 }
 
 /// The operator's way back, as a clause of an error message.
@@ -450,8 +447,8 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, StateError> {
     })
 }
 
-/// Removes what interrupted saves left; a failure only costs a warning, since
-/// saves never reuse another process's names.
+/// Removes what interrupted saves left. A failure only costs a warning: a
+/// save removes a leftover under its own name before using that name.
 fn remove_leftovers(paths: &Paths) {
     let entries = match fs::read_dir(&paths.dir) {
         Ok(entries) => entries,
@@ -743,10 +740,7 @@ mod tests {
                 (*line, *column),
                 (last_line, broken.lines().last().unwrap().len())
             );
-            assert!(
-                why.starts_with("trailing comma") || why.starts_with("key must"),
-                "{why}"
-            );
+            assert!(why.starts_with("key must be a string"), "{why}");
             assert_eq!(
                 backup,
                 &Backup::Usable {
