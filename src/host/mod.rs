@@ -9,6 +9,7 @@ pub mod image;
 pub mod net;
 pub mod paths;
 pub mod policy;
+pub mod state;
 pub mod stats;
 pub mod supervisor;
 pub mod tender;
