@@ -33,6 +33,37 @@ pub struct ConsoleLine {
     pub source: LineSource,
 }
 
+/// `bytes` as text that is safe to put on an operator's terminal: printable
+/// characters as they are, tabs kept, and every control byte, escape sequence
+/// introducer and invalid UTF-8 byte written out visibly (`\x1b`, `\x07`,
+/// `\xff`), so nothing a unikernel prints can move the cursor, change colours
+/// or set the window title.
+pub fn visible(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\t' || !(c.is_control() || ('\u{80}'..='\u{9f}').contains(&c)) {
+                out.push(c);
+            } else {
+                push_escaped(&mut out, c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    let code = c as u32;
+    if code <= 0xff {
+        out.push_str(&format!("\\x{code:02x}"));
+    } else {
+        out.push_str(&format!("\\u{{{code:x}}}"));
+    }
+}
+
 /// What a console subscriber receives next.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +93,18 @@ pub enum Since {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_cannot_reach_the_terminal() {
+        let hostile =
+            b"\x1b]0;pwned\x07\x1b[2J\x1b[31mred\rback\x08\xc2\x9b2J\tok \xff caf\xc3\xa9";
+        let shown = visible(hostile);
+        assert_eq!(
+            shown,
+            "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\x0dback\\x08\\x9b2J\tok \\xff caf\u{e9}"
+        );
+        assert!(!shown.chars().any(|c| c != '\t' && c.is_control()));
+    }
 
     #[test]
     fn events_round_trip_through_json_with_their_bytes_intact() {

@@ -11,5 +11,6 @@ pub mod mac;
 pub mod policy;
 pub mod protocol;
 pub mod stats;
+pub mod time;
 pub mod unikernel;
 pub mod validate;

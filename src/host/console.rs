@@ -32,6 +32,7 @@
 //! falls behind, is told how many lines it missed ([`ConsoleEvent::Dropped`]).
 
 use crate::api::console::{ConsoleEvent, ConsoleLine, LineSource, Since};
+use crate::api::time::now_ms;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::stat::Mode;
 use std::collections::VecDeque;
@@ -41,7 +42,6 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe;
 use tokio::sync::broadcast;
@@ -471,12 +471,6 @@ impl Subscription {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Lines that arrived together: one read of the FIFO, or one mark.

@@ -63,6 +63,7 @@
 //! each is atomic and `T` was synced before it, so the table still holds.
 //! After step 5 the save is durable.
 
+use crate::api::time::now_ms;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::de::DeserializeOwned;
@@ -74,7 +75,6 @@ use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The file format this build writes, and the newest it reads.
 pub const FORMAT: u32 = 1;
@@ -481,9 +481,7 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
 }
 
 fn encode<T: Serialize>(state: &T) -> serde_json::Result<Vec<u8>> {
-    let saved_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let saved_ms = now_ms();
     let mut bytes = serde_json::to_vec_pretty(&Envelope {
         format: FORMAT,
         saved_ms,

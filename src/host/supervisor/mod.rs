@@ -16,6 +16,7 @@ use crate::api::event::Event;
 use crate::api::image::{Device, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
 use crate::api::policy::{Claim, PolicyReport, Usage};
+use crate::api::time::now_ms;
 use crate::api::unikernel::{
     ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
 };
@@ -34,7 +35,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::process::Child;
 use tokio::sync::{broadcast, oneshot, watch};
 
@@ -191,13 +192,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Supervisor {
     inner: Arc<Inner>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 impl Supervisor {
