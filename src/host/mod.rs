@@ -5,6 +5,7 @@
 pub mod block;
 pub mod console;
 pub mod image;
+pub mod monitor;
 pub mod net;
 pub mod paths;
 pub mod policy;
