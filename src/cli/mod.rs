@@ -4,7 +4,9 @@
 mod inspect;
 
 use clap::{Parser, Subcommand};
+use fulmar::host::monitor;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,6 +82,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch over one tender for the daemon (internal: the daemon starts it)
+    #[command(hide = true)]
+    Monitor {
+        /// The run file: where the monitor records the run and its end
+        #[arg(long, value_name = "FILE")]
+        status: PathBuf,
+        /// Between forwarding SIGTERM to the tender and SIGKILL
+        #[arg(long, value_name = "MS")]
+        grace_ms: u64,
+        /// The console FIFO for the tender's stdout and stderr
+        #[arg(long, value_name = "FIFO")]
+        console: Option<PathBuf>,
+        /// The tender's command line
+        #[arg(last = true, required = true, value_name = "ARGV")]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -140,6 +158,8 @@ pub enum BlockCommand {
 pub enum CliError {
     #[error("{0}")]
     Inspect(#[from] inspect::InspectError),
+    #[error("{0}")]
+    Monitor(#[from] monitor::MonitorError),
     #[error("`{what}` has not landed yet: it arrives with {issue}")]
     NotYet {
         what: &'static str,
@@ -150,7 +170,7 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Inspect(_) => 1,
+            CliError::Inspect(_) | CliError::Monitor(_) => 1,
             CliError::NotYet { .. } => 2,
         }
     }
@@ -165,6 +185,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
             json,
             compressed,
         }) => Ok(inspect::run(&args.dir, &image, json, compressed)?),
+        Some(Command::Monitor {
+            status,
+            grace_ms,
+            console,
+            argv,
+        }) => Ok(monitor::run(&monitor::Options {
+            status,
+            grace: Duration::from_millis(grace_ms),
+            console,
+            argv,
+        })?),
         Some(Command::Daemon) => not_yet("fulmar daemon", "issue 4"),
         Some(Command::Proxy) => not_yet("fulmar proxy", "issue 4"),
         Some(Command::List { .. }) => not_yet("fulmar list", "issue 4"),

@@ -6,6 +6,7 @@ pub mod block;
 pub mod console;
 pub mod daemon;
 pub mod image;
+pub mod monitor;
 pub mod net;
 pub mod paths;
 pub mod policy;
