@@ -5,6 +5,7 @@
 pub mod block;
 pub mod console;
 pub mod event;
+pub mod frame;
 pub mod image;
 pub mod label;
 pub mod mac;

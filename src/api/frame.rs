@@ -1,0 +1,1490 @@
+//! Frames on the daemon socket: the transport that requests, replies, events
+//! and binary streams ride on (docs/protocol.md, "Framing").
+//!
+//! A frame is a 4-byte big-endian length, a kind byte, an 8-byte big-endian
+//! id and a payload: one JSON value, or raw bytes of a binary stream. This
+//! module knows nothing of what the JSON means (`api::protocol` defines the
+//! messages); it also holds the handshake every connection starts with and
+//! the credit window that keeps a binary stream inside the receiver's memory.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// The protocol this build speaks; both ends of a connection must agree.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Length prefix (4), kind (1) and id (8).
+pub const HEADER_LEN: usize = 13;
+/// The longest payload of a JSON frame.
+pub const MAX_JSON_PAYLOAD: usize = 16 << 20;
+/// The longest payload of a data frame.
+pub const MAX_DATA_PAYLOAD: usize = 1 << 20;
+/// What senders of binary streams put in one data frame.
+pub const CHUNK_SIZE: usize = 256 << 10;
+/// How many bytes of a binary stream a receiver lets be in flight.
+pub const DEFAULT_WINDOW: u64 = 4 << 20;
+/// How long either end waits for the other's Hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bytes the length prefix counts besides the payload: kind and id.
+const KIND_AND_ID: usize = 9;
+const LEN_PREFIX: usize = 4;
+/// Read size while no frame is pending: one full chunk frame, so a
+/// stream of them is read without growing the buffer.
+const READ_SIZE: usize = CHUNK_SIZE + HEADER_LEN;
+/// The writer sends its buffer once this much has gathered.
+const WRITE_BUF: usize = 64 << 10;
+/// Data payloads this large skip the write buffer (copying them would cost
+/// more than the extra system call it saves).
+const DIRECT_WRITE_MIN: usize = 16 << 10;
+/// How much of a peer's bytes an error message quotes.
+const QUOTE_LEN: usize = 64;
+
+/// What a frame's payload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// One UTF-8 JSON value, a message of `api::protocol`.
+    Json = 1,
+    /// Raw bytes of the binary stream `id`.
+    Data = 2,
+}
+
+impl FrameKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Json),
+            2 => Some(Self::Data),
+            _ => None,
+        }
+    }
+
+    /// The longest payload a frame of this kind may carry.
+    pub fn max_payload(self) -> usize {
+        match self {
+            Self::Json => MAX_JSON_PAYLOAD,
+            Self::Data => MAX_DATA_PAYLOAD,
+        }
+    }
+}
+
+impl fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Json => "JSON",
+            Self::Data => "data",
+        })
+    }
+}
+
+/// Why frames could not be read or written. After any error but `Io` or a
+/// JSON error from [`Frame::json`], the connection is out of step with its
+/// peer and must be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error(
+        "a {}frame with a {len}-byte payload is over the protocol's limit of {max} bytes \
+         (a peer that sends one is not speaking fulmar's protocol)",
+        .kind.map_or(String::new(), |kind| format!("{kind} "))
+    )]
+    TooLong {
+        /// None when the length alone is over every kind's limit.
+        kind: Option<FrameKind>,
+        len: u64,
+        max: usize,
+    },
+    #[error(
+        "the peer announced a frame of {len} bytes, too short for its kind and id: \
+         it is not speaking fulmar's protocol; the connection was closed"
+    )]
+    TooShort { len: u32 },
+    #[error(
+        "the peer sent a frame of unknown kind {0:#04x}: it is not speaking fulmar's protocol \
+         (or a newer version of it); the connection was closed"
+    )]
+    UnknownKind(u8),
+    #[error(
+        "the connection closed mid-frame, {received} bytes into it: the other end stopped or crashed"
+    )]
+    ClosedMidFrame { received: usize },
+    #[error("this connection already failed to read a frame and cannot be used: reconnect")]
+    Unusable,
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame {id} carries {kind} where a JSON message was expected: the peer is broken")]
+    NotJson { id: u64, kind: FrameKind },
+    #[error("the JSON message in frame {id} is not what was expected: {source}")]
+    BadJson {
+        id: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("could not encode a message as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Refuses payloads longer than `kind` allows (any kind's limit when the
+/// kind is not known yet).
+fn check_len(kind: Option<FrameKind>, len: u64) -> Result<(), FrameError> {
+    // MAX_JSON_PAYLOAD is the larger of the two limits.
+    let max = kind.map_or(MAX_JSON_PAYLOAD, FrameKind::max_payload);
+    if len > max as u64 {
+        return Err(FrameError::TooLong { kind, len, max });
+    }
+    Ok(())
+}
+
+fn header(kind: FrameKind, id: u64, payload_len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
+    check_len(Some(kind), payload_len as u64)?;
+    let mut header = [0; HEADER_LEN];
+    let mut out = &mut header[..];
+    // Cannot truncate: the payload is at most MAX_JSON_PAYLOAD.
+    out.put_u32((payload_len + KIND_AND_ID) as u32);
+    out.put_u8(kind as u8);
+    out.put_u64(id);
+    Ok(header)
+}
+
+/// One frame: what it carries, the request or stream it belongs to, and
+/// its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: FrameKind,
+    pub id: u64,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    /// Appends the frame's wire form to `out`; refuses a payload over the
+    /// kind's limit, which the peer would refuse too.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        out.extend_from_slice(&header(self.kind, self.id, self.payload.len())?);
+        out.extend_from_slice(&self.payload);
+        Ok(())
+    }
+
+    /// Decodes the payload of a JSON frame as `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, FrameError> {
+        if self.kind != FrameKind::Json {
+            return Err(FrameError::NotJson {
+                id: self.id,
+                kind: self.kind,
+            });
+        }
+        serde_json::from_slice(&self.payload).map_err(|source| FrameError::BadJson {
+            id: self.id,
+            source,
+        })
+    }
+}
+
+/// Cuts frames out of a buffer that bytes arrive in, in pieces of any size.
+///
+/// A frame's header is checked as soon as its bytes are there, so a length
+/// over the limit or an unknown kind fails at once, before any payload is
+/// waited for or buffered. After an error every call fails: the stream is
+/// out of step and no attempt is made to find the next frame.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    /// The total size of the frame begun at the front of the buffer, once
+    /// its header is known and its payload is not all there.
+    pending: Option<usize>,
+    failed: bool,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next whole frame at the front of `buf`, removed from it, or None
+    /// until more bytes arrive. For a frame begun but not complete, reserves
+    /// room in `buf` for the rest (never more than the longest frame).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if self.failed {
+            return Err(FrameError::Unusable);
+        }
+        let decoded = self.cut(buf);
+        self.failed = decoded.is_err();
+        decoded
+    }
+
+    fn cut(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        self.pending = None;
+        let Some(mut prefix) = buf.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let len = prefix.get_u32();
+        let payload_len = (len as usize)
+            .checked_sub(KIND_AND_ID)
+            .ok_or(FrameError::TooShort { len })?;
+        check_len(None, payload_len as u64)?;
+        let Some(&kind_byte) = buf.get(LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let kind = FrameKind::from_byte(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
+        check_len(Some(kind), payload_len as u64)?;
+        let total = HEADER_LEN + payload_len;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            self.pending = Some(total);
+            return Ok(None);
+        }
+        let mut frame = buf.split_to(total);
+        frame.advance(LEN_PREFIX + 1);
+        let id = frame.get_u64();
+        Ok(Some(Frame {
+            kind,
+            id,
+            payload: frame.freeze(),
+        }))
+    }
+}
+
+/// Reads frames from a byte stream (a socket half, or stdin for the proxy).
+///
+/// Payloads are cut out of the read buffer without copying. A frame's rest is
+/// read straight into room reserved for it, so a stream of large data frames
+/// costs about one read per frame and no copy beyond the kernel's.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(),
+        }
+    }
+
+    /// The next frame; None when the peer closed the connection between
+    /// frames. Cancel-safe: a `select!` may drop the call without losing bytes.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            // Reading no further than a pending frame's end keeps its
+            // successor out of its allocation, so the buffer is reused
+            // whole once the frame is dropped instead of copied from.
+            let want = self
+                .decoder
+                .pending
+                .map_or(READ_SIZE, |total| total - self.buf.len());
+            self.buf.reserve(want);
+            let mut room = (&mut self.buf).limit(want);
+            if self.inner.read_buf(&mut room).await? == 0 {
+                return match self.buf.len() {
+                    0 => Ok(None),
+                    received => Err(FrameError::ClosedMidFrame { received }),
+                };
+            }
+        }
+    }
+
+    /// What was read and not yet decoded: the evidence when a peer sends
+    /// something other than frames.
+    fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Writes frames to a byte stream, buffered: call [`FrameWriter::flush`]
+/// when the peer should see what was sent. Not cancel-safe: a send dropped
+/// half way leaves a partial frame and the connection must be closed.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(WRITE_BUF),
+        }
+    }
+
+    /// Sends `value` as a JSON frame. On an error nothing was sent.
+    pub async fn send_json<T: Serialize + ?Sized>(
+        &mut self,
+        id: u64,
+        value: &T,
+    ) -> Result<(), FrameError> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; HEADER_LEN]);
+        let header = serde_json::to_writer(&mut self.buf, value)
+            .map_err(FrameError::Encode)
+            .and_then(|()| header(FrameKind::Json, id, self.buf.len() - start - HEADER_LEN));
+        match header {
+            Ok(header) => self.buf[start..start + HEADER_LEN].copy_from_slice(&header),
+            Err(error) => {
+                self.buf.truncate(start);
+                return Err(error);
+            }
+        }
+        self.write_if_full().await
+    }
+
+    /// Sends `data` as a data frame of stream `id`. On an error from the
+    /// length check nothing was sent.
+    pub async fn send_data(&mut self, id: u64, data: &[u8]) -> Result<(), FrameError> {
+        self.buf
+            .extend_from_slice(&header(FrameKind::Data, id, data.len())?);
+        if data.len() < DIRECT_WRITE_MIN {
+            self.buf.extend_from_slice(data);
+            return self.write_if_full().await;
+        }
+        // What is buffered, this header and the caller's bytes in one writev.
+        let mut slices = [IoSlice::new(&self.buf), IoSlice::new(data)];
+        write_all_vectored(&mut self.inner, &mut slices).await?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Sends everything buffered.
+    pub async fn flush(&mut self) -> Result<(), FrameError> {
+        self.write_buffered().await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    async fn write_if_full(&mut self) -> Result<(), FrameError> {
+        if self.buf.len() >= WRITE_BUF {
+            self.write_buffered().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_buffered(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.buf).await?;
+        self.buf.clear();
+        // Do not keep the room a rare large JSON message needed.
+        self.buf.shrink_to(WRITE_BUF);
+        Ok(())
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    inner: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match inner.write_vectored(slices).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            written => IoSlice::advance_slices(&mut slices, written),
+        }
+    }
+    Ok(())
+}
+
+/// The first frame each way: a JSON frame with id 0. Its shape never
+/// changes between protocol versions, so any two fulmars can tell that
+/// they disagree.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol: u32,
+    /// Who is talking, for messages: e.g. "fulmar 0.1.0".
+    #[serde(default)]
+    pub software: String,
+}
+
+/// The other end of a connection, as error messages name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Daemon,
+    Client,
+}
+
+impl Peer {
+    /// How this end calls itself when talking to `self`.
+    fn us(self) -> &'static str {
+        match self {
+            Self::Daemon => "this fulmar",
+            Self::Client => "this daemon",
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Daemon => "the daemon",
+            Self::Client => "the client",
+        })
+    }
+}
+
+/// Why a connection did not get past its Hellos.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("{}", mismatch(*.peer, .hello, *.ours))]
+    VersionMismatch { peer: Peer, hello: Hello, ours: u32 },
+    #[error("{peer} did not start with a fulmar Hello but sent {received}: {}", not_fulmar_hint(*.peer))]
+    NotFulmar {
+        peer: Peer,
+        /// The start of what it sent, quoted and escaped.
+        received: String,
+    },
+    #[error(
+        "{peer} closed the connection before its Hello: check that the other end is \
+         a fulmar daemon or `fulmar proxy` and that it runs"
+    )]
+    Closed { peer: Peer },
+    #[error(
+        "{peer} sent no Hello within {after:?} (received so far: {received}): check that the other \
+         end is a fulmar daemon or `fulmar proxy` and that it is not stuck"
+    )]
+    Timeout {
+        peer: Peer,
+        after: Duration,
+        received: String,
+    },
+    #[error("the connection failed during the handshake: {0}")]
+    Connection(#[source] FrameError),
+}
+
+fn mismatch(peer: Peer, hello: &Hello, ours: u32) -> String {
+    let older = if hello.protocol < ours {
+        peer.to_string()
+    } else {
+        peer.us().to_owned()
+    };
+    format!(
+        "{peer} ({}) speaks protocol {} and {} speaks {ours}: run the same fulmar version \
+         on both ends (upgrade {older}, the older one)",
+        quote(hello.software.as_bytes()),
+        hello.protocol,
+        peer.us(),
+    )
+}
+
+fn not_fulmar_hint(peer: Peer) -> &'static str {
+    match peer {
+        Peer::Daemon => {
+            "check that the socket is a fulmar daemon's and, through ssh, that the remote \
+             login prints nothing on stdout (no banner or echo in shell start-up files)"
+        }
+        Peer::Client => "it is not a fulmar client; the connection was closed",
+    }
+}
+
+/// The start of a peer's bytes, safe to print: quoted, control characters escaped.
+fn quote(bytes: &[u8]) -> String {
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTE_LEN)]);
+    let more = if bytes.len() > QUOTE_LEN { "..." } else { "" };
+    format!("{shown:?}{more}")
+}
+
+/// Opens a connection from the client side: sends our Hello, then waits at
+/// most `timeout` for the daemon's. Returns the daemon's Hello.
+pub async fn client_handshake<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    software: &str,
+    timeout: Duration,
+) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ours = Hello {
+        protocol: PROTOCOL_VERSION,
+        software: software.to_owned(),
+    };
+    handshake(Peer::Daemon, reader, writer, &ours, timeout).await
+}
+
+/// Accepts a connection on the daemon side: waits at most `timeout` for the
+/// client's Hello, then answers with ours, also when the versions differ so
+/// that the client can say so. Returns the client's Hello.
+pub async fn server_handshake<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    software: &str,
+    timeout: Duration,
+) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ours = Hello {
+        protocol: PROTOCOL_VERSION,
+        software: software.to_owned(),
+    };
+    handshake(Peer::Client, reader, writer, &ours, timeout).await
+}
+
+/// The client speaks first; the daemon answers any well-formed Hello.
+async fn handshake<R, W>(
+    peer: Peer,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    ours: &Hello,
+    timeout: Duration,
+) -> Result<Hello, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let exchange = async {
+        if peer == Peer::Daemon {
+            send_hello(writer, ours).await?;
+        }
+        let theirs = read_hello(peer, reader).await?;
+        if peer == Peer::Client {
+            send_hello(writer, ours).await?;
+        }
+        if theirs.protocol != ours.protocol {
+            return Err(HandshakeError::VersionMismatch {
+                peer,
+                hello: theirs,
+                ours: ours.protocol,
+            });
+        }
+        Ok(theirs)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(outcome) => outcome,
+        Err(_elapsed) => Err(HandshakeError::Timeout {
+            peer,
+            after: timeout,
+            received: match reader.buffered() {
+                [] => "nothing".to_owned(),
+                bytes => quote(bytes),
+            },
+        }),
+    }
+}
+
+async fn send_hello<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    hello: &Hello,
+) -> Result<(), HandshakeError> {
+    writer
+        .send_json(0, hello)
+        .await
+        .map_err(HandshakeError::Connection)?;
+    writer.flush().await.map_err(HandshakeError::Connection)
+}
+
+async fn read_hello<R: AsyncRead + Unpin>(
+    peer: Peer,
+    reader: &mut FrameReader<R>,
+) -> Result<Hello, HandshakeError> {
+    let frame = match reader.next().await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Err(HandshakeError::Closed { peer }),
+        Err(error @ FrameError::Io(_)) => return Err(HandshakeError::Connection(error)),
+        // Text is never a frame: its first byte makes a length over the limit.
+        Err(_) => {
+            return Err(HandshakeError::NotFulmar {
+                peer,
+                received: quote(reader.buffered()),
+            });
+        }
+    };
+    frame.json().map_err(|_| HandshakeError::NotFulmar {
+        peer,
+        received: quote(&frame.payload),
+    })
+}
+
+/// Why a binary stream cannot go on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlowError {
+    #[error("the stream was closed before all its data was sent")]
+    Closed,
+    #[error(
+        "the peer sent {received} bytes on a stream it was granted only {granted} bytes of: \
+         it ignores flow control; the connection was closed"
+    )]
+    Overrun { granted: u64, received: u64 },
+}
+
+/// The sending side of a binary stream's flow control: how many bytes the
+/// receiver has granted and how many were sent. A sender takes credit with
+/// [`CreditWindow::reserve`] before each data frame; whatever reads the
+/// receiver's `Credit` messages calls [`CreditWindow::grant`]. Each stream
+/// has its own window, so a receiver that stops reading one stream stops
+/// only that stream's sender. Shared between tasks behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct CreditWindow {
+    credit: Mutex<Credit>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Credit {
+    granted: u64,
+    sent: u64,
+    closed: bool,
+}
+
+impl CreditWindow {
+    /// A window with no credit: the receiver's first grant opens it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes up to `max` bytes of credit, waiting while there is none, and
+    /// returns how many were taken (0 only when `max` is 0). The sender may
+    /// then send that many bytes.
+    pub async fn reserve(&self, max: usize) -> Result<usize, FlowError> {
+        loop {
+            // Registered before looking, so a grant in between still wakes us.
+            let changed = self.changed.notified();
+            {
+                let mut credit = self.lock();
+                if credit.closed {
+                    return Err(FlowError::Closed);
+                }
+                let available = credit.granted - credit.sent;
+                if available > 0 || max == 0 {
+                    let taken = max.min(usize::try_from(available).unwrap_or(usize::MAX));
+                    credit.sent += taken as u64;
+                    return Ok(taken);
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Adds the receiver's grant of `bytes` more.
+    pub fn grant(&self, bytes: u64) {
+        let mut credit = self.lock();
+        // A peer granting absurd amounts only lifts its own limit.
+        credit.granted = credit.granted.saturating_add(bytes);
+        drop(credit);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends the stream: a sender waiting for credit, and any later reserve,
+    /// gets [`FlowError::Closed`]. For a cancelled stream or a lost connection.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_waiters();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Credit> {
+        // The critical sections above cannot panic, so a poisoned lock's
+        // state is still sound.
+        self.credit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The receiving side of a binary stream's flow control: decides when to
+/// grant more, and catches a sender that overruns what it was granted.
+///
+/// Grants keep up to `window` bytes outstanding (granted and not consumed):
+/// the first grant is the whole window, then whenever the outstanding bytes
+/// fall to half the window it is topped up again. So the receiver never
+/// holds more than `window` bytes of the stream, and a sender whose frames
+/// are at most half the window never waits for a grant while the receiver
+/// keeps up.
+#[derive(Debug)]
+pub struct ReceiveWindow {
+    window: u64,
+    granted: u64,
+    received: u64,
+    consumed: u64,
+}
+
+impl ReceiveWindow {
+    pub fn new(window: u64) -> Self {
+        Self {
+            window,
+            granted: 0,
+            received: 0,
+            consumed: 0,
+        }
+    }
+
+    /// Counts `bytes` arriving on the stream.
+    pub fn received(&mut self, bytes: u64) -> Result<(), FlowError> {
+        self.received = self.received.saturating_add(bytes);
+        if self.received > self.granted {
+            return Err(FlowError::Overrun {
+                granted: self.granted,
+                received: self.received,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` the consumer is done with (written to disk, shown).
+    pub fn consumed(&mut self, bytes: u64) {
+        self.consumed = self.consumed.saturating_add(bytes);
+    }
+
+    /// The grant to send now, if one is due: call it when the stream opens
+    /// and after each [`ReceiveWindow::consumed`].
+    pub fn grant(&mut self) -> Option<u64> {
+        let outstanding = self.granted.saturating_sub(self.consumed);
+        if outstanding > self.window / 2 {
+            return None;
+        }
+        let grant = self.window - outstanding;
+        self.granted += grant;
+        Some(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncWriteExt, duplex};
+    use tokio::sync::mpsc;
+
+    fn frame(kind: FrameKind, id: u64, payload: &[u8]) -> Frame {
+        Frame {
+            kind,
+            id,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    fn encode(frames: &[Frame]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for frame in frames {
+            frame.encode_into(&mut wire).unwrap();
+        }
+        wire
+    }
+
+    /// Every kind, an empty payload of each, and ids at both ends of the range.
+    fn samples() -> Vec<Frame> {
+        let bytes: Vec<u8> = (0..=255).collect();
+        vec![
+            frame(FrameKind::Json, 0, br#"{"protocol":1,"software":"x"}"#),
+            frame(FrameKind::Data, u64::MAX, &bytes),
+            frame(FrameKind::Data, 7, b""),
+            frame(FrameKind::Json, 1 << 40, b""),
+            frame(FrameKind::Json, 3, "\"\u{e9}t\u{e9}\"".as_bytes()),
+        ]
+    }
+
+    /// Feeds `parts` one after the other, decoding all it can after each.
+    fn decode_parts(parts: &[&[u8]]) -> (Vec<Frame>, BytesMut) {
+        let mut decoder = Decoder::new();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for part in parts {
+            buf.extend_from_slice(part);
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                frames.push(frame);
+            }
+        }
+        (frames, buf)
+    }
+
+    /// A header as a peer might send it, unchecked.
+    fn raw_header(len: u32, kind: u8, id: u64) -> Vec<u8> {
+        let mut header = len.to_be_bytes().to_vec();
+        header.push(kind);
+        header.extend_from_slice(&id.to_be_bytes());
+        header
+    }
+
+    #[test]
+    fn the_wire_form_is_length_kind_id_payload() {
+        let wire = encode(&[frame(FrameKind::Data, 0x0102_0304_0506_0708, b"xy")]);
+        assert_eq!(
+            wire,
+            [0, 0, 0, 11, 2, 1, 2, 3, 4, 5, 6, 7, 8, b'x', b'y'],
+            "docs/protocol.md describes this layout"
+        );
+        let wire = encode(&[frame(FrameKind::Json, 1, b"{}")]);
+        assert_eq!(wire, [0, 0, 0, 11, 1, 0, 0, 0, 0, 0, 0, 0, 1, b'{', b'}']);
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_boundary_decode_the_same() {
+        let frames = samples();
+        let wire = encode(&frames);
+        for split in 0..=wire.len() {
+            let (decoded, rest) = decode_parts(&[&wire[..split], &wire[split..]]);
+            assert_eq!(decoded, frames, "split at byte {split}");
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn frames_fed_one_byte_at_a_time_decode_the_same() {
+        let frames = samples();
+        let wire = encode(&frames);
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        let (decoded, rest) = decode_parts(&bytes);
+        assert_eq!(decoded, frames);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_partial_frame_stays_in_the_buffer() {
+        let wire = encode(&samples());
+        let (decoded, rest) = decode_parts(&[&wire[..wire.len() - 1]]);
+        assert_eq!(decoded, samples()[..samples().len() - 1]);
+        assert_eq!(rest.len(), HEADER_LEN + "\"\u{e9}t\u{e9}\"".len() - 1);
+    }
+
+    #[test]
+    fn the_longest_frames_pass_and_one_byte_more_is_refused() {
+        for kind in [FrameKind::Json, FrameKind::Data] {
+            let max = kind.max_payload();
+            let longest = Frame {
+                kind,
+                id: 9,
+                payload: Bytes::from(vec![b' '; max]),
+            };
+            let (decoded, _) = decode_parts(&[&encode(std::slice::from_ref(&longest))]);
+            assert_eq!(decoded, [longest]);
+
+            let over = Frame {
+                kind,
+                id: 9,
+                payload: Bytes::from(vec![b' '; max + 1]),
+            };
+            let mut out = Vec::new();
+            let refused = over.encode_into(&mut out);
+            assert!(
+                matches!(refused, Err(FrameError::TooLong { kind: Some(k), len, max: m })
+                    if k == kind && len == max as u64 + 1 && m == max),
+                "{refused:?}"
+            );
+            assert!(out.is_empty(), "nothing of a refused frame is written");
+
+            // The decoder refuses the header alone, without waiting for the payload.
+            // (Over the JSON limit is over every limit, known from the length alone.)
+            let mut buf = BytesMut::from(&raw_header((max + 1 + 9) as u32, kind as u8, 9)[..]);
+            let refused = Decoder::new().decode(&mut buf);
+            assert!(
+                matches!(refused, Err(FrameError::TooLong { len, .. }) if len == max as u64 + 1),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_length_over_every_limit_fails_on_its_four_bytes() {
+        let mut decoder = Decoder::new();
+        let mut buf = BytesMut::from(&b"GET "[..]);
+        let refused = decoder.decode(&mut buf);
+        assert!(
+            matches!(refused, Err(FrameError::TooLong { kind: None, len, .. }) if len == 0x4745_5420 - 9),
+            "{refused:?}"
+        );
+        assert_eq!(buf.capacity(), 4, "nothing is reserved for a refused frame");
+        // The connection is dead: no attempt to find a next frame.
+        buf.extend_from_slice(&encode(&samples()));
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(FrameError::Unusable)
+        ));
+    }
+
+    #[test]
+    fn a_length_shorter_than_kind_and_id_is_refused() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 8, 1, 0, 0, 0, 0, 0, 0, 0][..]);
+        let refused = Decoder::new().decode(&mut buf);
+        assert!(
+            matches!(refused, Err(FrameError::TooShort { len: 8 })),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_on_its_byte() {
+        for kind in [0, 3, 0x7f, 0xff] {
+            let mut decoder = Decoder::new();
+            let mut buf = BytesMut::from(&[0, 0, 0, 9, kind][..]);
+            let refused = decoder.decode(&mut buf);
+            assert!(
+                matches!(refused, Err(FrameError::UnknownKind(k)) if k == kind),
+                "{refused:?}"
+            );
+            assert!(refused.unwrap_err().to_string().contains("unknown kind"));
+            assert!(matches!(
+                decoder.decode(&mut buf),
+                Err(FrameError::Unusable)
+            ));
+        }
+    }
+
+    #[test]
+    fn json_frames_decode_into_their_type() {
+        let hello = Hello {
+            protocol: 4,
+            software: "fulmar 9".into(),
+        };
+        let frame = frame(FrameKind::Json, 5, &serde_json::to_vec(&hello).unwrap()[..]);
+        assert_eq!(frame.json::<Hello>().unwrap(), hello);
+
+        let data = Frame {
+            kind: FrameKind::Data,
+            ..frame.clone()
+        };
+        assert!(matches!(
+            data.json::<Hello>(),
+            Err(FrameError::NotJson {
+                id: 5,
+                kind: FrameKind::Data
+            })
+        ));
+        let wrong = Frame {
+            payload: Bytes::from_static(b"[1, 2]"),
+            ..frame
+        };
+        assert!(matches!(
+            wrong.json::<Hello>(),
+            Err(FrameError::BadJson { id: 5, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_reader_returns_none_only_at_a_clean_end() {
+        let wire = encode(&samples());
+        let mut reader = FrameReader::new(&wire[..]);
+        for expected in samples() {
+            assert_eq!(reader.next().await.unwrap(), Some(expected));
+        }
+        assert_eq!(reader.next().await.unwrap(), None);
+
+        let mut reader = FrameReader::new(&b""[..]);
+        assert_eq!(reader.next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_end_inside_a_frame_is_an_error() {
+        let wire = encode(&samples());
+        // Inside the payload of the last frame, then inside a header.
+        for cut in [wire.len() - 1, 2] {
+            let mut reader = FrameReader::new(&wire[..cut]);
+            let outcome = loop {
+                match reader.next().await {
+                    Ok(Some(_)) => continue,
+                    other => break other,
+                }
+            };
+            assert!(
+                matches!(outcome, Err(FrameError::ClosedMidFrame { .. })),
+                "cut at {cut}: {outcome:?}"
+            );
+            assert!(
+                outcome
+                    .unwrap_err()
+                    .to_string()
+                    .contains("connection closed mid-frame")
+            );
+        }
+    }
+
+    /// Payload sizes that take every path of the writer: buffered, written
+    /// directly, a whole chunk, and the longest a data frame may be.
+    fn pipelined_sizes() -> impl Iterator<Item = (u64, usize)> {
+        let sizes = [
+            0,
+            1,
+            100,
+            DIRECT_WRITE_MIN - 1,
+            DIRECT_WRITE_MIN,
+            CHUNK_SIZE,
+            MAX_DATA_PAYLOAD,
+        ];
+        (0..600u64).map(move |id| (id, sizes[id as usize % sizes.len()]))
+    }
+
+    #[tokio::test]
+    async fn many_frames_pipelined_arrive_whole_and_in_order() {
+        let (near, far) = duplex(8 << 10);
+        let writer = tokio::spawn(async move {
+            let mut writer = FrameWriter::new(near);
+            for (id, size) in pipelined_sizes() {
+                writer
+                    .send_json(id, &serde_json::json!({ "n": id }))
+                    .await?;
+                writer.send_data(id, &vec![id as u8; size]).await?;
+            }
+            writer.flush().await
+        });
+        let mut reader = FrameReader::new(far);
+        for (id, size) in pipelined_sizes() {
+            let json = reader.next().await.unwrap().unwrap();
+            assert_eq!((json.kind, json.id), (FrameKind::Json, id));
+            assert_eq!(
+                json.json::<serde_json::Value>().unwrap(),
+                serde_json::json!({ "n": id })
+            );
+            let data = reader.next().await.unwrap().unwrap();
+            assert_eq!((data.kind, data.id), (FrameKind::Data, id));
+            assert_eq!(data.payload, vec![id as u8; size]);
+        }
+        writer.await.unwrap().unwrap();
+        assert_eq!(reader.next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_send_leaves_the_stream_intact() {
+        let (near, far) = duplex(1 << 20);
+        let mut writer = FrameWriter::new(near);
+        let too_long = writer.send_data(1, &vec![0; MAX_DATA_PAYLOAD + 1]).await;
+        assert!(matches!(too_long, Err(FrameError::TooLong { .. })));
+        // JSON cannot have a map with non-string keys.
+        let unencodable = std::collections::HashMap::from([((1, 2), 3)]);
+        let refused = writer.send_json(2, &unencodable).await;
+        assert!(matches!(refused, Err(FrameError::Encode(_))), "{refused:?}");
+        writer.send_json(3, "fine").await.unwrap();
+        writer.flush().await.unwrap();
+        drop(writer);
+
+        let mut reader = FrameReader::new(far);
+        assert_eq!(
+            reader.next().await.unwrap(),
+            Some(frame(FrameKind::Json, 3, b"\"fine\""))
+        );
+        assert_eq!(reader.next().await.unwrap(), None);
+    }
+
+    type Ends = (
+        FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        FrameWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+    );
+
+    fn connected() -> (Ends, Ends) {
+        let (a, b) = duplex(64 << 10);
+        let ends = |stream| {
+            let (read, write) = tokio::io::split(stream);
+            (FrameReader::new(read), FrameWriter::new(write))
+        };
+        (ends(a), ends(b))
+    }
+
+    fn hello(protocol: u32, software: &str) -> Hello {
+        Hello {
+            protocol,
+            software: software.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handshake_gives_each_end_the_others_hello() {
+        let ((mut cr, mut cw), (mut sr, mut sw)) = connected();
+        let (client, server) = tokio::join!(
+            client_handshake(&mut cr, &mut cw, "fulmar client", HANDSHAKE_TIMEOUT),
+            server_handshake(&mut sr, &mut sw, "fulmar daemon", HANDSHAKE_TIMEOUT),
+        );
+        assert_eq!(client.unwrap(), hello(PROTOCOL_VERSION, "fulmar daemon"));
+        assert_eq!(server.unwrap(), hello(PROTOCOL_VERSION, "fulmar client"));
+
+        // The connection carries frames afterwards.
+        cw.send_json(1, "list").await.unwrap();
+        cw.flush().await.unwrap();
+        assert_eq!(
+            sr.next().await.unwrap().unwrap().json::<String>().unwrap(),
+            "list"
+        );
+    }
+
+    /// Runs a handshake between a client speaking `client` and a daemon
+    /// speaking `daemon`, with the real code on both ends.
+    async fn mismatched(
+        client: u32,
+        daemon: u32,
+    ) -> (Result<Hello, HandshakeError>, Result<Hello, HandshakeError>) {
+        let ((mut cr, mut cw), (mut sr, mut sw)) = connected();
+        let (client, daemon) = (hello(client, "fulmar x"), hello(daemon, "fulmar x"));
+        tokio::join!(
+            handshake(Peer::Daemon, &mut cr, &mut cw, &client, HANDSHAKE_TIMEOUT),
+            handshake(Peer::Client, &mut sr, &mut sw, &daemon, HANDSHAKE_TIMEOUT),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_newer_daemon_is_reported_on_both_ends() {
+        let (client, server) = mismatched(1, 2).await;
+        let client = client.unwrap_err();
+        assert!(
+            matches!(&client, HandshakeError::VersionMismatch { peer: Peer::Daemon, hello, ours: 1 } if hello.protocol == 2)
+        );
+        assert_eq!(
+            client.to_string(),
+            "the daemon (\"fulmar x\") speaks protocol 2 and this fulmar speaks 1: run the same \
+             fulmar version on both ends (upgrade this fulmar, the older one)"
+        );
+        let server = server.unwrap_err();
+        assert!(
+            matches!(&server, HandshakeError::VersionMismatch { peer: Peer::Client, hello, ours: 2 } if hello.protocol == 1)
+        );
+        assert_eq!(
+            server.to_string(),
+            "the client (\"fulmar x\") speaks protocol 1 and this daemon speaks 2: run the same \
+             fulmar version on both ends (upgrade the client, the older one)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_client_is_reported_on_both_ends() {
+        let (client, server) = mismatched(3, 1).await;
+        assert!(
+            client
+                .unwrap_err()
+                .to_string()
+                .ends_with("(upgrade the daemon, the older one)")
+        );
+        assert!(
+            server.unwrap_err().to_string().starts_with(
+                "the client (\"fulmar x\") speaks protocol 3 and this daemon speaks 1"
+            )
+        );
+    }
+
+    /// Framed ends for the side under test, and its peer as a raw stream.
+    fn against_raw() -> (Ends, tokio::io::DuplexStream) {
+        let (framed, raw) = duplex(64 << 10);
+        let (read, write) = tokio::io::split(framed);
+        ((FrameReader::new(read), FrameWriter::new(write)), raw)
+    }
+
+    #[tokio::test]
+    async fn a_daemon_told_garbage_says_so_at_once() {
+        let ((mut sr, mut sw), mut http) = against_raw();
+        // The HTTP client stays connected: only its bytes can end the wait.
+        http.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let refused = server_handshake(&mut sr, &mut sw, "fulmar", HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, HandshakeError::NotFulmar { peer: Peer::Client, received }
+                if received.starts_with("\"GET / HTTP/1.1\\r\\nHost")),
+            "{refused:?}"
+        );
+        drop(http);
+    }
+
+    #[tokio::test]
+    async fn a_client_reading_a_login_banner_says_so_at_once() {
+        let ((mut cr, mut cw), mut proxy) = against_raw();
+        // What a chatty .bashrc puts in front of `fulmar proxy`'s output.
+        proxy.write_all(b"Welcome to host7\n").await.unwrap();
+        let refused = client_handshake(&mut cr, &mut cw, "fulmar", HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &refused,
+                HandshakeError::NotFulmar {
+                    peer: Peer::Daemon,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        let message = refused.to_string();
+        assert!(message.contains("\"Welcome to host7\\n\""), "{message}");
+        assert!(message.contains("prints nothing on stdout"), "{message}");
+        drop(proxy);
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_is_not_a_hello_is_refused_without_an_answer() {
+        let ((mut sr, mut sw), client) = against_raw();
+        let (client_read, client_write) = tokio::io::split(client);
+        let mut cw = FrameWriter::new(client_write);
+        cw.send_json(0, &serde_json::json!({ "list": {} }))
+            .await
+            .unwrap();
+        cw.flush().await.unwrap();
+        let refused = server_handshake(&mut sr, &mut sw, "fulmar", HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, HandshakeError::NotFulmar { received, .. } if received.contains("list")),
+            "{refused:?}"
+        );
+        drop((sr, sw));
+        assert_eq!(FrameReader::new(client_read).next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out_with_what_it_sent() {
+        let ((mut cr, mut cw), mut daemon) = against_raw();
+        daemon.write_all(b"hi").await.unwrap();
+        let timeout = Duration::from_millis(50);
+        let refused = client_handshake(&mut cr, &mut cw, "fulmar", timeout)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, HandshakeError::Timeout { peer: Peer::Daemon, after, received }
+                if *after == timeout && received == "\"hi\""),
+            "{refused:?}"
+        );
+        drop(daemon);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_hangs_up_before_hello_is_reported() {
+        let ((mut cr, mut cw), server) = connected();
+        drop(server);
+        let refused = client_handshake(&mut cr, &mut cw, "fulmar", HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap_err();
+        // Our Hello may or may not have gone out before the other end vanished.
+        assert!(
+            matches!(
+                refused,
+                HandshakeError::Closed { peer: Peer::Daemon } | HandshakeError::Connection(_)
+            ),
+            "{refused:?}"
+        );
+    }
+
+    /// Polls once, without a runtime: is `future` ready right now?
+    fn poll_now<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn reserve_takes_at_most_the_credit_and_waits_at_none() {
+        let window = CreditWindow::new();
+        let mut waiting = pin!(window.reserve(10));
+        assert!(poll_now(waiting.as_mut()).is_pending(), "no credit yet");
+        window.grant(4);
+        assert_eq!(poll_now(waiting.as_mut()), Poll::Ready(Ok(4)));
+
+        window.grant(25);
+        assert_eq!(poll_now(pin!(window.reserve(10))), Poll::Ready(Ok(10)));
+        assert_eq!(poll_now(pin!(window.reserve(100))), Poll::Ready(Ok(15)));
+        assert!(poll_now(pin!(window.reserve(1))).is_pending());
+        assert_eq!(poll_now(pin!(window.reserve(0))), Poll::Ready(Ok(0)));
+    }
+
+    #[test]
+    fn closing_a_window_wakes_its_sender_with_an_error() {
+        let window = CreditWindow::new();
+        let mut waiting = pin!(window.reserve(10));
+        assert!(poll_now(waiting.as_mut()).is_pending());
+        window.close();
+        assert_eq!(
+            poll_now(waiting.as_mut()),
+            Poll::Ready(Err(FlowError::Closed))
+        );
+        window.grant(10);
+        assert_eq!(
+            poll_now(pin!(window.reserve(1))),
+            Poll::Ready(Err(FlowError::Closed))
+        );
+    }
+
+    #[test]
+    fn a_receiver_grants_the_window_then_tops_it_up_at_half() {
+        let mut window = ReceiveWindow::new(100);
+        assert_eq!(window.grant(), Some(100));
+        assert_eq!(window.grant(), None, "granted once");
+        window.received(100).unwrap();
+        window.consumed(49);
+        assert_eq!(window.grant(), None, "51 outstanding: more than half");
+        window.consumed(1);
+        assert_eq!(window.grant(), Some(50), "back to the whole window");
+        window.received(50).unwrap();
+        window.consumed(100);
+        assert_eq!(window.grant(), Some(100));
+    }
+
+    #[test]
+    fn a_sender_beyond_its_grant_is_caught() {
+        let mut window = ReceiveWindow::new(100);
+        window.grant();
+        window.received(60).unwrap();
+        assert_eq!(
+            window.received(41),
+            Err(FlowError::Overrun {
+                granted: 100,
+                received: 101
+            })
+        );
+    }
+
+    /// The tests' stand-in for the protocol's `Credit { bytes }` message.
+    #[derive(Serialize, Deserialize)]
+    struct Credit {
+        bytes: u64,
+    }
+
+    const WINDOW: u64 = 64 << 10;
+    const CHUNK: usize = 8 << 10;
+    const STREAM_LEN: usize = 8 * WINDOW as usize;
+
+    /// Sends stream `id` (STREAM_LEN bytes of `id`) chunk by chunk, taking
+    /// credit before each.
+    async fn send_stream<W: AsyncWrite + Unpin>(
+        id: u64,
+        window: Arc<CreditWindow>,
+        writer: Arc<tokio::sync::Mutex<FrameWriter<W>>>,
+    ) {
+        let data = vec![id as u8; STREAM_LEN];
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = window.reserve(rest.len().min(CHUNK)).await.unwrap();
+            let mut writer = writer.lock().await;
+            writer.send_data(id, &rest[..n]).await.unwrap();
+            writer.flush().await.unwrap();
+            rest = &rest[n..];
+        }
+    }
+
+    /// The receiver is done with `bytes` of stream `id`: grants more if due.
+    fn release(
+        id: u64,
+        bytes: usize,
+        window: &Mutex<ReceiveWindow>,
+        grants: &mpsc::UnboundedSender<(u64, u64)>,
+    ) {
+        let grant = {
+            let mut window = window.lock().unwrap();
+            window.consumed(bytes as u64);
+            window.grant()
+        };
+        if let Some(grant) = grant {
+            grants.send((id, grant)).unwrap();
+        }
+    }
+
+    /// Consumes stream `id` until `until` bytes have arrived in all, `got`
+    /// included; returns the bytes.
+    async fn consume(
+        id: u64,
+        queue: &mut mpsc::UnboundedReceiver<Bytes>,
+        window: &Mutex<ReceiveWindow>,
+        grants: &mpsc::UnboundedSender<(u64, u64)>,
+        mut got: Vec<u8>,
+        until: usize,
+    ) -> Vec<u8> {
+        while got.len() < until {
+            let chunk = queue.recv().await.unwrap();
+            got.extend_from_slice(&chunk);
+            release(id, chunk.len(), window, grants);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_stalled_receiver_stalls_only_its_own_stream() {
+        let ((mut sender_reader, sender_writer), (mut receiver_reader, mut receiver_writer)) =
+            connected();
+
+        // Sender end: two streams over one writer, credit messages in.
+        let windows = [Arc::new(CreditWindow::new()), Arc::new(CreditWindow::new())];
+        let credit_in = tokio::spawn({
+            let windows = windows.clone();
+            async move {
+                while let Some(frame) = sender_reader.next().await.unwrap() {
+                    windows[frame.id as usize].grant(frame.json::<Credit>().unwrap().bytes);
+                }
+            }
+        });
+        let writer = Arc::new(tokio::sync::Mutex::new(sender_writer));
+        let senders = [0, 1].map(|id| {
+            tokio::spawn(send_stream(
+                id,
+                windows[id as usize].clone(),
+                writer.clone(),
+            ))
+        });
+        drop(writer);
+
+        // Receiver end: a dispatcher that checks every frame against its
+        // stream's grants and queues it for the stream's consumer.
+        let receive_windows = Arc::new([
+            Mutex::new(ReceiveWindow::new(WINDOW)),
+            Mutex::new(ReceiveWindow::new(WINDOW)),
+        ]);
+        let (grants, mut to_grant) = mpsc::unbounded_channel::<(u64, u64)>();
+        let credit_out = tokio::spawn(async move {
+            while let Some((id, bytes)) = to_grant.recv().await {
+                receiver_writer
+                    .send_json(id, &Credit { bytes })
+                    .await
+                    .unwrap();
+                receiver_writer.flush().await.unwrap();
+            }
+        });
+        let (queue_in, mut queues): (Vec<_>, Vec<_>) =
+            (0..2).map(|_| mpsc::unbounded_channel::<Bytes>()).unzip();
+        let dispatcher = tokio::spawn({
+            let receive_windows = receive_windows.clone();
+            async move {
+                while let Some(frame) = receiver_reader.next().await.unwrap() {
+                    let id = frame.id as usize;
+                    receive_windows[id]
+                        .lock()
+                        .unwrap()
+                        .received(frame.payload.len() as u64)
+                        .unwrap();
+                    queue_in[id].send(frame.payload).unwrap();
+                }
+            }
+        });
+        for (id, window) in receive_windows.iter().enumerate() {
+            let grant = window.lock().unwrap().grant().unwrap();
+            grants.send((id as u64, grant)).unwrap();
+        }
+
+        // Stream 0's consumer stalls; stream 1 runs to its end regardless.
+        let stream1 = consume(
+            1,
+            &mut queues[1],
+            &receive_windows[1],
+            &grants,
+            vec![],
+            STREAM_LEN,
+        );
+        assert_eq!(stream1.await, vec![1; STREAM_LEN]);
+        let mut held = Vec::new();
+        while let Ok(chunk) = queues[0].try_recv() {
+            held.extend_from_slice(&chunk);
+        }
+        assert!(
+            held.len() as u64 <= WINDOW,
+            "stream 0 sent {} bytes",
+            held.len()
+        );
+        assert!(!senders[0].is_finished(), "stream 0 waits for credit");
+
+        // Once its consumer resumes, stream 0 completes too.
+        release(0, held.len(), &receive_windows[0], &grants);
+        let stream0 = consume(
+            0,
+            &mut queues[0],
+            &receive_windows[0],
+            &grants,
+            held,
+            STREAM_LEN,
+        );
+        assert_eq!(stream0.await, vec![0; STREAM_LEN]);
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        // Every byte passed the dispatcher's overrun check.
+        assert!(!dispatcher.is_finished(), "the dispatcher is still reading");
+        for task in [dispatcher, credit_in, credit_out] {
+            task.abort();
+        }
+    }
+}
