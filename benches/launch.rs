@@ -47,6 +47,7 @@ async fn bench() {
     };
     let mut settings = Settings::new(dirs);
     settings.tender_path = Some(tenders.path_var());
+    settings.monitor = Some(support::daemon::fulmar().to_owned());
     let sup = Supervisor::new(settings);
     let disk = Label::new("disk").unwrap();
     sup.block_store().create(&disk, 1).unwrap();

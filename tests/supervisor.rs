@@ -56,6 +56,7 @@ impl Host {
         };
         let mut settings = Settings::new(dirs.clone());
         settings.tender_path = Some(tenders.path_var());
+        settings.monitor = Some(support::daemon::fulmar().to_owned());
         settings.grace = Duration::from_secs(5);
         tweak(&mut settings);
         let sup = Supervisor::new(settings);
@@ -764,6 +765,7 @@ fn refused_launches_leave_the_host_unchanged() {
             );
             assert_eq!(after, before, "{why} changed the host");
         }
+        host.sup.destroy(&label("holder")).await.unwrap();
     });
 }
 

@@ -47,7 +47,8 @@ pub enum RestartPolicy {
 
 impl RestartPolicy {
     /// albatross's rule, from SOLO5.md: never after exit 1 (a tender error),
-    /// 60..=64 (MirageOS help, version and usage errors) or a signal.
+    /// 60..=64 (MirageOS help, version and usage errors) or a signal; nor
+    /// after an end nobody saw.
     pub fn restarts_after(&self, exit: ExitStatus) -> bool {
         let ExitStatus::Code(code) = exit else {
             return false;
@@ -108,6 +109,8 @@ impl UnikernelConfig {
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
+    /// Nobody saw how it ended: its monitor was killed, or the host went down.
+    Lost,
 }
 
 impl fmt::Display for ExitStatus {
@@ -115,6 +118,7 @@ impl fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(c) => write!(f, "exited {c}"),
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::Lost => f.write_str("ended unseen (its monitor was killed)"),
         }
     }
 }

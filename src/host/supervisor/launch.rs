@@ -4,13 +4,12 @@
 use crate::api::unikernel::{TapInfo, UnikernelConfig};
 use crate::host::block::BlockFile;
 use crate::host::console::{self, Console};
+use crate::host::monitor;
 use crate::host::net;
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +24,8 @@ pub enum LaunchError {
     Console(#[from] console::ConsoleError),
     #[error("{0}")]
     Net(#[from] net::NetError),
-    #[error("cannot start {program}: {source}; is it installed and on PATH?")]
-    Spawn { program: String, source: io::Error },
+    #[error("{0}")]
+    Monitor(#[from] monitor::MonitorError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError {
@@ -41,10 +40,23 @@ pub struct Resources {
     dir: Option<PathBuf>,
     image: Option<PathBuf>,
     fifo: Option<PathBuf>,
+    run_file: Option<PathBuf>,
     taps: Vec<String>,
 }
 
 impl Resources {
+    /// What a run of an earlier daemon left in `dir` and its taps, for the end
+    /// of an adopted or finished run.
+    pub fn left_by(dir: &Path, taps: &[TapInfo]) -> Resources {
+        Resources {
+            dir: Some(dir.to_owned()),
+            image: Some(dir.join("image")),
+            fifo: Some(dir.join("console")),
+            run_file: Some(dir.join(RUN_FILE)),
+            taps: taps.iter().map(|t| t.tap.clone()).collect(),
+        }
+    }
+
     /// Removes the taps, the image copy, the FIFO and the run directory. Clean-up
     /// goes on past a failure so that one stuck tap does not leak the rest.
     pub fn release(self) {
@@ -55,12 +67,21 @@ impl Resources {
         }
         if let Some(image) = &self.image {
             if let Err(e) = fs::remove_file(image) {
-                tracing::warn!("clean-up: cannot remove {}: {e}", image.display());
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("clean-up: cannot remove {}: {e}", image.display());
+                }
             }
         }
         if let Some(fifo) = &self.fifo {
             if let Err(e) = console::remove_fifo(fifo) {
                 tracing::warn!("clean-up: {e}");
+            }
+        }
+        if let Some(run_file) = &self.run_file {
+            if let Err(e) = fs::remove_file(run_file) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("clean-up: cannot remove {}: {e}", run_file.display());
+                }
             }
         }
         // Only when empty: anything else in it is not ours to delete.
@@ -72,9 +93,10 @@ impl Resources {
     }
 }
 
-/// A tender that is running, with its console being drained.
+/// A tender that is running under its monitor, with its console being drained.
 pub struct Launched {
-    pub child: Child,
+    pub monitored: monitor::Monitored,
+    /// The tender's.
     pub pid: u32,
     pub argv: Vec<String>,
     pub taps: Vec<TapInfo>,
@@ -87,27 +109,24 @@ pub fn run_dir(runtime: &Path, name: &str) -> PathBuf {
     runtime.join("unikernels").join(name)
 }
 
+/// Everything one run needs.
+pub struct Plan<'a> {
+    pub config: &'a UnikernelConfig,
+    /// The image as the data directory keeps it.
+    pub stored_image: &'a Path,
+    pub tender: &'a Path,
+    /// In the order of `config.blocks`.
+    pub blocks: &'a [BlockFile],
+    pub runtime: &'a Path,
+    pub console: &'a Console,
+    pub monitor: &'a MonitorSettings,
+}
+
 /// Prepares the host and starts the tender. Each step that fails undoes the
 /// ones before it, so a failed launch leaves nothing behind.
-pub fn launch(
-    config: &UnikernelConfig,
-    stored_image: &Path,
-    tender: &Path,
-    blocks: &[BlockFile],
-    runtime: &Path,
-    console: &Console,
-) -> Result<Launched, LaunchError> {
-    let dir = run_dir(runtime, config.name.as_str());
+pub fn launch(plan: &Plan) -> Result<Launched, LaunchError> {
     let mut made = Resources::default();
-    match prepare_and_exec(
-        config,
-        &dir,
-        stored_image,
-        tender,
-        blocks,
-        &mut made,
-        console,
-    ) {
+    match prepare_and_exec(plan, &mut made) {
         Ok(launched) => Ok(Launched {
             resources: made,
             ..launched
@@ -119,15 +138,17 @@ pub fn launch(
     }
 }
 
-fn prepare_and_exec(
-    config: &UnikernelConfig,
-    dir: &Path,
-    stored_image: &Path,
-    tender: &Path,
-    blocks: &[BlockFile],
-    made: &mut Resources,
-    console: &Console,
-) -> Result<Launched, LaunchError> {
+fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, LaunchError> {
+    let Plan {
+        config,
+        stored_image,
+        tender,
+        blocks,
+        runtime,
+        console,
+        monitor,
+    } = plan;
+    let dir = &run_dir(runtime, config.name.as_str());
     if !dir.exists() {
         DirBuilder::new()
             .recursive(true)
@@ -161,32 +182,59 @@ fn prepare_and_exec(
     let reader = console::open_reader(&fifo)?;
 
     let argv = argv(config, tender, &image, &taps, blocks);
-    let writer = console::open_writer(&fifo)?;
-    let stderr = writer
-        .try_clone()
-        .map_err(io_err("share the console FIFO", &fifo))?;
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|source| LaunchError::Spawn {
-            program: argv[0].clone(),
-            source,
-        })?;
-    // Our copies of the writer went into the Command and are closed now: the
-    // reader sees end-of-file exactly when the tender is gone.
-    let pid = child.id().unwrap_or_default();
-    let drain = tokio::spawn(drain(reader, console.clone(), config.name.to_string()));
+    let run_file = dir.join(RUN_FILE);
+    let monitored = monitor::spawn(&monitor::Spec {
+        program: monitor.program.clone(),
+        status: run_file.clone(),
+        grace: monitor.grace,
+        console: Some(fifo),
+        argv: argv.clone(),
+    })?;
+    made.run_file = Some(run_file);
+    let drain = tokio::spawn(drain(reader, (*console).clone(), config.name.to_string()));
     Ok(Launched {
-        child,
-        pid,
+        pid: monitored.record().tender.pid,
+        monitored,
         argv,
         taps,
         resources: Resources::default(),
         drain,
     })
+}
+
+/// Takes up a run that a previous daemon started and that is still going: its
+/// console again, and what it holds for the clean-up at its end.
+pub fn adopt(
+    name: &str,
+    runtime: &Path,
+    monitored: monitor::Monitored,
+    taps: &[TapInfo],
+    console: &Console,
+) -> Result<Launched, LaunchError> {
+    let dir = run_dir(runtime, name);
+    let fifo = dir.join("console");
+    let reader = console::open_reader(&fifo)?;
+    let drain = tokio::spawn(drain(reader, console.clone(), name.to_owned()));
+    Ok(Launched {
+        pid: monitored.record().tender.pid,
+        monitored,
+        argv: Vec::new(),
+        taps: taps.to_vec(),
+        resources: Resources::left_by(&dir, taps),
+        drain,
+    })
+}
+
+/// Where the monitor records a run, inside its run directory.
+pub const RUN_FILE: &str = "run.json";
+
+/// How runs are monitored.
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    /// The fulmar binary that runs `fulmar monitor`; None: this program.
+    pub program: Option<PathBuf>,
+    /// Between SIGTERM and SIGKILL when a unikernel is destroyed.
+    pub grace: std::time::Duration,
 }
 
 /// Reads the console until the tender is gone; a read error ends the run's

@@ -7,9 +7,11 @@
 
 mod backoff;
 mod launch;
+mod saved;
 
 pub use backoff::Backoff;
 pub use launch::LaunchError;
+pub use saved::{RestoreFailure, Saved, SavedRun, SavedUnikernel};
 
 use crate::api::block::BlockDeviceInfo;
 use crate::api::event::Event;
@@ -24,6 +26,7 @@ use crate::api::validate::{self, Facts, Problem};
 use crate::host::block::{BlockError, BlockFile, BlockStore};
 use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
+use crate::host::monitor;
 use crate::host::paths::Dirs;
 use crate::host::tender::ProbeCache;
 use crate::host::{policy, stats};
@@ -32,11 +35,9 @@ use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::process::Child;
 use tokio::sync::{broadcast, oneshot, watch};
 
 /// How many exits a unikernel's history keeps.
@@ -50,6 +51,9 @@ pub struct Settings {
     pub tender_path: Option<OsString>,
     /// How long a destroyed tender has between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// The fulmar binary that runs each unikernel's monitor; None: this
+    /// program (tests running as another program name the fulmar binary).
+    pub monitor: Option<PathBuf>,
     pub backoff: Backoff,
     pub console: ConsoleLimits,
 }
@@ -60,6 +64,7 @@ impl Settings {
             dirs,
             tender_path: std::env::var_os("PATH"),
             grace: Duration::from_secs(10),
+            monitor: None,
             backoff: Backoff::default(),
             console: ConsoleLimits::default(),
         }
@@ -242,6 +247,122 @@ impl Supervisor {
         })?;
         let (pid, taps) = run.ok_or_else(|| SupervisorError::NotRunning(name.clone()))?;
         Ok(stats::stats(pid, &taps)?)
+    }
+
+    /// What a daemon restart must bring back.
+    pub fn snapshot(&self) -> Saved {
+        let units = self.inner.lock();
+        Saved {
+            unikernels: units
+                .values()
+                .map(|u| SavedUnikernel {
+                    config: u.config.clone(),
+                    image: u.image.digest.clone(),
+                    state: u.state.clone(),
+                    restarts: u.restarts,
+                    failures: u.failures,
+                    exits: u.exits.clone(),
+                    run: u.run.as_ref().map(|r| SavedRun {
+                        since_ms: match u.state {
+                            RunState::Running { since_ms, .. } => since_ms,
+                            _ => now_ms(),
+                        },
+                        taps: r.taps.clone(),
+                        argv: u.argv.clone(),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// Brings back what [`Supervisor::snapshot`] saved: every unikernel is
+    /// listed again; a run whose monitor still runs is re-adopted (same
+    /// process, console continues); one that ended while no daemon watched has
+    /// its end booked as if seen; those that should run but have no run left
+    /// (a host reboot) are started, higher startup priority first. One that
+    /// cannot be brought back stays listed as stopped, with the reason in its
+    /// console, and is reported.
+    pub async fn restore(&self, saved: Saved) -> Vec<RestoreFailure> {
+        let mut unikernels = saved.unikernels;
+        unikernels.sort_by_key(|u| std::cmp::Reverse(u.config.startup_priority));
+        let mut failures = Vec::new();
+        for u in unikernels {
+            let name = u.config.name.clone();
+            if let Err(e) = self.restore_one(u).await {
+                if let Ok(console) = self.console(&name) {
+                    console.mark(&format!("not started with the daemon: {e}"));
+                }
+                failures.push(RestoreFailure {
+                    name,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        failures
+    }
+
+    async fn restore_one(&self, saved: SavedUnikernel) -> Result<(), SupervisorError> {
+        let image = self.stored_image(&saved.image)?;
+        let name = saved.config.name.clone();
+        let should_run = saved.should_run();
+        let unit = Unit {
+            config: saved.config,
+            image: self.inner.store_image(&image)?,
+            state: if should_run {
+                RunState::Stopped
+            } else {
+                saved.state
+            },
+            run: None,
+            generation: 0,
+            stop_requested: false,
+            console: Console::new(self.inner.settings.console),
+            restarts: saved.restarts,
+            failures: saved.failures,
+            exits: saved.exits,
+            argv: saved
+                .run
+                .as_ref()
+                .map(|r| r.argv.clone())
+                .unwrap_or_default(),
+        };
+        let console = unit.console.clone();
+        self.inner.lock().insert(name.clone(), unit);
+        self.inner.emit(Event::Created { name: name.clone() });
+        if !should_run {
+            return Ok(());
+        }
+        if let Some(run) = saved.run {
+            let runtime = &self.inner.settings.dirs.runtime;
+            let dir = launch::run_dir(runtime, name.as_str());
+            let adoption = monitor::adopt(&dir.join(launch::RUN_FILE))
+                .await
+                .map_err(LaunchError::from)?;
+            match adoption {
+                monitor::Adoption::Running(monitored) => {
+                    let launched =
+                        launch::adopt(name.as_str(), runtime, monitored, &run.taps, &console)?;
+                    console.mark(&format!("re-adopted by a new daemon, pid {}", launched.pid));
+                    let mut units = self.inner.lock();
+                    if let Some(unit) = units.get_mut(&name) {
+                        self.inner.begin_run(unit, launched, run.since_ms);
+                    }
+                    return Ok(());
+                }
+                monitor::Adoption::Ended(monitor::Outcome::Exited { status, at_ms }) => {
+                    launch::Resources::left_by(&dir, &run.taps).release();
+                    let ran = Duration::from_millis(at_ms.saturating_sub(run.since_ms));
+                    self.inner.ended(&name, status, ran);
+                    return Ok(());
+                }
+                // Nothing of it is left (a reboot): start it afresh.
+                monitor::Adoption::Ended(monitor::Outcome::Unknown { .. }) => {
+                    launch::Resources::left_by(&dir, &run.taps).release();
+                }
+            }
+        }
+        let mut units = self.inner.lock();
+        self.inner.start(&mut units, &name)
     }
 
     /// Keeps `image` by digest, for `create` to name later.
@@ -537,45 +658,60 @@ impl Inner {
             .iter()
             .map(|b| self.blocks.get(&b.block))
             .collect::<Result<Vec<_>, _>>()?;
-        let launched = launch::launch(
-            &unit.config,
-            &unit.image.path,
-            &tender.path,
-            &blocks,
-            &self.settings.dirs.runtime,
-            &unit.console,
-        )?;
+        let launched = launch::launch(&launch::Plan {
+            config: &unit.config,
+            stored_image: &unit.image.path,
+            tender: &tender.path,
+            blocks: &blocks,
+            runtime: &self.settings.dirs.runtime,
+            console: &unit.console,
+            monitor: &self.monitor_settings(),
+        })?;
+        unit.console.mark(&format!("started, pid {}", launched.pid));
+        self.begin_run(unit, launched, now_ms());
+        Ok(())
+    }
+
+    fn monitor_settings(&self) -> launch::MonitorSettings {
+        launch::MonitorSettings {
+            program: self.settings.monitor.clone(),
+            grace: self.settings.grace,
+        }
+    }
+
+    /// Books a run as running and hands it to the task that sees it end.
+    fn begin_run(self: &Arc<Self>, unit: &mut Unit, launched: launch::Launched, since_ms: u64) {
+        let name = unit.config.name.clone();
         unit.generation += 1;
         unit.stop_requested = false;
         let (stop, stop_rx) = oneshot::channel();
         let (ended_tx, ended) = watch::channel(false);
         unit.state = RunState::Running {
             pid: launched.pid,
-            since_ms: now_ms(),
+            since_ms,
         };
-        unit.argv = launched.argv;
+        if !launched.argv.is_empty() {
+            unit.argv = launched.argv;
+        }
         unit.run = Some(Run {
             pid: launched.pid,
             taps: launched.taps,
             stop: Some(stop),
             ended,
         });
-        unit.console.mark(&format!("started, pid {}", launched.pid));
         self.emit(Event::Started {
             name: name.clone(),
             pid: launched.pid,
         });
         let run = RunTask {
             inner: self.clone(),
-            name: name.clone(),
-            child: launched.child,
-            pid: launched.pid,
+            name,
+            monitored: launched.monitored,
             resources: launched.resources,
             drain: launched.drain,
             ended: ended_tx,
         };
         tokio::spawn(run.supervise(stop_rx));
-        Ok(())
     }
 
     /// Books the end of a run and decides what comes next.
@@ -666,19 +802,18 @@ impl Inner {
     }
 }
 
-/// The task that owns one run's tender until it is reaped.
+/// The task that watches one run until its monitor reports the end.
 struct RunTask {
     inner: Arc<Inner>,
     name: Label,
-    child: Child,
-    pid: u32,
+    monitored: monitor::Monitored,
     resources: launch::Resources,
     drain: tokio::task::JoinHandle<()>,
     ended: watch::Sender<bool>,
 }
 
-/// How long the console may take to reach end-of-file after the tender is
-/// reaped (a grandchild could hold the FIFO open).
+/// How long the console may take to reach end-of-file after the tender has
+/// ended (a process the tender started could hold the FIFO open).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 impl RunTask {
@@ -697,9 +832,9 @@ impl RunTask {
         let _ = self.ended.send(true);
     }
 
-    /// Waits for the tender to exit; when asked to stop, sends SIGTERM and,
-    /// after the grace period, SIGKILL. Only this task reaps the child, so the
-    /// pid still names our tender whenever a signal is sent.
+    /// Waits for the run to end; when asked to stop, has the monitor send
+    /// SIGTERM and, after the grace period, SIGKILL. Only the monitor signals
+    /// the tender, its child, so no signal can reach a recycled pid.
     async fn wait_or_stop(&mut self, stop: oneshot::Receiver<()>) -> ExitStatus {
         let stop_requested = async {
             if stop.await.is_err() {
@@ -707,47 +842,22 @@ impl RunTask {
                 std::future::pending::<()>().await;
             }
         };
-        let result = tokio::select! {
-            status = self.child.wait() => status,
+        let outcome = tokio::select! {
+            outcome = self.monitored.wait() => outcome,
             () = stop_requested => {
-                self.terminate();
-                match tokio::time::timeout(self.inner.settings.grace, self.child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        if let Err(e) = self.child.start_kill() {
-                            tracing::warn!("{}: SIGKILL failed: {e}", self.name);
-                        }
-                        self.child.wait().await
-                    }
+                if let Err(e) = self.monitored.stop() {
+                    tracing::warn!("{}: {e}", self.name);
                 }
+                self.monitored.wait().await
             }
         };
-        match result {
-            Ok(status) => exit_status(status),
+        match outcome {
+            Ok(monitor::Outcome::Exited { status, .. }) => status,
+            Ok(monitor::Outcome::Unknown { .. }) => ExitStatus::Lost,
             Err(e) => {
-                tracing::error!("{}: cannot wait for pid {}: {e}", self.name, self.pid);
-                ExitStatus::Signal(nix::sys::signal::Signal::SIGKILL as i32)
+                tracing::error!("{}: {e}", self.name);
+                ExitStatus::Lost
             }
         }
-    }
-
-    fn terminate(&self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let Ok(pid) = i32::try_from(self.pid) else {
-            return;
-        };
-        if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGTERM) {
-            tracing::warn!("{}: SIGTERM to pid {pid} failed: {e}", self.name);
-        }
-    }
-}
-
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitStatus::Code(code),
-        (None, Some(signal)) => ExitStatus::Signal(signal),
-        // Neither is only possible for stopped/continued children, which wait() does not report.
-        (None, None) => ExitStatus::Code(-1),
     }
 }

@@ -1,0 +1,54 @@
+//! What the supervisor keeps across daemon restarts and host reboots: each
+//! unikernel's configuration, image digest and history. The daemon stores it
+//! with `host::state`; the supervisor makes and takes it.
+
+use crate::api::label::Label;
+use crate::api::unikernel::{ExitRecord, RunState, TapInfo, UnikernelConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub unikernels: Vec<SavedUnikernel>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SavedUnikernel {
+    pub config: UnikernelConfig,
+    /// The SHA-256 of the image kept in the data directory.
+    pub image: String,
+    /// The state when saved; whether it should be running decides what a new
+    /// daemon does with it.
+    pub state: RunState,
+    pub restarts: u32,
+    pub failures: u32,
+    pub exits: Vec<ExitRecord>,
+    /// The run going on when saved; its monitor may still be running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<SavedRun>,
+}
+
+/// What the run file does not say about a run: what fulmar made for it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SavedRun {
+    pub since_ms: u64,
+    pub taps: Vec<TapInfo>,
+    pub argv: Vec<String>,
+}
+
+impl SavedUnikernel {
+    /// Whether the operator wants it running: it was running or about to run
+    /// again, rather than exited for good or stopped.
+    pub fn should_run(&self) -> bool {
+        matches!(
+            self.state,
+            RunState::Running { .. } | RunState::Restarting { .. } | RunState::CrashLoop { .. }
+        )
+    }
+}
+
+/// Why one unikernel could not be brought back; the others still are.
+#[derive(Debug)]
+pub struct RestoreFailure {
+    pub name: Label,
+    pub reason: String,
+}
