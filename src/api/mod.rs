@@ -3,6 +3,7 @@
 //! Nothing in here touches the host or the terminal, so the UI may use all of it.
 
 pub mod block;
+pub mod client;
 pub mod console;
 pub mod event;
 pub mod frame;

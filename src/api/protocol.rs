@@ -130,6 +130,8 @@ pub enum ErrorKind {
     Host,
     /// The client broke the protocol.
     Protocol,
+    /// The client's user may not use this daemon.
+    Denied,
 }
 
 /// A typed error with the human message the operator sees.

@@ -605,8 +605,14 @@ fn set_up_signals(target: Target, me: &str) -> nix::Result<()> {
         loop {
             match set.wait() {
                 Ok(_) if HUNG.load(Ordering::SeqCst) => continue,
-                Ok(sig) => eprintln!("{me}: Exiting on signal {}", sig as i32),
-                Err(e) => eprintln!("{me}: cannot wait for signals: {e}"),
+                // With nobody reading the console any more, the message is lost
+                // but the exit must still happen: write, never panic.
+                Ok(sig) => {
+                    let _ = writeln!(io::stderr(), "{me}: Exiting on signal {}", sig as i32);
+                }
+                Err(e) => {
+                    let _ = writeln!(io::stderr(), "{me}: cannot wait for signals: {e}");
+                }
             }
             std::process::exit(1);
         }

@@ -1,9 +1,14 @@
 //! Argument parsing and dispatch. Each subcommand is a thin client: the work is
-//! done in `fulmar::host` (or, once it has landed, by the daemon).
+//! done by the daemon (or, for `inspect`, by `fulmar::host` directly).
 
+mod connect;
+mod create;
 mod inspect;
+mod remote;
+mod show;
 
 use clap::{Parser, Subcommand};
+use fulmar::api::protocol::Request;
 use fulmar::host::monitor;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +31,9 @@ pub struct Args {
     /// [default: /run/fulmar for root, $XDG_RUNTIME_DIR/fulmar otherwise]
     #[arg(long, global = true, env = "FULMAR_RUNTIME_DIR", value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+    /// Do not start a daemon in the background when none is running
+    #[arg(long, global = true)]
+    pub no_start: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -33,7 +41,18 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the host backend in the foreground (systemd or auto-start)
-    Daemon,
+    Daemon {
+        /// Members of this group may use fulmar (the socket is 0660, owned by it)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// Stop every unikernel when the daemon stops (default: leave them
+        /// running for the next daemon to re-adopt, e.g. across upgrades)
+        #[arg(long)]
+        stop_on_exit: bool,
+        /// Detach from the terminal's session (how clients start a daemon)
+        #[arg(long, hide = true)]
+        background: bool,
+    },
     /// Bridge stdin/stdout to the local daemon, for `ssh HOST fulmar proxy`
     Proxy,
     /// Show an image's ABI, manifest, digest and tender; needs no daemon
@@ -65,8 +84,12 @@ pub enum Command {
         follow: bool,
         #[arg(long, conflicts_with = "since")]
         lines: Option<usize>,
-        #[arg(long)]
+        /// Only lines from the last DURATION (90s, 10m, 2h, 1d)
+        #[arg(long, value_name = "DURATION")]
         since: Option<String>,
+        /// Pass control and escape bytes through even on a terminal
+        #[arg(long)]
+        raw: bool,
     },
     /// Manage block devices
     #[command(subcommand)]
@@ -122,6 +145,9 @@ pub struct CreateArgs {
     /// The image is zlib-compressed (detected otherwise)
     #[arg(long)]
     pub compressed: bool,
+    /// Higher starts first when the host comes up
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
     /// Arguments for the unikernel
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -160,6 +186,12 @@ pub enum CliError {
     Inspect(#[from] inspect::InspectError),
     #[error("{0}")]
     Monitor(#[from] monitor::MonitorError),
+    #[error("{0}")]
+    Remote(#[from] remote::RemoteError),
+    #[error("{0}")]
+    Daemon(#[from] fulmar::host::daemon::DaemonError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("`{what}` has not landed yet: it arrives with {issue}")]
     NotYet {
         what: &'static str,
@@ -170,42 +202,117 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Inspect(_) | CliError::Monitor(_) => 1,
             CliError::NotYet { .. } => 2,
+            _ => 1,
         }
     }
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let not_yet = |what, issue| Err(CliError::NotYet { what, issue });
-    match args.command {
-        None => not_yet("the TUI", "issue 6"),
-        Some(Command::Inspect {
-            image,
-            json,
-            compressed,
-        }) => Ok(inspect::run(&args.dir, &image, json, compressed)?),
-        Some(Command::Monitor {
-            status,
-            grace_ms,
-            console,
-            argv,
-        }) => Ok(monitor::run(&monitor::Options {
+    // The monitor is a small synchronous process: no runtime, no threads.
+    if let Some(Command::Monitor {
+        status,
+        grace_ms,
+        console,
+        argv,
+    }) = args.command
+    {
+        return Ok(monitor::run(&monitor::Options {
             status,
             grace: Duration::from_millis(grace_ms),
             console,
             argv,
-        })?),
-        Some(Command::Daemon) => not_yet("fulmar daemon", "issue 4"),
-        Some(Command::Proxy) => not_yet("fulmar proxy", "issue 4"),
-        Some(Command::List { .. }) => not_yet("fulmar list", "issue 4"),
-        Some(Command::Create(_)) => not_yet("fulmar create", "issue 4"),
-        Some(Command::Destroy { .. }) => not_yet("fulmar destroy", "issue 4"),
-        Some(Command::Restart { .. }) => not_yet("fulmar restart", "issue 4"),
-        Some(Command::Remove { .. }) => not_yet("fulmar remove", "issue 4"),
-        Some(Command::Console { .. }) => not_yet("fulmar console", "issue 4"),
-        Some(Command::Block(_)) => not_yet("fulmar block", "issue 5"),
-        Some(Command::Policy { .. }) => not_yet("fulmar policy", "issue 4"),
-        Some(Command::Stats { .. }) => not_yet("fulmar stats", "issue 4"),
+        })?);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(dispatch(args))
+}
+
+async fn dispatch(args: Args) -> Result<(), CliError> {
+    let not_yet = |what, issue| Err(CliError::NotYet { what, issue });
+    let command = match args.command {
+        None => return not_yet("the TUI", "issue 6"),
+        Some(Command::Block(_)) => return not_yet("fulmar block", "issue 5"),
+        Some(Command::Inspect {
+            ref image,
+            json,
+            compressed,
+        }) => return Ok(inspect::run(&args.dir, image, json, compressed)?),
+        Some(Command::Daemon {
+            ref group,
+            stop_on_exit,
+            background,
+        }) => return daemon(&args, group.clone(), stop_on_exit, background).await,
+        Some(ref command) => command,
+    };
+    let target = remote::Target::new(&args)?;
+    if let Command::Proxy = command {
+        return Ok(remote::proxy(&target).await?);
+    }
+    let client = target.client().await.map_err(CliError::from)?;
+    let c = &client;
+    Ok(match command {
+        Command::List { json } => remote::list(c, *json).await,
+        Command::Create(create) => remote::create(c, create).await,
+        Command::Destroy { name } => destroy_like(c, name, |name| Request::Destroy { name }).await,
+        Command::Restart { name } => destroy_like(c, name, |name| Request::Restart { name }).await,
+        Command::Remove { name } => destroy_like(c, name, |name| Request::Remove { name }).await,
+        Command::Console {
+            name,
+            follow,
+            lines,
+            since,
+            raw,
+        } => {
+            let since = remote::since(*lines, since.as_deref())?;
+            remote::console(c, remote::label(name)?, since, *follow, *raw).await
+        }
+        Command::Policy { json } => remote::policy(c, *json).await,
+        Command::Stats { name, json } => {
+            let name = name.as_deref().map(remote::label).transpose()?;
+            remote::stats(c, name, *json).await
+        }
+        Command::Daemon { .. }
+        | Command::Proxy
+        | Command::Inspect { .. }
+        | Command::Block(_)
+        | Command::Monitor { .. } => {
+            unreachable!("handled above")
+        }
+    }?)
+}
+
+async fn destroy_like(
+    client: &fulmar::api::client::Client,
+    name: &str,
+    request: impl FnOnce(fulmar::api::label::Label) -> Request,
+) -> Result<(), remote::RemoteError> {
+    remote::lifecycle(client, request(remote::label(name)?)).await
+}
+
+async fn daemon(
+    args: &Args,
+    group: Option<String>,
+    stop_on_exit: bool,
+    background: bool,
+) -> Result<(), CliError> {
+    if background {
+        // Out of the client's session, so its terminal closing does not stop us.
+        // Already a session leader (systemd) is fine.
+        let _ = nix::unistd::setsid();
+    }
+    let dirs = fulmar::host::paths::Dirs::resolve(args.dir.clone(), args.runtime_dir.clone())
+        .map_err(remote::RemoteError::from)?;
+    let socket = args.socket.clone().unwrap_or_else(|| dirs.socket());
+    fulmar::host::daemon::run(fulmar::host::daemon::Options {
+        dirs,
+        socket,
+        group,
+        stop_on_exit,
+    })
+    .await?;
+    Ok(())
 }

@@ -1,16 +1,13 @@
-//! Where the daemon listens, and making sure it is the only one.
+//! Where the daemon listens: its own socket, or the one systemd passes.
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, chown};
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("another fulmar daemon{} is using {}: stop it first (or give this one another --dir)", pid_note(*.pid), dir.display())]
-    DataDirBusy { dir: PathBuf, pid: Option<u32> },
     #[error("a fulmar daemon is already listening on {}: stop it first (or give this one another --socket)", .0.display())]
     SocketBusy(PathBuf),
     #[error("{} exists and is not a socket: move it away or choose another --socket", .0.display())]
@@ -27,52 +24,9 @@ pub enum ListenError {
     Activation(String),
 }
 
-fn pid_note(pid: Option<u32>) -> String {
-    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-}
-
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ListenError {
     let path = path.to_owned();
     move |source| ListenError::Io { what, path, source }
-}
-
-/// Held for the daemon's life: the lock on the data directory.
-#[derive(Debug)]
-pub struct DataLock {
-    _lock: Flock<File>,
-}
-
-/// Takes `<data>/daemon.lock` so that no second daemon uses the same data
-/// directory; the file names the holder's pid for the error message.
-pub fn lock_data_dir(data: &Path) -> Result<DataLock, ListenError> {
-    make_private_dir(data)?;
-    let path = data.join("daemon.lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            // The pid is only for the message; an unreadable one is left out.
-            let _ = file.read_to_string(&mut pid);
-            return Err(ListenError::DataDirBusy {
-                dir: data.to_owned(),
-                pid: pid.trim().parse().ok(),
-            });
-        }
-    };
-    let pid = std::process::id().to_string();
-    lock.set_len(0)
-        .and_then(|()| lock.rewind())
-        .and_then(|()| lock.write_all(pid.as_bytes()))
-        .map_err(io_err("write", &path))?;
-    Ok(DataLock { _lock: lock })
 }
 
 /// Makes `dir` (and its parents) if needed, 0700.
@@ -185,18 +139,6 @@ fn send_notify(target: &std::ffi::OsStr, message: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_second_lock_on_the_data_dir_is_refused_with_the_holders_pid() {
-        let dir = tempfile::tempdir().unwrap();
-        let _held = lock_data_dir(dir.path()).unwrap();
-        let err = lock_data_dir(dir.path()).unwrap_err();
-        let pid = std::process::id();
-        assert!(
-            matches!(err, ListenError::DataDirBusy { pid: Some(p), .. } if p == pid),
-            "{err}"
-        );
-    }
 
     #[test]
     fn a_live_socket_is_refused_and_a_stale_one_replaced() {

@@ -1,5 +1,192 @@
-//! The long-running host backend: hosts the supervisor behind the Unix socket.
+//! The long-running host backend: the supervisor behind the Unix socket, its
+//! state saved on every change and brought back when the daemon starts.
 
 pub mod access;
+pub mod connection;
 pub mod listen;
 pub mod session;
+
+use crate::host::paths::Dirs;
+use crate::host::state::{StateError, StateFile, StateWriter};
+use crate::host::supervisor::{Saved, Settings, Supervisor};
+use access::Access;
+use listen::{ListenError, Listener};
+use session::Context;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::task::JoinSet;
+
+/// How the daemon was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dirs: Dirs,
+    pub socket: PathBuf,
+    /// Members of this group may use the daemon (socket 0660 owned by it).
+    pub group: Option<String>,
+    /// Stop every unikernel when the daemon stops, as albatross does; by
+    /// default they keep running and the next daemon re-adopts them.
+    pub stop_on_exit: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Listen(#[from] ListenError),
+    #[error("{0}")]
+    Group(String),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Bursts of events (a crash loop, many creates) make one save.
+const SAVE_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let loaded = StateFile::<Saved>::new(&opts.dirs.data).load()?;
+    let group = opts
+        .group
+        .as_deref()
+        .map(access::resolve_group)
+        .transpose()
+        .map_err(DaemonError::Group)?;
+    let Listener { listener, bound } = match listen::activated()? {
+        Some(l) => l,
+        None => listen::bind(&opts.socket, group)?,
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| DaemonError::Io {
+            what: "listen",
+            source,
+        })?;
+    let listener = UnixListener::from_std(listener).map_err(|source| DaemonError::Io {
+        what: "listen",
+        source,
+    })?;
+
+    let sup = Supervisor::new(Settings::new(opts.dirs.clone()));
+    for failure in sup.restore(loaded.state.unwrap_or_default()).await {
+        tracing::warn!("{} was not started: {}", failure.name, failure.reason);
+    }
+    let persist = Arc::new(Persist {
+        writer: Mutex::new(loaded.writer),
+    });
+    let saving = tokio::spawn(keep_saved(sup.clone(), persist.clone()));
+    let ctx = Arc::new(Context {
+        sup: sup.clone(),
+        uploads: opts.dirs.data.join("images"),
+        persist: persist.clone(),
+    });
+    listen::notify_ready();
+    tracing::info!("listening on {}", opts.socket.display());
+    accept_until_signal(listener, ctx, Access::new(group)).await?;
+
+    if opts.stop_on_exit {
+        stop_all(&sup).await;
+    }
+    saving.abort();
+    persist.save(&sup).await;
+    if let Some(path) = bound {
+        // Gone already is fine; it is only tidiness.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+async fn accept_until_signal(
+    listener: UnixListener,
+    ctx: Arc<Context>,
+    access: Access,
+) -> Result<(), DaemonError> {
+    let io = |source| DaemonError::Io {
+        what: "handle signals",
+        source,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection::serve(stream, ctx.clone(), access.clone()));
+                }
+                // Out of descriptors and the like: the next accept may work.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    Ok(())
+}
+
+async fn stop_all(sup: &Supervisor) {
+    let mut stops = JoinSet::new();
+    for u in sup.list() {
+        let sup = sup.clone();
+        stops.spawn(async move { sup.destroy(&u.config.name).await });
+    }
+    while let Some(done) = stops.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The state file, saved from the supervisor's snapshot.
+pub struct Persist {
+    writer: Mutex<StateWriter<Saved>>,
+}
+
+impl Persist {
+    /// Saves now (the file write on a blocking thread); failures are logged,
+    /// since the daemon keeps serving and the next save may work.
+    pub async fn save(self: &Arc<Self>, sup: &Supervisor) {
+        let snapshot = sup.snapshot();
+        let me = self.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            me.writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .save(&snapshot)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{e}"),
+            Err(e) => tracing::error!("saving the state failed: {e}"),
+        }
+    }
+}
+
+/// Saves the supervisor's state after every burst of changes it makes on its
+/// own (exits, restarts); requests that change things save before answering.
+async fn keep_saved(sup: Supervisor, persist: Arc<Persist>) {
+    let mut events = sup.events();
+    loop {
+        persist.save(&sup).await;
+        // Lagged only means more happened: the next save covers it.
+        if let Err(RecvError::Closed) = events.recv().await {
+            return;
+        }
+        tokio::time::sleep(SAVE_DEBOUNCE).await;
+        while !matches!(
+            events.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
+    }
+}

@@ -3,19 +3,19 @@
 //! own request's outgoing messages and, for uploads, its incoming data.
 
 use crate::api::console::ConsoleEvent;
+use crate::api::frame::{DEFAULT_WINDOW, ReceiveWindow};
 use crate::api::label::Label;
 use crate::api::protocol::{
     ApiError, DaemonMessage, ErrorKind, NamedStats, Reply, Request, StreamItem,
 };
+use crate::host::daemon::Persist;
 use crate::host::image::{self, Compression};
 use crate::host::supervisor::{Supervisor, SupervisorError};
 use bytes::Bytes;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-
-/// How many bytes of an upload the daemon lets a client send ahead of it.
-pub const UPLOAD_WINDOW: u64 = 4 * 1024 * 1024;
 
 /// One frame to send, for the connection's writer.
 #[derive(Debug)]
@@ -57,6 +57,9 @@ pub struct Context {
     pub sup: Supervisor,
     /// Where uploads land before they are checked and stored.
     pub uploads: PathBuf,
+    /// Saved before a change is acknowledged, so a daemon killed right after
+    /// never forgets a unikernel it said it runs.
+    pub persist: Arc<Persist>,
 }
 
 /// Serves one request to its end: one reply or error, or a stream then `End`.
@@ -74,7 +77,20 @@ pub async fn handle(
         } => return console(ctx, &name, since, follow, out).await,
         Request::Events => return events(ctx.sup.events(), out).await,
         Request::PutImage { compressed } => put_image(ctx, compressed, &out, inbound).await,
-        other => answer(ctx, other).await,
+        other => {
+            let changes = matches!(
+                other,
+                Request::Create { .. }
+                    | Request::Destroy { .. }
+                    | Request::Restart { .. }
+                    | Request::Remove { .. }
+            );
+            let answer = answer(ctx, other).await;
+            if changes {
+                ctx.persist.save(&ctx.sup).await;
+            }
+            answer
+        }
     };
     out.send(match answer {
         Ok(reply) => DaemonMessage::Reply(reply),
@@ -218,23 +234,19 @@ async fn put_image(
         .tempfile_in(&ctx.uploads)
         .map_err(|e| host("store", e))?;
     let mut file = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let mut unacknowledged = 0;
-    out.send(DaemonMessage::Credit {
-        bytes: UPLOAD_WINDOW,
-    })
-    .await;
+    let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
     loop {
+        if let Some(bytes) = window.grant() {
+            out.send(DaemonMessage::Credit { bytes }).await;
+        }
         match inbound.recv().await {
             Some(Inbound::Data(chunk)) => {
+                let len = chunk.len() as u64;
+                window
+                    .received(len)
+                    .map_err(|e| ApiError::new(ErrorKind::Protocol, e.to_string()))?;
                 file.write_all(&chunk).map_err(|e| host("write", e))?;
-                unacknowledged += chunk.len() as u64;
-                if unacknowledged >= UPLOAD_WINDOW / 2 {
-                    out.send(DaemonMessage::Credit {
-                        bytes: unacknowledged,
-                    })
-                    .await;
-                    unacknowledged = 0;
-                }
+                window.consumed(len);
             }
             Some(Inbound::End) => break,
             None => {

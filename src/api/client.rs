@@ -1,0 +1,337 @@
+//! The client side of the protocol, for the CLI and the TUI: one connection,
+//! any number of requests and streams on it at once.
+
+use crate::api::frame::{
+    CHUNK_SIZE, CreditWindow, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT,
+    HandshakeError, Hello, client_handshake,
+};
+use crate::api::image::ImageInfo;
+use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, Reply, Request, StreamItem};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::mpsc;
+
+/// Messages a request's receiver may hold before the connection waits for it.
+const PER_REQUEST: usize = 1024;
+const OUTGOING: usize = 64;
+
+pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    /// The daemon's own answer: its message is for the operator as it is.
+    #[error("{0}")]
+    Daemon(#[from] ApiError),
+    #[error("the daemon closed the connection: it stopped or restarted; try again")]
+    Closed,
+    #[error(
+        "the daemon answered {0}, which this fulmar did not expect: run the same fulmar version on both ends"
+    )]
+    Unexpected(String),
+    #[error("cannot read the data to send: {0}")]
+    Source(std::io::Error),
+}
+
+enum Outgoing {
+    Message(u64, ClientMessage),
+    Data(u64, Bytes),
+}
+
+/// Where each request's messages go; `None` once the connection is over, with
+/// the daemon's last word (a refusal) if it had one.
+#[derive(Default)]
+struct RouteTable {
+    open: Option<HashMap<u64, mpsc::Sender<DaemonMessage>>>,
+    last_word: Option<ApiError>,
+}
+
+type Routes = Arc<Mutex<RouteTable>>;
+type Credits = Arc<Mutex<HashMap<u64, Arc<CreditWindow>>>>;
+
+/// A connection to the daemon. Cheap to share: requests take `&self`.
+pub struct Client {
+    daemon: Hello,
+    tx: mpsc::Sender<Outgoing>,
+    routes: Routes,
+    credits: Credits,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Client {
+    /// Speaks the protocol over `read`/`write`: a Unix socket, or the stdio of
+    /// `ssh HOST fulmar proxy`.
+    pub async fn over<R, W>(read: R, write: W) -> Result<Client, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut reader = FrameReader::new(read);
+        let mut writer = FrameWriter::new(write);
+        let daemon =
+            client_handshake(&mut reader, &mut writer, SOFTWARE, HANDSHAKE_TIMEOUT).await?;
+        let (tx, rx) = mpsc::channel(OUTGOING);
+        let routes = Arc::new(Mutex::new(RouteTable {
+            open: Some(HashMap::new()),
+            last_word: None,
+        }));
+        let credits = Credits::default();
+        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(read_loop(reader, routes.clone(), credits.clone()));
+        Ok(Client {
+            daemon,
+            tx,
+            routes,
+            credits,
+            // Id 0 is the connection's own (hello, refusals).
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Who answered the handshake.
+    pub fn daemon(&self) -> &Hello {
+        &self.daemon
+    }
+
+    /// Sends `request` and waits for its reply.
+    pub async fn call(&self, request: Request) -> Result<Reply, ClientError> {
+        let (_, mut rx) = self.open(request).await?;
+        final_reply(&mut rx).await
+    }
+
+    /// Sends a streaming request; the items come from [`Stream::next`].
+    pub async fn stream(&self, request: Request) -> Result<Stream, ClientError> {
+        let (id, rx) = self.open(request).await?;
+        Ok(Stream {
+            id,
+            rx,
+            tx: self.tx.clone(),
+            done: false,
+        })
+    }
+
+    /// Sends an image for the daemon to check and keep; returns what it found.
+    pub async fn put_image(
+        &self,
+        mut data: impl AsyncRead + Unpin,
+        compressed: bool,
+    ) -> Result<ImageInfo, ClientError> {
+        let window = Arc::new(CreditWindow::new());
+        let (id, mut rx) = self
+            .open_with(Request::PutImage { compressed }, Some(window.clone()))
+            .await?;
+        let mut buf = vec![0; CHUNK_SIZE];
+        loop {
+            let room = tokio::select! {
+                room = window.reserve(CHUNK_SIZE) => room.map_err(|_| ClientError::Closed)?,
+                // The daemon refused early (a bad first chunk, no space).
+                early = final_reply(&mut rx) => return early.and_then(image_reply),
+            };
+            let n = data
+                .read(&mut buf[..room])
+                .await
+                .map_err(ClientError::Source)?;
+            if n == 0 {
+                break;
+            }
+            self.send(Outgoing::Data(id, Bytes::copy_from_slice(&buf[..n])))
+                .await?;
+            if n < room {
+                window.grant((room - n) as u64);
+            }
+        }
+        self.send(Outgoing::Message(id, ClientMessage::End)).await?;
+        final_reply(&mut rx).await.and_then(image_reply)
+    }
+
+    async fn open(
+        &self,
+        request: Request,
+    ) -> Result<(u64, mpsc::Receiver<DaemonMessage>), ClientError> {
+        self.open_with(request, None).await
+    }
+
+    async fn open_with(
+        &self,
+        request: Request,
+        window: Option<Arc<CreditWindow>>,
+    ) -> Result<(u64, mpsc::Receiver<DaemonMessage>), ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (route, rx) = mpsc::channel(PER_REQUEST);
+        {
+            let mut table = lock(&self.routes);
+            let Some(open) = table.open.as_mut() else {
+                return Err(table
+                    .last_word
+                    .clone()
+                    .map_or(ClientError::Closed, ClientError::Daemon));
+            };
+            open.insert(id, route);
+        }
+        if let Some(w) = window {
+            lock(&self.credits).insert(id, w);
+        }
+        self.send(Outgoing::Message(id, ClientMessage::Request(request)))
+            .await?;
+        Ok((id, rx))
+    }
+
+    async fn send(&self, out: Outgoing) -> Result<(), ClientError> {
+        self.tx.send(out).await.map_err(|_| ClientError::Closed)
+    }
+}
+
+fn image_reply(reply: Reply) -> Result<ImageInfo, ClientError> {
+    match reply {
+        Reply::Image { image } => Ok(image),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Waits for the reply (or error) that ends a request, skipping flow control.
+async fn final_reply(rx: &mut mpsc::Receiver<DaemonMessage>) -> Result<Reply, ClientError> {
+    loop {
+        match rx.recv().await {
+            Some(DaemonMessage::Reply(reply)) => return Ok(reply),
+            Some(DaemonMessage::Error(e)) => return Err(e.into()),
+            Some(DaemonMessage::Credit { .. }) => {}
+            Some(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            None => return Err(ClientError::Closed),
+        }
+    }
+}
+
+/// A streaming request's items; dropping it cancels the stream.
+pub struct Stream {
+    id: u64,
+    rx: mpsc::Receiver<DaemonMessage>,
+    tx: mpsc::Sender<Outgoing>,
+    done: bool,
+}
+
+impl Stream {
+    /// The next item; `None` when the stream has ended.
+    pub async fn next(&mut self) -> Option<Result<StreamItem, ClientError>> {
+        if self.done {
+            return None;
+        }
+        let item = match self.rx.recv().await {
+            Some(DaemonMessage::Item(item)) => Ok(item),
+            Some(DaemonMessage::End) => {
+                self.done = true;
+                return None;
+            }
+            Some(DaemonMessage::Error(e)) => Err(e.into()),
+            Some(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            None => Err(ClientError::Closed),
+        };
+        self.done = item.is_err();
+        Some(item)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.done {
+            // The connection may be gone; then there is nothing to cancel.
+            let _ = self
+                .tx
+                .try_send(Outgoing::Message(self.id, ClientMessage::Cancel));
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(out) = rx.recv().await {
+        let sent = match out {
+            Outgoing::Message(id, m) => writer.send_json(id, &m).await,
+            Outgoing::Data(id, bytes) => writer.send_data(id, &bytes).await,
+        };
+        let flushed = match sent {
+            Ok(()) if rx.is_empty() => writer.flush().await,
+            other => other,
+        };
+        if flushed.is_err() {
+            return;
+        }
+    }
+}
+
+/// Routes each message to its request; on a connection error every request
+/// learns it (its receiver closes).
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    routes: Routes,
+    credits: Credits,
+) {
+    while let Ok(Some(frame)) = reader.next().await {
+        if frame.kind != FrameKind::Json {
+            continue;
+        }
+        let Ok(message) = frame.json::<DaemonMessage>() else {
+            break;
+        };
+        let id = frame.id;
+        if let DaemonMessage::Credit { bytes } = message {
+            if let Some(w) = lock(&credits).get(&id) {
+                w.grant(bytes);
+            }
+            continue;
+        }
+        if id == 0 {
+            // The connection's own id: a refusal concerns every request.
+            let waiting: Vec<_> = {
+                let mut table = lock(&routes);
+                if let DaemonMessage::Error(e) = &message {
+                    table.last_word = Some(e.clone());
+                }
+                table
+                    .open
+                    .iter_mut()
+                    .flat_map(|o| o.drain())
+                    .map(|(_, r)| r)
+                    .collect()
+            };
+            for r in waiting {
+                let _ = r.send(message.clone()).await;
+            }
+            continue;
+        }
+        let ends = matches!(
+            message,
+            DaemonMessage::Reply(_) | DaemonMessage::Error(_) | DaemonMessage::End
+        );
+        let route = {
+            let mut table = lock(&routes);
+            let open = table.open.as_mut();
+            if ends {
+                lock(&credits).remove(&id).inspect(|w| w.close());
+                open.and_then(|o| o.remove(&id))
+            } else {
+                open.and_then(|o| o.get(&id).cloned())
+            }
+        };
+        if let Some(r) = route {
+            // A request that gave up waiting has dropped its receiver.
+            let _ = r.send(message).await;
+        }
+    }
+    for (_, w) in lock(&credits).drain() {
+        w.close();
+    }
+    // Every request still waiting learns the connection is over.
+    lock(&routes).open = None;
+}

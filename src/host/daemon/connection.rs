@@ -1,0 +1,184 @@
+//! One client connection: handshake, access check, then requests multiplexed
+//! by id. A writer task owns the socket's write half; each request runs in its
+//! own task, so a slow stream never holds up another request.
+
+use crate::api::frame::{
+    Frame, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, server_handshake,
+};
+use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind};
+use crate::host::daemon::access::Access;
+use crate::host::daemon::session::{self, Context, Inbound, Out, Replies};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Frames queued for the writer; a client that stops reading fills it, and
+/// then its own requests wait, never the daemon's other work.
+const OUTGOING: usize = 256;
+/// Data chunks queued for an upload's handler (the credit window bounds it).
+const INCOMING: usize = 64;
+
+pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
+
+/// Serves a client on the daemon's socket, refusing peers that `access` does not allow.
+pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
+    let peer = stream.peer_cred();
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read);
+    let mut writer = FrameWriter::new(write);
+    if let Err(e) = server_handshake(&mut reader, &mut writer, SOFTWARE, HANDSHAKE_TIMEOUT).await {
+        tracing::info!("a client failed the handshake: {e}");
+        return;
+    }
+    let allowed = match &peer {
+        Ok(cred) => access.allows(cred.uid(), cred.gid()),
+        Err(_) => false,
+    };
+    if !allowed {
+        let who = peer.map_or("an unknown peer".into(), |c| {
+            format!("uid {} gid {}", c.uid(), c.gid())
+        });
+        tracing::warn!("refused {who}: not root, the daemon's user or in the socket's group");
+        let refusal = DaemonMessage::Error(ApiError::new(
+            ErrorKind::Denied,
+            format!(
+                "{who} may not use this fulmar daemon: ask its administrator to add you to the socket's group"
+            ),
+        ));
+        // The client may be gone already; it was refused either way.
+        let _ = writer.send_json(0, &refusal).await;
+        let _ = writer.flush().await;
+        return;
+    }
+    serve_requests(reader, writer, ctx).await;
+}
+
+/// The request loop, over any byte stream (the proxy's stdio in tests too).
+pub async fn serve_requests<R, W>(
+    mut reader: FrameReader<R>,
+    writer: FrameWriter<W>,
+    ctx: Arc<Context>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(OUTGOING);
+    let writing = tokio::spawn(write_frames(writer, rx));
+    let mut requests = Requests::default();
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!("dropping a client: {e}");
+                break;
+            }
+        };
+        if let Err(e) = requests.dispatch(frame, &ctx, &tx).await {
+            tracing::info!("dropping a client that broke the protocol: {e}");
+            let _ = tx
+                .send(Out::Message(
+                    0,
+                    DaemonMessage::Error(ApiError::new(ErrorKind::Protocol, e)),
+                ))
+                .await;
+            break;
+        }
+    }
+    requests.abort_all();
+    drop(tx);
+    // The writer ends once every handler's sender is gone.
+    let _ = writing.await;
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<Out>,
+) {
+    while let Some(out) = rx.recv().await {
+        let sent = match out {
+            Out::Message(id, message) => writer.send_json(id, &message).await,
+            Out::Data(id, bytes) => writer.send_data(id, &bytes).await,
+        };
+        // Flush once the queue is drained, so bursts go out in few writes.
+        let flushed = match sent {
+            Ok(()) if rx.is_empty() => writer.flush().await,
+            other => other,
+        };
+        if let Err(e) = flushed {
+            tracing::info!("cannot write to a client: {e}");
+            return;
+        }
+    }
+}
+
+struct Running {
+    task: JoinHandle<()>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+#[derive(Default)]
+struct Requests {
+    running: HashMap<u64, Running>,
+}
+
+impl Requests {
+    /// Acts on one frame; an error means the client broke the protocol.
+    async fn dispatch(
+        &mut self,
+        frame: Frame,
+        ctx: &Arc<Context>,
+        tx: &mpsc::Sender<Out>,
+    ) -> Result<(), String> {
+        self.running.retain(|_, r| !r.task.is_finished());
+        let id = frame.id;
+        if frame.kind == FrameKind::Data {
+            return self.inbound(id, Inbound::Data(frame.payload)).await;
+        }
+        let message: ClientMessage = frame.json().map_err(|e: FrameError| e.to_string())?;
+        match message {
+            ClientMessage::Request(request) => {
+                if self.running.contains_key(&id) {
+                    return Err(format!("request id {id} is already in use"));
+                }
+                let (inbound, incoming) = mpsc::channel(INCOMING);
+                let ctx = ctx.clone();
+                let replies = Replies::new(id, tx.clone());
+                let task =
+                    tokio::spawn(
+                        async move { session::handle(&ctx, request, replies, incoming).await },
+                    );
+                self.running.insert(id, Running { task, inbound });
+            }
+            ClientMessage::End => return self.inbound(id, Inbound::End).await,
+            ClientMessage::Cancel => {
+                if let Some(r) = self.running.remove(&id) {
+                    r.task.abort();
+                    let _ = tx.send(Out::Message(id, DaemonMessage::End)).await;
+                }
+            }
+            // The daemon sends no binary stream yet that a client would pace.
+            ClientMessage::Credit { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn inbound(&self, id: u64, item: Inbound) -> Result<(), String> {
+        let running = self
+            .running
+            .get(&id)
+            .ok_or_else(|| format!("data for request {id}, which takes none"))?;
+        // A handler that has finished (e.g. refused the upload) drops the rest.
+        let _ = running.inbound.send(item).await;
+        Ok(())
+    }
+
+    fn abort_all(&mut self) {
+        for (_, r) in self.running.drain() {
+            r.task.abort();
+        }
+    }
+}

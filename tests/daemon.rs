@@ -1,0 +1,400 @@
+//! The daemon end to end (issue 4): the real binary on a temporary socket and
+//! directories, driven through the CLI.
+
+mod support;
+
+use fulmar::api::image::Target;
+use nix::sys::signal::Signal;
+use support::daemon::{Host, eventually};
+use support::images::Spec;
+
+fn image() -> String {
+    Spec::new(Target::Hvt, &[]).path().display().to_string()
+}
+
+fn state_of(host: &Host, name: &str) -> String {
+    host.list()
+        .iter()
+        .find(|u| u["name"] == name)
+        .map(|u| u["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn create_list_console_destroy() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let out = host.ok(&[
+        "create",
+        "web",
+        &image(),
+        "--mem",
+        "64",
+        "--",
+        "print=hello world",
+        "sleep-forever",
+    ]);
+    assert!(out.starts_with("web: running, pid "), "{out}");
+    let list = host.list();
+    assert_eq!(list.len(), 1);
+    let web = &list[0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["state"], "running");
+    assert_eq!(web["target"], "hvt");
+    assert_eq!(web["memory_mb"], 64);
+    assert_eq!(web["cpu"], 0);
+    assert_eq!(web["restarts"], 0);
+    assert!(web["pid"].as_u64().unwrap() > 1);
+    assert_eq!(web["digest"].as_str().unwrap().len(), 64);
+    eventually("the console shows the guest", || {
+        host.ok(&["console", "web"]).contains("hello world\n")
+    });
+    let console = host.ok(&["console", "web", "--lines", "1"]);
+    assert_eq!(console, "hello world\n");
+    let table = host.ok(&["list"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("web"), "{table}");
+    let out = host.ok(&["destroy", "web"]);
+    assert_eq!(out, "web: stopped\n");
+    let web = &host.list()[0];
+    assert_eq!(web["state"], "stopped");
+    assert_eq!(web["exit_code"], 1, "hvt exits 1 on SIGTERM");
+    host.ok(&["remove", "web"]);
+    assert!(host.list().is_empty());
+}
+
+#[test]
+fn errors_are_one_line_and_change_nothing() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    let before = host.list();
+    for (args, says) in [
+        (
+            vec!["create", "web", image().as_str()],
+            "a unikernel named web exists already",
+        ),
+        (
+            vec!["create", "a/b", image().as_str()],
+            "contains '/' at position 2",
+        ),
+        (
+            vec!["create", "x", "/nonexistent/image"],
+            "cannot read the image /nonexistent/image",
+        ),
+        (
+            vec!["create", "y", image().as_str(), "--cpu", "999"],
+            "CPU 999 is not online",
+        ),
+        (
+            vec!["create", "z", image().as_str(), "--net", "service0:br9"],
+            "declares no device service0",
+        ),
+        (vec!["destroy", "nope"], "no unikernel named nope"),
+        (vec!["remove", "web"], "web is running: destroy it first"),
+        (vec!["console", "nope"], "no unikernel named nope"),
+    ] {
+        let err = host.fails(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("fulmar: "), "{err}");
+    }
+    assert_eq!(host.list(), before);
+}
+
+#[test]
+fn without_a_daemon_clients_start_one_unless_told_not_to() {
+    let host = Host::new();
+    let err = host.fails(&["list"]);
+    assert!(err.contains("no fulmar daemon is listening"), "{err}");
+    let out = host.command(&["list", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("started a daemon in the background"));
+    // It keeps running for the next client, which says nothing about starting.
+    let again = host.command(&["list"]).output().unwrap();
+    assert!(again.status.success());
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Stop the background daemon this test started.
+    let pid: i32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                let needle = format!("FULMAR_DIR={}", host.data.path().display());
+                env.split(|b| *b == 0).any(|v| v == needle.as_bytes())
+            }) && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("daemon"))
+        })
+        .expect("the background daemon");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+}
+
+#[test]
+fn a_second_daemon_is_refused() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let out = host.command(&["daemon"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    // The first one still answers.
+    host.ok(&["list"]);
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_daemon_and_is_kept() {
+    let host = Host::new();
+    let state = host.data.path().join("state.json");
+    std::fs::write(
+        &state,
+        "{\"format\": 1, \"state\": {\"unikernels\": [oops]}}",
+    )
+    .unwrap();
+    let out = host.command(&["daemon"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is corrupt at line 1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{\"format\": 1, \"state\": {\"unikernels\": [oops]}}"
+    );
+}
+
+#[test]
+fn stopped_and_exited_unikernels_survive_a_daemon_restart() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "done", &image(), "--", "exit=3"]);
+    host.ok(&["create", "halted", &image(), "--", "sleep-forever"]);
+    host.ok(&["destroy", "halted"]);
+    eventually("done exits", || state_of(&host, "done") == "exited");
+    host.signal_daemon(Signal::SIGTERM);
+    host.start(&[]);
+    assert_eq!(state_of(&host, "done"), "exited");
+    assert_eq!(state_of(&host, "halted"), "stopped");
+    let done = host
+        .list()
+        .into_iter()
+        .find(|u| u["name"] == "done")
+        .unwrap();
+    assert_eq!(done["exit_code"], 3);
+}
+
+#[test]
+fn sigterm_with_stop_on_exit_stops_every_unikernel() {
+    let mut host = Host::new();
+    host.start(&["--stop-on-exit"]);
+    host.ok(&["create", "a", &image(), "--", "sleep-forever"]);
+    host.ok(&["create", "b", &image(), "--", "sleep-forever"]);
+    let pids: Vec<i32> = host
+        .list()
+        .iter()
+        .map(|u| u["pid"].as_i64().unwrap() as i32)
+        .collect();
+    host.signal_daemon(Signal::SIGTERM);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still runs"
+        );
+    }
+    assert!(!host.socket().exists(), "the socket was left behind");
+}
+
+#[test]
+fn a_cli_command_goes_through_fulmar_proxy_over_a_pipe() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    let mut command = tokio::process::Command::from(host.command(&["--no-start", "proxy"]));
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = rt.block_on(async {
+        let mut proxy = command.spawn().unwrap();
+        let (to, from) = (proxy.stdin.take().unwrap(), proxy.stdout.take().unwrap());
+        let client = fulmar::api::client::Client::over(from, to).await.unwrap();
+        let reply = client
+            .call(fulmar::api::protocol::Request::List)
+            .await
+            .unwrap();
+        proxy.kill().await.unwrap();
+        reply
+    });
+    let fulmar::api::protocol::Reply::Unikernels { unikernels } = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(unikernels[0].config.name.as_str(), "web");
+}
+
+#[test]
+fn a_user_outside_the_group_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let mut host = Host::new();
+    host.start(&["--group", "0"]);
+    // Let the stranger reach the socket; the daemon must still refuse it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host.runtime.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(host.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(support::daemon::fulmar())
+        .args(["--no-start", "--socket"])
+        .arg(host.socket())
+        .arg("list")
+        .env("FULMAR_DIR", "/nonexistent")
+        .env("FULMAR_RUNTIME_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534 gid 65534 may not use this fulmar daemon"),
+        "{err}"
+    );
+    host.ok(&["list"]);
+}
+
+use std::process::{Command, Stdio};
+
+fn pid_of(host: &Host, name: &str) -> i64 {
+    host.list()
+        .iter()
+        .find(|u| u["name"] == name)
+        .and_then(|u| u["pid"].as_i64())
+        .unwrap_or_else(|| panic!("{name} has no pid"))
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // A zombie has ended; it only waits to be reaped.
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_killed_daemon_re_adopts_its_unikernels() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&[
+        "create",
+        "web",
+        &image(),
+        "--",
+        "print=before",
+        "sleep=1500",
+        "print=after",
+        "exit=7",
+    ]);
+    host.ok(&["create", "db", &image(), "--", "sleep-forever"]);
+    eventually("web's first line", || {
+        host.ok(&["console", "web"]).contains("before\n")
+    });
+    let (web, db) = (pid_of(&host, "web"), pid_of(&host, "db"));
+    host.signal_daemon(Signal::SIGKILL);
+    assert!(
+        alive(web) && alive(db),
+        "the unikernels died with the daemon"
+    );
+    host.start(&[]);
+    assert_eq!(pid_of(&host, "db"), db, "db was not re-adopted");
+    assert_eq!(state_of(&host, "db"), "running");
+    // web's console continues, and its end is recorded with its status.
+    eventually("web exits", || state_of(&host, "web") == "exited");
+    let web_row = host
+        .list()
+        .into_iter()
+        .find(|u| u["name"] == "web")
+        .unwrap();
+    assert_eq!(web_row["exit_code"], 7);
+    assert!(host.ok(&["console", "web"]).contains("after\n"));
+    assert!(!alive(web));
+    host.ok(&["destroy", "db"]);
+    assert!(!alive(db));
+}
+
+#[test]
+fn sigterm_leaves_unikernels_running_for_the_next_daemon() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    let pid = pid_of(&host, "web");
+    host.signal_daemon(Signal::SIGTERM);
+    assert!(alive(pid));
+    host.start(&[]);
+    assert_eq!(pid_of(&host, "web"), pid);
+    assert_eq!(state_of(&host, "web"), "running");
+}
+
+#[test]
+fn after_a_reboot_unikernels_start_again_by_priority() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&[
+        "create",
+        "low",
+        &image(),
+        "--priority",
+        "1",
+        "--",
+        "sleep-forever",
+    ]);
+    host.ok(&[
+        "create",
+        "high",
+        &image(),
+        "--priority",
+        "9",
+        "--",
+        "sleep-forever",
+    ]);
+    host.ok(&["create", "off", &image(), "--", "sleep-forever"]);
+    host.ok(&["destroy", "off"]);
+    let old: Vec<i64> = ["low", "high"].iter().map(|n| pid_of(&host, n)).collect();
+    // A reboot: the daemon and every process gone, the runtime directory empty.
+    host.signal_daemon(Signal::SIGKILL);
+    let monitors: Vec<i64> = std::fs::read_dir(host.runtime.path().join("unikernels"))
+        .unwrap()
+        .filter_map(|d| std::fs::read_to_string(d.ok()?.path().join("run.json")).ok())
+        .filter_map(|run| {
+            serde_json::from_str::<serde_json::Value>(&run).ok()?["monitor"]["pid"].as_i64()
+        })
+        .collect();
+    for pid in monitors.iter().chain(&old) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    eventually("the old processes are gone", || {
+        old.iter().chain(&monitors).all(|p| !alive(*p))
+    });
+    std::fs::remove_dir_all(host.runtime.path().join("unikernels")).unwrap();
+    host.start(&[]);
+    for name in ["low", "high"] {
+        assert_eq!(state_of(&host, name), "running", "{name}");
+        assert!(
+            !old.contains(&pid_of(&host, name)),
+            "{name} kept a dead pid"
+        );
+    }
+    assert_eq!(state_of(&host, "off"), "stopped");
+    // Started in priority order: high before low.
+    assert!(pid_of(&host, "high") < pid_of(&host, "low"));
+}

@@ -1,0 +1,157 @@
+//! The real `fulmar daemon` as a child process on temporary directories, with
+//! the test tender on its PATH, driven through the real CLI.
+
+use crate::support::tender::Tenders;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub fn fulmar() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_fulmar"))
+}
+
+/// A daemon's directories, kept across daemon restarts.
+pub struct Host {
+    pub data: TempDir,
+    pub runtime: TempDir,
+    pub tenders: Tenders,
+    pub daemon: Option<Child>,
+}
+
+impl Host {
+    pub fn new() -> Host {
+        Host {
+            data: tempfile::tempdir().unwrap(),
+            runtime: tempfile::tempdir().unwrap(),
+            tenders: Tenders::install(&["solo5-hvt", "solo5-spt"]),
+            daemon: None,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime.path().join("fulmar.sock")
+    }
+
+    /// `fulmar ARGS` against this host, with the test tender on PATH.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(fulmar());
+        c.args(args)
+            .env("FULMAR_DIR", self.data.path())
+            .env("FULMAR_RUNTIME_DIR", self.runtime.path())
+            .env("FULMAR_SOCKET", self.socket())
+            .env("PATH", self.tenders.path_var())
+            .env_remove("FULMAR_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts `fulmar daemon EXTRA` and waits until it listens.
+    pub fn start(&mut self, extra: &[&str]) {
+        let mut args = vec!["daemon"];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        self.wait_listening();
+    }
+
+    pub fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            assert!(Instant::now() < deadline, "the daemon never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs the CLI, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "fulmar {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI, expecting failure; returns its one line of stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "fulmar {} succeeded", args.join(" "));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--no-start"];
+        all.extend_from_slice(args);
+        self.command(&all).output().unwrap()
+    }
+
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
+    }
+
+    pub fn daemon_pid(&self) -> i32 {
+        self.daemon.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends `signal` to the daemon and waits for it to exit; returns its stderr.
+    pub fn signal_daemon(&mut self, signal: nix::sys::signal::Signal) -> String {
+        let mut child = self.daemon.take().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        wait_output(&mut child)
+    }
+}
+
+fn wait_output(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    err
+}
+
+impl Drop for Host {
+    /// Unikernels outlive their daemon by design, so a test's own are killed
+    /// here, or they would outlive the test.
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            let listed = self.run(&["list", "--json"]);
+            let unikernels: Vec<serde_json::Value> =
+                serde_json::from_slice(&listed.stdout).unwrap_or_default();
+            for pid in unikernels.iter().filter_map(|u| u["pid"].as_i64()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `check` holds, failing the test after a while.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
