@@ -398,3 +398,85 @@ fn after_a_reboot_unikernels_start_again_by_priority() {
     // Started in priority order: high before low.
     assert!(pid_of(&host, "high") < pid_of(&host, "low"));
 }
+
+#[test]
+fn console_follow_and_events_stream_live() {
+    use fulmar::api::console::{ConsoleEvent, Since};
+    use fulmar::api::event::Event;
+    use fulmar::api::protocol::{Request, StreamItem};
+    let mut host = Host::new();
+    host.start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(host.socket())
+            .await
+            .unwrap();
+        let (read, write) = stream.into_split();
+        let client = fulmar::api::client::Client::over(read, write)
+            .await
+            .unwrap();
+        let mut events = client.stream(Request::Events).await.unwrap();
+        // A round trip: the daemon has subscribed the stream before it answers.
+        client.call(Request::List).await.unwrap();
+        // A second client, the CLI, makes things happen.
+        host.ok(&[
+            "create",
+            "talker",
+            &image(),
+            "--",
+            "print=one",
+            "sleep=300",
+            "print=two",
+            "sleep-forever",
+        ]);
+        let name = fulmar::api::label::Label::new("talker").unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match events.next().await.unwrap().unwrap() {
+                StreamItem::Event {
+                    event: Event::Created { name: n },
+                } if n == name => seen.push("created"),
+                StreamItem::Event {
+                    event: Event::Started { name: n, .. },
+                } if n == name => seen.push("started"),
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["created", "started"]);
+        let mut console = client
+            .stream(Request::Console {
+                name: name.clone(),
+                since: Since::Nothing,
+                follow: true,
+            })
+            .await
+            .unwrap();
+        // "two" arrives live, after the subscription.
+        loop {
+            match console.next().await.unwrap().unwrap() {
+                StreamItem::Console {
+                    event: ConsoleEvent::Line(l),
+                } if l.bytes == b"two" => break,
+                StreamItem::Console { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn console_output_to_a_pipe_is_passed_through_as_written() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "loud", &image(), "--", "escape", "exit=0"]);
+    eventually("loud exits", || state_of(&host, "loud") == "exited");
+    // Not a terminal: the bytes as the unikernel wrote them, for scripts.
+    let raw = host.run(&["console", "loud"]).stdout;
+    assert!(
+        raw.windows(2).any(|w| w == b"\x1b]"),
+        "the title escape was altered"
+    );
+}

@@ -5,7 +5,7 @@
 use crate::api::frame::{
     Frame, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, server_handshake,
 };
-use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind};
+use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
 use crate::host::daemon::access::Access;
 use crate::host::daemon::session::{self, Context, Inbound, Out, Replies};
 use std::collections::HashMap;
@@ -147,10 +147,14 @@ impl Requests {
                 let (inbound, incoming) = mpsc::channel(INCOMING);
                 let ctx = ctx.clone();
                 let replies = Replies::new(id, tx.clone());
-                let task =
-                    tokio::spawn(
-                        async move { session::handle(&ctx, request, replies, incoming).await },
-                    );
+                let task = match request {
+                    // Subscribed here, before the next frame is read, so that
+                    // whatever the client asks next is seen by the stream.
+                    Request::Events => tokio::spawn(session::events(ctx.sup.events(), replies)),
+                    request => tokio::spawn(async move {
+                        session::handle(&ctx, request, replies, incoming).await
+                    }),
+                };
                 self.running.insert(id, Running { task, inbound });
             }
             ClientMessage::End => return self.inbound(id, Inbound::End).await,

@@ -75,7 +75,6 @@ pub async fn handle(
             since,
             follow,
         } => return console(ctx, &name, since, follow, out).await,
-        Request::Events => return events(ctx.sup.events(), out).await,
         Request::PutImage { compressed } => put_image(ctx, compressed, &out, inbound).await,
         other => {
             let changes = matches!(
@@ -201,7 +200,8 @@ async fn console(
     out.send(DaemonMessage::End).await;
 }
 
-async fn events(mut events: broadcast::Receiver<crate::api::event::Event>, out: Replies) {
+/// Every event from `events` on, until the client cancels.
+pub async fn events(mut events: broadcast::Receiver<crate::api::event::Event>, out: Replies) {
     loop {
         match events.recv().await {
             Ok(event) => {
