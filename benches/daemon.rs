@@ -12,10 +12,16 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use fulmar::api::client::Client;
+use fulmar::api::console::Since;
+use fulmar::api::event::Event;
 use fulmar::api::image::Target;
+use fulmar::api::label::Label;
+use fulmar::api::protocol::{Request, StreamItem};
+use fulmar::api::unikernel::UnikernelConfig;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::daemon::{Host, eventually};
+use support::daemon::Host;
 use support::images::Spec;
 
 const BURST: u64 = 1 << 30;
@@ -30,9 +36,13 @@ fn main() {
 fn ingest(image: &str) {
     let mut host = Host::new();
     host.start(&[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let baseline = median(5, || cat_baseline(&host, image));
-    let fulmar = median(5, || daemon_ingest(&host, image, false));
-    let stalled = median(5, || daemon_ingest(&host, image, true));
+    let fulmar = median(5, || rt.block_on(daemon_ingest(&host, image, false)));
+    let stalled = median(5, || rt.block_on(daemon_ingest(&host, image, true)));
     let rss = rss_kb(host.daemon_pid());
     let rate = |d: Duration| BURST as f64 / d.as_secs_f64() / 1e6;
     println!(
@@ -56,6 +66,66 @@ fn ingest(image: &str) {
     println!("  daemon resident memory after {rss} KiB");
 }
 
+async fn connect(host: &Host) -> Client {
+    let (read, write) = tokio::net::UnixStream::connect(host.socket())
+        .await
+        .unwrap()
+        .into_split();
+    Client::over(read, write).await.unwrap()
+}
+
+/// The same tender under the daemon, from the create request to the exit
+/// event; optionally with a console subscriber that never reads.
+async fn daemon_ingest(host: &Host, image: &str, stalled: bool) -> Duration {
+    let client = connect(host).await;
+    let file = tokio::fs::File::open(image).await.unwrap();
+    let digest = client.put_image(file, false).await.unwrap().sha256;
+    let name = Label::new("burst").unwrap();
+    let mut events = client.stream(Request::Events).await.unwrap();
+    client.call(Request::List).await.unwrap();
+    let mut config = UnikernelConfig::new(name.clone());
+    config.args = vec![format!("burst-bytes={BURST}")];
+    let start = Instant::now();
+    client
+        .call(Request::Create {
+            config,
+            image: digest,
+        })
+        .await
+        .unwrap();
+    // Subscribed, and never read: its queues fill, then it only lags.
+    let staller = if stalled {
+        Some(connect(host).await)
+    } else {
+        None
+    };
+    let _stalled = match &staller {
+        Some(c) => Some(
+            c.stream(Request::Console {
+                name: name.clone(),
+                since: Since::Everything,
+                follow: true,
+            })
+            .await
+            .unwrap(),
+        ),
+        None => None,
+    };
+    loop {
+        if let Some(Ok(StreamItem::Event {
+            event: Event::Exited { name: n, .. },
+        })) = events.next().await
+        {
+            if n == name {
+                break;
+            }
+        }
+    }
+    let took = start.elapsed();
+    client.call(Request::Remove { name }).await.unwrap();
+    took
+}
+
 /// The tender writing into a FIFO that cat drains, start to exit.
 fn cat_baseline(host: &Host, image: &str) -> Duration {
     let dir = tempfile::tempdir().unwrap();
@@ -76,31 +146,6 @@ fn cat_baseline(host: &Host, image: &str) -> Duration {
     let took = start.elapsed();
     assert!(status.success());
     cat.wait().unwrap();
-    took
-}
-
-/// The same tender under the daemon, create to exit; optionally with a
-/// console subscriber that never reads.
-fn daemon_ingest(host: &Host, image: &str, stalled: bool) -> Duration {
-    let name = "burst";
-    let start = Instant::now();
-    host.ok(&["create", name, image, "--", &format!("burst-bytes={BURST}")]);
-    let mut subscriber = stalled.then(|| {
-        let mut c = host.command(&["--no-start", "console", "--follow", name]);
-        // A pipe nobody reads: the client blocks on it, and so stops reading.
-        c.stdout(Stdio::piped()).spawn().unwrap()
-    });
-    eventually("the burst ends", || {
-        host.list()
-            .iter()
-            .any(|u| u["name"] == name && u["state"] == "exited")
-    });
-    let took = start.elapsed();
-    if let Some(s) = subscriber.as_mut() {
-        s.kill().unwrap();
-        s.wait().unwrap();
-    }
-    host.ok(&["remove", name]);
     took
 }
 

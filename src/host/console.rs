@@ -238,8 +238,9 @@ pub struct ConsoleLimits {
     /// How many batches of lines a subscriber may fall behind before it
     /// misses some; a batch is what one read brought (at most 128 KiB with
     /// a line carried over from the read before) or one mark. A stalled
-    /// subscriber holds on to this many batches. Taken as 1 to
-    /// [`MAX_SUBSCRIBER_QUEUE`].
+    /// subscriber holds on to this many batches, so a console's memory is
+    /// bounded by `max_bytes` plus this many reads, however many subscribers
+    /// stall (64: at most 8 MiB). Taken as 1 to [`MAX_SUBSCRIBER_QUEUE`].
     pub subscriber_queue: usize,
 }
 
@@ -248,7 +249,7 @@ impl Default for ConsoleLimits {
         ConsoleLimits {
             max_lines: 10_000,
             max_bytes: 4 * 1024 * 1024,
-            subscriber_queue: 256,
+            subscriber_queue: 64,
         }
     }
 }
