@@ -480,3 +480,68 @@ fn console_output_to_a_pipe_is_passed_through_as_written() {
         "the title escape was altered"
     );
 }
+
+#[test]
+fn systemd_readiness_and_socket_activation() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let host = Host::new();
+    // systemd's side: a notify socket, and the listening socket it passes as fd 3.
+    let notify_path = host.runtime.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let socket = host.runtime.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut command = host.command(&["daemon"]);
+    command
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("LISTEN_FDS", "1")
+        .env(
+            "FULMAR_SOCKET",
+            host.runtime.path().join("not-this-one.sock"),
+        );
+    // LISTEN_PID must be the daemon's own pid, known only in the child: the
+    // test asks sh to exec the daemon with it (the daemon itself never uses a shell).
+    let program = support::daemon::fulmar().display().to_string();
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", "LISTEN_PID=$$ exec \"$0\" daemon", &program])
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec only dup2, which is async-signal-safe, runs;
+    // it puts the listening socket where socket activation expects it.
+    unsafe {
+        shell.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut daemon = shell.spawn().unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("no readiness notification");
+    assert_eq!(&buf[..n], b"READY=1");
+    // It answers on the socket it was given, and did not make its own.
+    let out = host
+        .command(&[
+            "--no-start",
+            "--socket",
+            socket.to_str().unwrap(),
+            "list",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!host.runtime.path().join("not-this-one.sock").exists());
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
