@@ -545,3 +545,40 @@ fn systemd_readiness_and_socket_activation() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
+
+#[test]
+fn policy_and_stats_for_scripts() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&[
+        "create",
+        "web",
+        &image(),
+        "--mem",
+        "64",
+        "--cpu",
+        "0",
+        "--",
+        "sleep-forever",
+    ]);
+    let policy: serde_json::Value = serde_json::from_str(&host.ok(&["policy", "--json"])).unwrap();
+    assert!(
+        policy["cpus"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(0))
+    );
+    assert!(policy["memory_mb"].as_u64().unwrap() > 64);
+    assert!(policy["disk_mb"].as_u64().unwrap() > 0);
+    assert!(policy["bridges"].is_array());
+    assert_eq!(policy["used"]["memory_mb"], 64);
+    assert_eq!(policy["used"]["cpus"]["0"], 1);
+    let stats: serde_json::Value =
+        serde_json::from_str(&host.ok(&["stats", "web", "--json"])).unwrap();
+    assert_eq!(stats[0]["name"], "web");
+    assert_eq!(stats[0]["pid"], pid_of(&host, "web"));
+    assert!(stats[0]["rss_kb"].as_u64().unwrap() > 0);
+    let all: serde_json::Value = serde_json::from_str(&host.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert!(host.ok(&["policy"]).starts_with("RESOURCE"));
+}

@@ -402,6 +402,16 @@ pub struct Hello {
     pub software: String,
 }
 
+impl Hello {
+    /// This build's Hello.
+    fn ours(software: &str) -> Hello {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            software: software.to_owned(),
+        }
+    }
+}
+
 /// The other end of a connection, as error messages name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -501,11 +511,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let ours = Hello {
-        protocol: PROTOCOL_VERSION,
-        software: software.to_owned(),
-    };
-    handshake(Peer::Daemon, reader, writer, &ours, timeout).await
+    handshake(
+        Peer::Daemon,
+        reader,
+        writer,
+        &Hello::ours(software),
+        timeout,
+    )
+    .await
 }
 
 /// Accepts a connection on the daemon side: waits at most `timeout` for the
@@ -521,11 +534,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let ours = Hello {
-        protocol: PROTOCOL_VERSION,
-        software: software.to_owned(),
-    };
-    handshake(Peer::Client, reader, writer, &ours, timeout).await
+    handshake(
+        Peer::Client,
+        reader,
+        writer,
+        &Hello::ours(software),
+        timeout,
+    )
+    .await
 }
 
 /// The client speaks first; the daemon answers any well-formed Hello.

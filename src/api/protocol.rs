@@ -3,6 +3,11 @@
 //! every one the daemon sends a [`DaemonMessage`]; both carry the id of the
 //! request they belong to in the frame header.
 //!
+//! Messages are tagged with their content beside the tag (`{"type": …, "body":
+//! …}`): serde reads such a body straight into its type, where a tag inside
+//! the body would make it buffer the body and lose what JSON cannot say alone
+//! (maps keyed by numbers, as in the policy's CPU usage).
+//!
 //! A request gets exactly one final answer: a [`Reply`], or an [`ApiError`].
 //! Streaming requests (console, events) first get any number of
 //! [`StreamItem`]s, until the client cancels or the stream ends with
@@ -64,7 +69,7 @@ pub enum Request {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "type", content = "body", rename_all = "kebab-case")]
 pub enum ClientMessage {
     Request(Request),
     /// The client may be sent this many more bytes on the stream.
@@ -78,7 +83,7 @@ pub enum ClientMessage {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "type", content = "body", rename_all = "kebab-case")]
 pub enum DaemonMessage {
     Reply(Reply),
     Error(ApiError),
@@ -92,7 +97,7 @@ pub enum DaemonMessage {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "reply", rename_all = "kebab-case")]
+#[serde(tag = "reply", content = "body", rename_all = "kebab-case")]
 pub enum Reply {
     Done,
     Unikernels { unikernels: Vec<UnikernelInfo> },
@@ -110,7 +115,7 @@ pub struct NamedStats {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "item", rename_all = "kebab-case")]
+#[serde(tag = "item", content = "body", rename_all = "kebab-case")]
 pub enum StreamItem {
     Console { event: ConsoleEvent },
     Event { event: Event },
@@ -171,14 +176,34 @@ mod tests {
         });
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
-            r#"{"type":"request","request":"destroy","name":"web"}"#
+            r#"{"type":"request","body":{"request":"destroy","name":"web"}}"#
         );
         let e = DaemonMessage::Error(ApiError::new(ErrorKind::NotFound, "no unikernel named web"));
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(
             json,
-            r#"{"type":"error","kind":"not-found","message":"no unikernel named web"}"#
+            r#"{"type":"error","body":{"kind":"not-found","message":"no unikernel named web"}}"#
         );
+    }
+
+    #[test]
+    fn maps_keyed_by_numbers_survive_the_round_trip() {
+        use crate::api::policy::{Policy, PolicyReport, Usage};
+        let mut used = Usage::default();
+        used.cpus.insert(1, 2);
+        let reply = DaemonMessage::Reply(Reply::Policy {
+            policy: PolicyReport {
+                policy: Policy {
+                    cpus: vec![0, 1],
+                    memory_mb: 1024,
+                    disk_mb: 10,
+                    bridges: vec![],
+                },
+                used,
+            },
+        });
+        let json = serde_json::to_string(&reply).unwrap();
+        assert_eq!(serde_json::from_str::<DaemonMessage>(&json).unwrap(), reply);
     }
 
     #[test]

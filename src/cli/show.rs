@@ -139,6 +139,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+fn used_free(used: u64, total: u64) -> String {
+    format!("{used} MB used, {} MB free", total.saturating_sub(used))
+}
+
 pub fn policy_text(p: &PolicyReport) -> String {
     let pinned: usize = p.used.cpus.values().sum();
     let rows = vec![
@@ -150,20 +154,12 @@ pub fn policy_text(p: &PolicyReport) -> String {
         vec![
             "memory".into(),
             format!("{} MB", p.policy.memory_mb),
-            format!(
-                "{} MB used, {} MB free",
-                p.used.memory_mb,
-                p.policy.memory_mb.saturating_sub(p.used.memory_mb)
-            ),
+            used_free(p.used.memory_mb, p.policy.memory_mb),
         ],
         vec![
             "disk".into(),
             format!("{} MB", p.policy.disk_mb),
-            format!(
-                "{} MB used, {} MB free",
-                p.used.disk_mb,
-                p.policy.disk_mb.saturating_sub(p.used.disk_mb)
-            ),
+            used_free(p.used.disk_mb, p.policy.disk_mb),
         ],
         vec![
             "bridges".into(),

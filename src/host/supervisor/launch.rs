@@ -65,23 +65,17 @@ impl Resources {
                 tracing::warn!("clean-up: {e}");
             }
         }
-        if let Some(image) = &self.image {
-            if let Err(e) = fs::remove_file(image) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!("clean-up: cannot remove {}: {e}", image.display());
+        for file in [&self.image, &self.run_file].into_iter().flatten() {
+            match fs::remove_file(file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!("clean-up: cannot remove {}: {e}", file.display());
                 }
+                _ => {}
             }
         }
         if let Some(fifo) = &self.fifo {
             if let Err(e) = console::remove_fifo(fifo) {
                 tracing::warn!("clean-up: {e}");
-            }
-        }
-        if let Some(run_file) = &self.run_file {
-            if let Err(e) = fs::remove_file(run_file) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!("clean-up: cannot remove {}: {e}", run_file.display());
-                }
             }
         }
         // Only when empty: anything else in it is not ours to delete.
