@@ -6,7 +6,9 @@ use crate::api::frame::{
     HandshakeError, Hello, client_handshake,
 };
 use crate::api::image::ImageInfo;
-use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, Reply, Request, StreamItem};
+use crate::api::protocol::{
+    ApiError, ClientMessage, DaemonMessage, ErrorKind, Reply, Request, StreamItem,
+};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -270,6 +272,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Sends `message` to every request still waiting, and keeps an error for
+/// the requests still to come.
+async fn tell_everyone(routes: &Routes, message: DaemonMessage) {
+    let waiting: Vec<_> = {
+        let mut table = lock(routes);
+        if let DaemonMessage::Error(e) = &message {
+            table.last_word = Some(e.clone());
+        }
+        table
+            .open
+            .iter_mut()
+            .flat_map(|o| o.drain())
+            .map(|(_, r)| r)
+            .collect()
+    };
+    for r in waiting {
+        let _ = r.send(message.clone()).await;
+    }
+}
+
 /// Routes each message to its request; on a connection error every request
 /// learns it (its receiver closes).
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -281,8 +303,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if frame.kind != FrameKind::Json {
             continue;
         }
-        let Ok(message) = frame.json::<DaemonMessage>() else {
-            break;
+        let message = match frame.json::<DaemonMessage>() {
+            Ok(message) => message,
+            Err(e) => {
+                // Every waiting request learns why, rather than "closed".
+                let why = ApiError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "cannot read the daemon's answer ({e}): run the same fulmar version on both ends"
+                    ),
+                );
+                tell_everyone(&routes, DaemonMessage::Error(why)).await;
+                break;
+            }
         };
         let id = frame.id;
         if let DaemonMessage::Credit { bytes } = message {
@@ -293,21 +326,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         if id == 0 {
             // The connection's own id: a refusal concerns every request.
-            let waiting: Vec<_> = {
-                let mut table = lock(&routes);
-                if let DaemonMessage::Error(e) = &message {
-                    table.last_word = Some(e.clone());
-                }
-                table
-                    .open
-                    .iter_mut()
-                    .flat_map(|o| o.drain())
-                    .map(|(_, r)| r)
-                    .collect()
-            };
-            for r in waiting {
-                let _ = r.send(message.clone()).await;
-            }
+            tell_everyone(&routes, message).await;
             continue;
         }
         let ends = matches!(
