@@ -1,13 +1,32 @@
 //! The block device store: files `<data dir>/block/<name>`, sized in whole MiB,
 //! 0600 in a 0700 directory.
+//!
+//! Every write of contents goes to a temp file in the same directory that is
+//! renamed into place only once it is complete and on disk, so a failed or
+//! interrupted transfer never leaves a device half-written. Temp names start
+//! with [`TEMP_PREFIX`] and contain `_`, which no [`Label`] may, so they can
+//! never be mistaken for a device.
 
 use crate::api::label::Label;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io;
+use flate2::Compression;
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// Names of in-progress writes: `.partial_<device>_<pid>_<n>`.
+pub const TEMP_PREFIX: &str = ".partial_";
+
+/// Transfers move data in pieces this big, never whole files.
+const CHUNK: usize = 1024 * 1024;
 
 /// A block device file that passed the store's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +34,29 @@ pub struct BlockFile {
     pub name: Label,
     pub size_mb: u64,
     pub path: PathBuf,
+}
+
+/// One entry of the block directory, as [`BlockStore::list`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    Device {
+        name: Label,
+        size_mb: u64,
+    },
+    /// A file that is not a usable device; reported, never touched.
+    Invalid {
+        file_name: String,
+        why: String,
+    },
+}
+
+impl Listed {
+    fn file_name(&self) -> &str {
+        match self {
+            Listed::Device { name, .. } => name.as_str(),
+            Listed::Invalid { file_name, .. } => file_name,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +75,42 @@ pub enum BlockError {
     NotAFile(PathBuf),
     #[error("a block device needs a size of at least 1 MB")]
     ZeroSize,
+    #[error("a block device of {0} MB is more than a file can hold: give a smaller size")]
+    SizeTooBig(u64),
+    #[error("block device {0} is busy with another transfer: wait for it to finish and try again")]
+    Busy(Label),
+    #[error(
+        "block device {name} is {size_mb} MB and a block device never shrinks: give a size above {size_mb} MB, not {asked_mb} MB"
+    )]
+    NeverShrinks {
+        name: Label,
+        size_mb: u64,
+        asked_mb: u64,
+    },
+    #[error(
+        "block device {name} is {size_mb} MB; the upload was {upload_mb} MB: grow it first (`fulmar block grow {name} {upload_mb}`) or upload less; its contents are unchanged"
+    )]
+    TooLarge {
+        name: Label,
+        size_mb: u64,
+        upload_mb: u64,
+    },
+    #[error(
+        "block device {name} would be {size_mb} MB but its data is {data_mb} MB: create it with at least {data_mb} MB; nothing was created"
+    )]
+    DataTooLarge {
+        name: Label,
+        size_mb: u64,
+        data_mb: u64,
+    },
+    #[error(
+        "receiving the data for block device {name} failed: {source}; nothing was changed: send it again"
+    )]
+    Receive { name: Label, source: io::Error },
+    #[error("no space left in {} for the new contents of block device {name}: free some space there and try again; nothing was changed", dir.display())]
+    NoSpace { name: Label, dir: PathBuf },
+    #[error("sending block device {name} failed: {source}: try again")]
+    Send { name: Label, source: io::Error },
     #[error("block store {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -44,9 +122,115 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlockError + '_ {
     }
 }
 
+/// The store; clones share one set of busy devices, so the daemon can hand a
+/// clone to every connection.
 #[derive(Debug, Clone)]
 pub struct BlockStore {
     dir: PathBuf,
+    busy: Arc<Mutex<HashSet<Label>>>,
+}
+
+/// Marks a device busy until dropped.
+struct Claim {
+    busy: Arc<Mutex<HashSet<Label>>>,
+    name: Label,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.busy).remove(&self.name);
+    }
+}
+
+/// The busy set stays consistent even if a holder panicked, so poisoning is ignored.
+fn lock(busy: &Mutex<HashSet<Label>>) -> MutexGuard<'_, HashSet<Label>> {
+    busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A temp file in the block directory, removed when dropped unless renamed
+/// into place, so every error path cleans up after itself.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    renamed: bool,
+}
+
+impl TempFile {
+    fn create(dir: &Path, name: &Label) -> Result<TempFile, BlockError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{name}_{}_{n}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(TempFile {
+            path,
+            file,
+            renamed: false,
+        })
+    }
+
+    /// Gives the file its full size (the tail stays sparse) and puts it on disk.
+    fn finish(&mut self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)?;
+        self.file.sync_all()
+    }
+
+    fn rename_over(mut self, to: &Path) -> Result<(), BlockError> {
+        fs::rename(&self.path, to).map_err(io_err(to))?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            // Best effort: a leftover is removed by `clean_stale` at the next start.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Why a copy stopped.
+enum PumpError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `from` into `to` in [`CHUNK`]s and says how many bytes went.
+fn pump(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, PumpError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(done),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(PumpError::Write)?;
+        // A read never exceeds the buffer, which fits in u64.
+        done += n as u64;
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BlockError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// A size in MiB as bytes, refusing sizes no file can have.
+fn bytes(size_mb: u64) -> Result<u64, BlockError> {
+    match size_mb.checked_mul(MIB) {
+        Some(0) => Err(BlockError::ZeroSize),
+        Some(size) if size <= i64::MAX as u64 => Ok(size),
+        _ => Err(BlockError::SizeTooBig(size_mb)),
+    }
 }
 
 impl BlockStore {
@@ -54,11 +238,17 @@ impl BlockStore {
     pub fn new(data_dir: &Path) -> BlockStore {
         BlockStore {
             dir: data_dir.join("block"),
+            busy: Arc::default(),
         }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether a transfer, grow or destroy of `name` is under way.
+    pub fn busy(&self, name: &Label) -> bool {
+        lock(&self.busy).contains(name)
     }
 
     /// The named device, checked: a regular file of a whole number of MiB.
@@ -87,38 +277,276 @@ impl BlockStore {
         })
     }
 
+    /// Every entry of the block directory, sorted by name: devices, and files
+    /// that cannot be devices with the reason. Temp files are left out.
+    pub fn list(&self) -> Result<Vec<Listed>, BlockError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(io_err(&self.dir))?,
+        };
+        let mut listed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            listed.extend(self.inspect(&entry.file_name()));
+        }
+        listed.sort_by(|a, b| a.file_name().cmp(b.file_name()));
+        Ok(listed)
+    }
+
+    fn inspect(&self, file_name: &OsStr) -> Option<Listed> {
+        let invalid = |why: String| Listed::Invalid {
+            file_name: file_name.to_string_lossy().into_owned(),
+            why,
+        };
+        let Some(text) = file_name.to_str() else {
+            return Some(invalid(
+                "the name is not UTF-8, so it is not a block device name: rename it".to_owned(),
+            ));
+        };
+        if text.starts_with(TEMP_PREFIX) {
+            return None;
+        }
+        let name = match Label::new(text) {
+            Ok(name) => name,
+            Err(e) => return Some(invalid(format!("not a block device name: {e}"))),
+        };
+        match self.get(&name) {
+            Ok(dev) => Some(Listed::Device {
+                name,
+                size_mb: dev.size_mb,
+            }),
+            // Removed while we were listing.
+            Err(BlockError::NotFound(_)) => None,
+            Err(e) => Some(invalid(e.to_string())),
+        }
+    }
+
     /// Creates an empty (sparse) device of `size_mb` MiB.
     pub fn create(&self, name: &Label, size_mb: u64) -> Result<BlockFile, BlockError> {
-        if size_mb == 0 {
-            return Err(BlockError::ZeroSize);
-        }
+        self.create_with_data(name, size_mb, io::empty())
+    }
+
+    /// Creates a device of `size_mb` MiB holding `data` followed by zeros (sparse).
+    /// Data longer than the device, or a failed read, creates nothing.
+    pub fn create_with_data(
+        &self,
+        name: &Label,
+        size_mb: u64,
+        mut data: impl Read,
+    ) -> Result<BlockFile, BlockError> {
+        let size = bytes(size_mb)?;
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
             .map_err(io_err(&self.dir))?;
+        let _claim = self.claim(name)?;
         let path = self.dir.join(name.as_str());
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => BlockError::Exists { name: name.clone() },
-                _ => io_err(&path)(e),
+        // Refuse before receiving anything; the link below closes the race.
+        if fs::symlink_metadata(&path).is_ok() {
+            return Err(BlockError::Exists { name: name.clone() });
+        }
+        let (temp, _) =
+            self.write_temp(name, &mut data, size, |data_mb| BlockError::DataTooLarge {
+                name: name.clone(),
+                size_mb,
+                data_mb,
             })?;
-        file.set_len(size_mb * MIB).map_err(io_err(&path))?;
+        // Unlike a rename, a hard link refuses to replace a file made meanwhile.
+        fs::hard_link(&temp.path, &path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => BlockError::Exists { name: name.clone() },
+            _ => io_err(&path)(e),
+        })?;
+        drop(temp);
+        sync_dir(&self.dir)?;
         Ok(BlockFile {
             name: name.clone(),
             size_mb,
             path,
         })
     }
+
+    /// Makes a device bigger; the new tail reads as zeros. It never shrinks.
+    pub fn grow(&self, name: &Label, new_size_mb: u64) -> Result<BlockFile, BlockError> {
+        let _claim = self.claim(name)?;
+        let dev = self.get(name)?;
+        if new_size_mb <= dev.size_mb {
+            return Err(BlockError::NeverShrinks {
+                name: name.clone(),
+                size_mb: dev.size_mb,
+                asked_mb: new_size_mb,
+            });
+        }
+        let size = bytes(new_size_mb)?;
+        OpenOptions::new()
+            .write(true)
+            .open(&dev.path)
+            .and_then(|file| {
+                file.set_len(size)?;
+                file.sync_all()
+            })
+            .map_err(io_err(&dev.path))?;
+        Ok(BlockFile {
+            size_mb: new_size_mb,
+            ..dev
+        })
+    }
+
+    /// Removes a device; whether it is attached is the caller's business.
+    pub fn destroy(&self, name: &Label) -> Result<(), BlockError> {
+        let _claim = self.claim(name)?;
+        let dev = self.get(name)?;
+        fs::remove_file(&dev.path).map_err(io_err(&dev.path))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Replaces a device's contents with `data` (zlib if `compressed`) followed
+    /// by zeros; the device keeps its size. All or nothing: on any error the old
+    /// contents stay. Returns the bytes of data written.
+    pub fn upload(
+        &self,
+        name: &Label,
+        data: impl Read,
+        compressed: bool,
+    ) -> Result<u64, BlockError> {
+        let _claim = self.claim(name)?;
+        let dev = self.get(name)?;
+        let mut data: Box<dyn Read + '_> = if compressed {
+            Box::new(ZlibDecoder::new(data))
+        } else {
+            Box::new(data)
+        };
+        let (temp, written) = self.write_temp(name, &mut data, dev.size_mb * MIB, |upload_mb| {
+            BlockError::TooLarge {
+                name: name.clone(),
+                size_mb: dev.size_mb,
+                upload_mb,
+            }
+        })?;
+        temp.rename_over(&dev.path)?;
+        sync_dir(&self.dir)?;
+        Ok(written)
+    }
+
+    /// Streams a whole device into `out`, zlib-compressed if asked. Returns the
+    /// device bytes sent (before compression).
+    pub fn download(
+        &self,
+        name: &Label,
+        out: impl Write,
+        compressed: bool,
+    ) -> Result<u64, BlockError> {
+        let _claim = self.claim(name)?;
+        let dev = self.get(name)?;
+        let mut file = File::open(&dev.path).map_err(io_err(&dev.path))?;
+        let send = |source| BlockError::Send {
+            name: name.clone(),
+            source,
+        };
+        let pumped = |result| match result {
+            Ok(n) => Ok(n),
+            Err(PumpError::Read(e)) => Err(io_err(&dev.path)(e)),
+            Err(PumpError::Write(e)) => Err(send(e)),
+        };
+        if compressed {
+            let mut encoder = ZlibEncoder::new(out, Compression::fast());
+            let sent = pumped(pump(&mut file, &mut encoder))?;
+            encoder
+                .finish()
+                .and_then(|mut out| out.flush())
+                .map_err(send)?;
+            Ok(sent)
+        } else {
+            let mut out = out;
+            let sent = pumped(pump(&mut file, &mut out))?;
+            out.flush().map_err(send)?;
+            Ok(sent)
+        }
+    }
+
+    /// Removes temp files a crash left behind; call at daemon start, before
+    /// any transfer. Returns how many went.
+    pub fn clean_stale(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX))
+                    && e.file_type().is_ok_and(|t| t.is_file())
+            })
+            .filter(|e| match fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %e.path().display(), "removed an unfinished block transfer");
+                    true
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), "cannot remove an unfinished block transfer: {err}");
+                    false
+                }
+            })
+            .count()
+    }
+
+    fn claim(&self, name: &Label) -> Result<Claim, BlockError> {
+        if !lock(&self.busy).insert(name.clone()) {
+            return Err(BlockError::Busy(name.clone()));
+        }
+        Ok(Claim {
+            busy: Arc::clone(&self.busy),
+            name: name.clone(),
+        })
+    }
+
+    /// Writes `data` then zeros up to `size` into a new temp file, on disk and
+    /// ready to be put in place. More than `size` bytes of data is refused with
+    /// `too_large(data size in MiB, rounded up)`.
+    fn write_temp(
+        &self,
+        name: &Label,
+        data: &mut dyn Read,
+        size: u64,
+        too_large: impl FnOnce(u64) -> BlockError,
+    ) -> Result<(TempFile, u64), BlockError> {
+        let receive = |source| BlockError::Receive {
+            name: name.clone(),
+            source,
+        };
+        let mut temp = TempFile::create(&self.dir, name)?;
+        // One byte past the size is enough to know the data does not fit.
+        let written = match pump(&mut data.take(size + 1), &mut temp.file) {
+            Ok(n) => n,
+            Err(PumpError::Read(e)) => return Err(receive(e)),
+            Err(PumpError::Write(e)) => return Err(self.write_error(name, &temp.path, e)),
+        };
+        if written > size {
+            // Read the rest only to tell the operator how big to grow.
+            let rest = io::copy(data, &mut io::sink()).map_err(receive)?;
+            return Err(too_large((written + rest).div_ceil(MIB)));
+        }
+        temp.finish(size)
+            .map_err(|e| self.write_error(name, &temp.path, e))?;
+        Ok((temp, written))
+    }
+
+    fn write_error(&self, name: &Label, path: &Path, e: io::Error) -> BlockError {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            BlockError::NoSpace {
+                name: name.clone(),
+                dir: self.dir.clone(),
+            }
+        } else {
+            io_err(path)(e)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
+    use std::sync::mpsc;
 
     fn label(s: &str) -> Label {
         Label::new(s).unwrap()
@@ -166,5 +594,419 @@ mod tests {
         ));
         // Nothing was touched.
         assert_eq!(fs::read(store.dir().join("odd")).unwrap(), b"12345");
+    }
+
+    /// Bytes that differ from zeros and from each other's shifts.
+    fn pattern(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn zlib(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = ZlibEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// What a device should hold after an upload of `data`.
+    fn padded(data: &[u8], size_mb: u64) -> Vec<u8> {
+        let mut want = data.to_vec();
+        want.resize((size_mb * MIB) as usize, 0);
+        want
+    }
+
+    fn temps(store: &BlockStore) -> Vec<String> {
+        fs::read_dir(store.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(TEMP_PREFIX))
+            .collect()
+    }
+
+    /// Gives `good` bytes of pattern, then fails as a vanished client would.
+    struct FailAfter {
+        data: io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for FailAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.data.read(buf)? {
+                0 => Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "client went away",
+                )),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn creates_with_data_and_refuses_too_much() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let data = pattern(MIB as usize + 7, 1);
+        let dev = store
+            .create_with_data(&label("disk"), 2, data.as_slice())
+            .unwrap();
+        assert_eq!(dev.size_mb, 2);
+        assert_eq!(fs::metadata(&dev.path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(sha(&fs::read(&dev.path).unwrap()), sha(&padded(&data, 2)));
+
+        let long = pattern(2 * MIB as usize + 1, 2);
+        let err = store
+            .create_with_data(&label("big"), 2, long.as_slice())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BlockError::DataTooLarge {
+                    data_mb: 3,
+                    size_mb: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nothing was created"), "{err}");
+        assert!(matches!(
+            store.get(&label("big")),
+            Err(BlockError::NotFound(_))
+        ));
+        let err = store
+            .create_with_data(&label("disk"), 2, data.as_slice())
+            .unwrap_err();
+        assert!(matches!(err, BlockError::Exists { .. }), "{err}");
+        assert!(temps(&store).is_empty());
+    }
+
+    #[test]
+    fn lists_devices_and_reports_the_rest_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        assert_eq!(store.list().unwrap(), []);
+        store.create(&label("b-disk"), 2).unwrap();
+        store.create(&label("a.disk"), 1).unwrap();
+        fs::write(store.dir().join("odd"), b"12345").unwrap();
+        fs::write(store.dir().join("bad_name"), b"").unwrap();
+        fs::create_dir(store.dir().join("sub")).unwrap();
+        fs::write(store.dir().join(format!("{TEMP_PREFIX}x_1_2")), b"t").unwrap();
+
+        let listed = store.list().unwrap();
+        let names: Vec<&str> = listed.iter().map(Listed::file_name).collect();
+        assert_eq!(names, ["a.disk", "b-disk", "bad_name", "odd", "sub"]);
+        assert_eq!(
+            listed[..2],
+            [
+                Listed::Device {
+                    name: label("a.disk"),
+                    size_mb: 1
+                },
+                Listed::Device {
+                    name: label("b-disk"),
+                    size_mb: 2
+                },
+            ]
+        );
+        for (entry, says) in listed[2..]
+            .iter()
+            .zip(["'_'", "5 bytes", "not a regular file"])
+        {
+            match entry {
+                Listed::Invalid { why, .. } => assert!(why.contains(says), "{why}"),
+                other => panic!("{other:?} should be invalid"),
+            }
+        }
+        assert_eq!(fs::read(store.dir().join("odd")).unwrap(), b"12345");
+        assert!(store.dir().join("bad_name").is_file());
+        assert!(store.dir().join("sub").is_dir());
+    }
+
+    #[test]
+    fn grows_but_never_shrinks_and_destroys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let data = pattern(1000, 3);
+        store
+            .create_with_data(&label("disk"), 1, data.as_slice())
+            .unwrap();
+        let dev = store.grow(&label("disk"), 3).unwrap();
+        assert_eq!(dev.size_mb, 3);
+        assert_eq!(store.get(&label("disk")).unwrap(), dev);
+        assert_eq!(fs::read(&dev.path).unwrap(), padded(&data, 3));
+        for smaller in [3, 2] {
+            let err = store.grow(&label("disk"), smaller).unwrap_err();
+            assert!(
+                matches!(err, BlockError::NeverShrinks { size_mb: 3, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("never shrinks"), "{err}");
+        }
+        assert_eq!(store.get(&label("disk")).unwrap().size_mb, 3);
+
+        store.destroy(&label("disk")).unwrap();
+        assert!(matches!(
+            store.get(&label("disk")),
+            Err(BlockError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.destroy(&label("disk")),
+            Err(BlockError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn uploads_and_downloads_plain_and_zlib() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        store.create(&label("disk"), 4).unwrap();
+        for (seed, compressed) in [(4, false), (5, true)] {
+            let data = pattern(3 * MIB as usize + 123, seed);
+            let sent = if compressed {
+                zlib(&data)
+            } else {
+                data.clone()
+            };
+            let written = store
+                .upload(&label("disk"), sent.as_slice(), compressed)
+                .unwrap();
+            assert_eq!(written, data.len() as u64);
+            let want = padded(&data, 4);
+            let path = store.get(&label("disk")).unwrap().path;
+            assert_eq!(sha(&fs::read(&path).unwrap()), sha(&want));
+            assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+
+            let mut out = Vec::new();
+            let read = store
+                .download(&label("disk"), &mut out, compressed)
+                .unwrap();
+            assert_eq!(read, 4 * MIB);
+            let got = if compressed {
+                let mut plain = Vec::new();
+                ZlibDecoder::new(out.as_slice())
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                plain
+            } else {
+                out
+            };
+            assert_eq!(sha(&got), sha(&want));
+        }
+        assert!(temps(&store).is_empty());
+    }
+
+    #[test]
+    fn failed_uploads_keep_the_old_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let old = pattern(MIB as usize, 6);
+        let dev = store
+            .create_with_data(&label("disk"), 2, old.as_slice())
+            .unwrap();
+        let before = fs::read(&dev.path).unwrap();
+
+        let err = store
+            .upload(
+                &label("disk"),
+                pattern(4 * MIB as usize + 1, 7).as_slice(),
+                false,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BlockError::TooLarge {
+                    size_mb: 2,
+                    upload_mb: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("contents are unchanged"), "{err}");
+
+        let err = store
+            .upload(
+                &label("disk"),
+                zlib(&pattern(3 * MIB as usize, 8)).as_slice(),
+                true,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, BlockError::TooLarge { upload_mb: 3, .. }),
+            "{err}"
+        );
+
+        let broken = FailAfter {
+            data: io::Cursor::new(pattern(MIB as usize + 5, 9)),
+        };
+        let err = store.upload(&label("disk"), broken, false).unwrap_err();
+        assert!(matches!(err, BlockError::Receive { .. }), "{err}");
+
+        let err = store
+            .upload(&label("disk"), &b"not zlib"[..], true)
+            .unwrap_err();
+        assert!(matches!(err, BlockError::Receive { .. }), "{err}");
+
+        assert_eq!(fs::read(&dev.path).unwrap(), before);
+        assert!(temps(&store).is_empty());
+    }
+
+    /// A reader that announces its first read, then waits to be let go.
+    struct Gate {
+        started: mpsc::Sender<()>,
+        go: mpsc::Receiver<()>,
+    }
+
+    impl Read for Gate {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            let _ = self.started.send(());
+            let _ = self.go.recv();
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn refuses_a_second_transfer_on_a_busy_device() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        store.create(&label("disk"), 1).unwrap();
+        store.create(&label("other"), 1).unwrap();
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let uploader = store.clone();
+        let upload = std::thread::spawn(move || {
+            let gate = Gate {
+                started: started_tx,
+                go: go_rx,
+            };
+            uploader.upload(&label("disk"), gate, false)
+        });
+        started.recv().unwrap();
+        assert!(store.busy(&label("disk")));
+        assert!(!store.busy(&label("other")));
+        let err = store
+            .download(&label("disk"), io::sink(), false)
+            .unwrap_err();
+        assert!(matches!(err, BlockError::Busy(_)), "{err}");
+        assert!(matches!(
+            store.grow(&label("disk"), 2),
+            Err(BlockError::Busy(_))
+        ));
+        assert!(matches!(
+            store.destroy(&label("disk")),
+            Err(BlockError::Busy(_))
+        ));
+        store.download(&label("other"), io::sink(), false).unwrap();
+        go.send(()).unwrap();
+        assert_eq!(upload.join().unwrap().unwrap(), 0);
+        assert!(!store.busy(&label("disk")));
+        store.download(&label("disk"), io::sink(), false).unwrap();
+    }
+
+    #[test]
+    fn clean_stale_removes_only_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        assert_eq!(store.clean_stale(), 0);
+        store.create(&label("disk"), 1).unwrap();
+        fs::write(store.dir().join(format!("{TEMP_PREFIX}disk_1_0")), b"x").unwrap();
+        fs::write(store.dir().join(format!("{TEMP_PREFIX}disk_1_1")), b"y").unwrap();
+        fs::write(store.dir().join("partial_disk"), b"z").unwrap();
+        fs::write(store.dir().join(".hidden"), b"h").unwrap();
+        assert_eq!(store.clean_stale(), 2);
+        assert!(temps(&store).is_empty());
+        assert!(store.dir().join("partial_disk").exists());
+        assert!(store.dir().join(".hidden").exists());
+        assert_eq!(store.get(&label("disk")).unwrap().size_mb, 1);
+    }
+
+    #[test]
+    fn a_full_disk_keeps_the_old_contents() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting a small tmpfs to fill up needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let outcome = std::thread::spawn(move || {
+            if let Err(why) = private_tmpfs(&root) {
+                eprintln!("skipped: cannot mount a tmpfs in a mount namespace: {why}");
+                return;
+            }
+            let store = BlockStore::new(&root);
+            let old = pattern(MIB as usize, 10);
+            let dev = store
+                .create_with_data(&label("disk"), 2, old.as_slice())
+                .unwrap();
+            let before = fs::read(&dev.path).unwrap();
+            fill(&root.join("filler"));
+            let err = store
+                .upload(
+                    &label("disk"),
+                    pattern(2 * MIB as usize, 11).as_slice(),
+                    false,
+                )
+                .unwrap_err();
+            assert!(matches!(err, BlockError::NoSpace { .. }), "{err}");
+            assert_eq!(fs::read(&dev.path).unwrap(), before);
+            assert!(temps(&store).is_empty());
+        })
+        .join();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// Moves this thread to a mount namespace of its own and mounts a 3 MiB
+    /// tmpfs on `dir` there, invisible to the host.
+    fn private_tmpfs(dir: &Path) -> Result<(), String> {
+        use nix::mount::{MsFlags, mount};
+        use nix::sched::{CloneFlags, unshare};
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
+        // Keep the tmpfs from propagating back to the host.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making / private: {e}"))?;
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=3m,mode=0700"),
+        )
+        .map_err(|e| format!("mounting tmpfs: {e}"))
+    }
+
+    /// Fills the file system until it refuses, then frees a little, so the
+    /// next big write runs out of space part way.
+    fn fill(path: &Path) {
+        let mut file = File::create(path).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling: {e}"),
+            }
+        }
+        let full = file.metadata().unwrap().len();
+        file.set_len(full.saturating_sub(256 * 1024)).unwrap();
     }
 }
