@@ -51,7 +51,8 @@ pub enum Listed {
 }
 
 impl Listed {
-    fn file_name(&self) -> &str {
+    /// The directory entry this describes.
+    pub fn file_name(&self) -> &str {
         match self {
             Listed::Device { name, .. } => name.as_str(),
             Listed::Invalid { file_name, .. } => file_name,
