@@ -2,8 +2,8 @@
 //! any number of requests and streams on it at once.
 
 use crate::api::frame::{
-    CHUNK_SIZE, CreditWindow, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT,
-    HandshakeError, Hello, client_handshake,
+    CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
+    HANDSHAKE_TIMEOUT, HandshakeError, Hello, ReceiveWindow, client_handshake,
 };
 use crate::api::image::ImageInfo;
 use crate::api::protocol::{
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Messages a request's receiver may hold before the connection waits for it.
@@ -39,6 +39,8 @@ pub enum ClientError {
     Unexpected(String),
     #[error("cannot read the data to send: {0}")]
     Source(std::io::Error),
+    #[error("cannot write the data received: {0}")]
+    Sink(std::io::Error),
 }
 
 enum Outgoing {
@@ -46,11 +48,17 @@ enum Outgoing {
     Data(u64, Bytes),
 }
 
+/// What reaches a request: a message, or a chunk of the data it asked for.
+enum Delivery {
+    Message(DaemonMessage),
+    Data(Bytes),
+}
+
 /// Where each request's messages go; `None` once the connection is over, with
 /// the daemon's last word (a refusal) if it had one.
 #[derive(Default)]
 struct RouteTable {
-    open: Option<HashMap<u64, mpsc::Sender<DaemonMessage>>>,
+    open: Option<HashMap<u64, mpsc::Sender<Delivery>>>,
     last_word: Option<ApiError>,
 }
 
@@ -125,19 +133,36 @@ impl Client {
     /// Sends an image for the daemon to check and keep; returns what it found.
     pub async fn put_image(
         &self,
-        mut data: impl AsyncRead + Unpin,
+        data: impl AsyncRead + Unpin,
         compressed: bool,
     ) -> Result<ImageInfo, ClientError> {
-        let window = Arc::new(CreditWindow::new());
-        let (id, mut rx) = self
-            .open_with(Request::PutImage { compressed }, Some(window.clone()))
+        let reply = self
+            .send_data(Request::PutImage { compressed }, data, |_| {})
             .await?;
+        match reply {
+            Reply::Image { image } => Ok(image),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends `request` and then `data` as its data frames, as fast as the
+    /// daemon's credit allows; `progress` hears the bytes sent so far. Returns
+    /// the reply (which may come early, when the daemon refuses).
+    pub async fn send_data(
+        &self,
+        request: Request,
+        mut data: impl AsyncRead + Unpin,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Reply, ClientError> {
+        let window = Arc::new(CreditWindow::new());
+        let (id, mut rx) = self.open_with(request, Some(window.clone())).await?;
         let mut buf = vec![0; CHUNK_SIZE];
+        let mut sent = 0;
         loop {
             let room = tokio::select! {
                 room = window.reserve(CHUNK_SIZE) => room.map_err(|_| ClientError::Closed)?,
                 // The daemon refused early (a bad first chunk, no space).
-                early = final_reply(&mut rx) => return early.and_then(image_reply),
+                early = final_reply(&mut rx) => return early,
             };
             let n = data
                 .read(&mut buf[..room])
@@ -148,18 +173,57 @@ impl Client {
             }
             self.send(Outgoing::Data(id, Bytes::copy_from_slice(&buf[..n])))
                 .await?;
+            sent += n as u64;
+            progress(sent);
             if n < room {
                 window.grant((room - n) as u64);
             }
         }
         self.send(Outgoing::Message(id, ClientMessage::End)).await?;
-        final_reply(&mut rx).await.and_then(image_reply)
+        final_reply(&mut rx).await
     }
 
-    async fn open(
+    /// Sends `request` and writes the data frames it is answered with to
+    /// `out`, granting the daemon credit as they are written, so memory stays
+    /// flat whatever the size; `progress` hears the bytes received so far.
+    pub async fn receive_data(
         &self,
         request: Request,
-    ) -> Result<(u64, mpsc::Receiver<DaemonMessage>), ClientError> {
+        mut out: impl AsyncWrite + Unpin,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, ClientError> {
+        let (id, mut rx) = self.open(request).await?;
+        let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
+        let mut received = 0;
+        loop {
+            if let Some(bytes) = window.grant() {
+                self.send(Outgoing::Message(id, ClientMessage::Credit { bytes }))
+                    .await?;
+            }
+            match rx.recv().await {
+                Some(Delivery::Data(chunk)) => {
+                    let len = chunk.len() as u64;
+                    window
+                        .received(len)
+                        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+                    out.write_all(&chunk).await.map_err(ClientError::Sink)?;
+                    window.consumed(len);
+                    received += len;
+                    progress(received);
+                }
+                Some(Delivery::Message(DaemonMessage::End)) => break,
+                Some(Delivery::Message(DaemonMessage::Error(e))) => return Err(e.into()),
+                Some(Delivery::Message(other)) => {
+                    return Err(ClientError::Unexpected(format!("{other:?}")));
+                }
+                None => return Err(ClientError::Closed),
+            }
+        }
+        out.flush().await.map_err(ClientError::Sink)?;
+        Ok(received)
+    }
+
+    async fn open(&self, request: Request) -> Result<(u64, mpsc::Receiver<Delivery>), ClientError> {
         self.open_with(request, None).await
     }
 
@@ -167,7 +231,7 @@ impl Client {
         &self,
         request: Request,
         window: Option<Arc<CreditWindow>>,
-    ) -> Result<(u64, mpsc::Receiver<DaemonMessage>), ClientError> {
+    ) -> Result<(u64, mpsc::Receiver<Delivery>), ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (route, rx) = mpsc::channel(PER_REQUEST);
         {
@@ -193,21 +257,17 @@ impl Client {
     }
 }
 
-fn image_reply(reply: Reply) -> Result<ImageInfo, ClientError> {
-    match reply {
-        Reply::Image { image } => Ok(image),
-        other => Err(ClientError::Unexpected(format!("{other:?}"))),
-    }
-}
-
 /// Waits for the reply (or error) that ends a request, skipping flow control.
-async fn final_reply(rx: &mut mpsc::Receiver<DaemonMessage>) -> Result<Reply, ClientError> {
+async fn final_reply(rx: &mut mpsc::Receiver<Delivery>) -> Result<Reply, ClientError> {
     loop {
         match rx.recv().await {
-            Some(DaemonMessage::Reply(reply)) => return Ok(reply),
-            Some(DaemonMessage::Error(e)) => return Err(e.into()),
-            Some(DaemonMessage::Credit { .. }) => {}
-            Some(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            Some(Delivery::Message(DaemonMessage::Reply(reply))) => return Ok(reply),
+            Some(Delivery::Message(DaemonMessage::Error(e))) => return Err(e.into()),
+            Some(Delivery::Message(DaemonMessage::Credit { .. })) => {}
+            Some(Delivery::Message(other)) => {
+                return Err(ClientError::Unexpected(format!("{other:?}")));
+            }
+            Some(Delivery::Data(_)) => return Err(ClientError::Unexpected("data".into())),
             None => return Err(ClientError::Closed),
         }
     }
@@ -216,7 +276,7 @@ async fn final_reply(rx: &mut mpsc::Receiver<DaemonMessage>) -> Result<Reply, Cl
 /// A streaming request's items; dropping it cancels the stream.
 pub struct Stream {
     id: u64,
-    rx: mpsc::Receiver<DaemonMessage>,
+    rx: mpsc::Receiver<Delivery>,
     tx: mpsc::Sender<Outgoing>,
     done: bool,
 }
@@ -228,13 +288,14 @@ impl Stream {
             return None;
         }
         let item = match self.rx.recv().await {
-            Some(DaemonMessage::Item(item)) => Ok(item),
-            Some(DaemonMessage::End) => {
+            Some(Delivery::Message(DaemonMessage::Item(item))) => Ok(item),
+            Some(Delivery::Message(DaemonMessage::End)) => {
                 self.done = true;
                 return None;
             }
-            Some(DaemonMessage::Error(e)) => Err(e.into()),
-            Some(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            Some(Delivery::Message(DaemonMessage::Error(e))) => Err(e.into()),
+            Some(Delivery::Message(other)) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            Some(Delivery::Data(_)) => Err(ClientError::Unexpected("data".into())),
             None => Err(ClientError::Closed),
         };
         self.done = item.is_err();
@@ -288,7 +349,7 @@ async fn tell_everyone(routes: &Routes, message: DaemonMessage) {
             .collect()
     };
     for r in waiting {
-        let _ = r.send(message.clone()).await;
+        let _ = r.send(Delivery::Message(message.clone())).await;
     }
 }
 
@@ -300,7 +361,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     credits: Credits,
 ) {
     while let Ok(Some(frame)) = reader.next().await {
-        if frame.kind != FrameKind::Json {
+        if frame.kind == FrameKind::Data {
+            let route = lock(&routes)
+                .open
+                .as_ref()
+                .and_then(|o| o.get(&frame.id).cloned());
+            if let Some(r) = route {
+                let _ = r.send(Delivery::Data(frame.payload)).await;
+            }
             continue;
         }
         let message = match frame.json::<DaemonMessage>() {
@@ -345,7 +413,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         if let Some(r) = route {
             // A request that gave up waiting has dropped its receiver.
-            let _ = r.send(message).await;
+            let _ = r.send(Delivery::Message(message)).await;
         }
     }
     for (_, w) in lock(&credits).drain() {

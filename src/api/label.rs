@@ -21,6 +21,8 @@ pub enum LabelError {
     LeadingDash,
     #[error("the name contains {0:?} at position {1}: use only letters, digits, '-' and '.'")]
     BadChar(char, usize),
+    #[error("{0:?} names a directory, not a thing: pick another name")]
+    Dots(String),
 }
 
 impl Label {
@@ -34,6 +36,10 @@ impl Label {
         }
         if name.starts_with('-') {
             return Err(LabelError::LeadingDash);
+        }
+        // Names become file names; these two would name directories.
+        if name == "." || name == ".." {
+            return Err(LabelError::Dots(name.to_owned()));
         }
         if let Some((i, c)) = name
             .chars()
@@ -102,6 +108,8 @@ mod tests {
         assert_eq!(Label::new("we b"), Err(LabelError::BadChar(' ', 3)));
         assert_eq!(Label::new("a/b"), Err(LabelError::BadChar('/', 2)));
         assert_eq!(Label::new("..\0"), Err(LabelError::BadChar('\0', 3)));
+        assert_eq!(Label::new(".."), Err(LabelError::Dots("..".into())));
+        assert_eq!(Label::new("."), Err(LabelError::Dots(".".into())));
         assert_eq!(
             Label::new("caf\u{e9}"),
             Err(LabelError::BadChar('\u{e9}', 4))

@@ -15,6 +15,7 @@
 //! frames on the request's id, paced by [`ClientMessage::Credit`]/
 //! [`DaemonMessage::Credit`], and end with [`ClientMessage::End`].
 
+use crate::api::block::BlockDeviceInfo;
 use crate::api::console::{ConsoleEvent, Since};
 use crate::api::event::Event;
 use crate::api::image::ImageInfo;
@@ -66,6 +67,35 @@ pub enum Request {
     Stats {
         name: Option<Label>,
     },
+    /// Every block device in the store, and files there that are not ones.
+    BlockList,
+    /// A new block device, empty or, with `with_data`, filled from data frames
+    /// that follow (as for an upload).
+    BlockCreate {
+        name: Label,
+        size_mb: u64,
+        with_data: bool,
+    },
+    /// Replaces a block device's contents from data frames that follow; the
+    /// old contents stay unless the whole upload succeeds.
+    BlockUpload {
+        name: Label,
+        compressed: bool,
+    },
+    /// The device's contents as data frames, paced by the client's credit,
+    /// then `end`.
+    BlockDownload {
+        name: Label,
+        compressed: bool,
+    },
+    /// Makes a block device larger (never smaller).
+    BlockGrow {
+        name: Label,
+        size_mb: u64,
+    },
+    BlockDestroy {
+        name: Label,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -100,11 +130,40 @@ pub enum DaemonMessage {
 #[serde(tag = "reply", content = "body", rename_all = "kebab-case")]
 pub enum Reply {
     Done,
-    Unikernels { unikernels: Vec<UnikernelInfo> },
-    Unikernel { unikernel: Box<UnikernelInfo> },
-    Image { image: ImageInfo },
-    Policy { policy: PolicyReport },
-    Stats { stats: Vec<NamedStats> },
+    Unikernels {
+        unikernels: Vec<UnikernelInfo>,
+    },
+    Unikernel {
+        unikernel: Box<UnikernelInfo>,
+    },
+    Image {
+        image: ImageInfo,
+    },
+    Policy {
+        policy: PolicyReport,
+    },
+    Stats {
+        stats: Vec<NamedStats>,
+    },
+    Blocks {
+        blocks: Vec<BlockDeviceInfo>,
+        /// Files in the block directory that are not block devices.
+        invalid: Vec<InvalidBlock>,
+    },
+    Block {
+        block: BlockDeviceInfo,
+    },
+    /// How many bytes a transfer moved.
+    Transferred {
+        bytes: u64,
+    },
+}
+
+/// A file in the block directory that fulmar leaves alone, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct InvalidBlock {
+    pub file: String,
+    pub why: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch. Each subcommand is a thin client: the work is
 //! done by the daemon (or, for `inspect`, by `fulmar::host` directly).
 
+mod blocks;
 mod connect;
 mod create;
 mod inspect;
@@ -175,7 +176,15 @@ pub enum BlockCommand {
         compressed: bool,
     },
     /// Copy a block device's contents to a file or stdout (-)
-    Download { name: String, file: PathBuf },
+    Download {
+        name: String,
+        file: PathBuf,
+        /// Send it zlib-compressed
+        #[arg(long)]
+        compressed: bool,
+    },
+    /// Make a block device larger (never smaller)
+    Grow { name: String, size_mb: u64 },
     /// Delete a block device
     Destroy { name: String },
 }
@@ -235,7 +244,6 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
     let not_yet = |what, issue| Err(CliError::NotYet { what, issue });
     let command = match args.command {
         None => return not_yet("the TUI", "issue 6"),
-        Some(Command::Block(_)) => return not_yet("fulmar block", "issue 5"),
         Some(Command::Inspect {
             ref image,
             json,
@@ -275,10 +283,10 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
             let name = name.as_deref().map(remote::label).transpose()?;
             remote::stats(c, name, *json).await
         }
+        Command::Block(block) => blocks::run(c, block).await,
         Command::Daemon { .. }
         | Command::Proxy
         | Command::Inspect { .. }
-        | Command::Block(_)
         | Command::Monitor { .. } => {
             unreachable!("handled above")
         }

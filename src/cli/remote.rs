@@ -2,7 +2,7 @@
 
 use crate::cli::connect::{self, ConnectError};
 use crate::cli::create::{self, CreateError};
-use crate::cli::show;
+use crate::cli::show::{self, print, print_json};
 use crate::cli::{Args, CreateArgs};
 use fulmar::api::client::{Client, ClientError};
 use fulmar::api::console::{ConsoleEvent, LineSource, Since, visible};
@@ -12,7 +12,7 @@ use fulmar::api::time::now_ms;
 use fulmar::api::unikernel::RunState;
 use fulmar::host::paths::{Dirs, PathsError};
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +30,11 @@ pub enum RemoteError {
     Name(#[from] LabelError),
     #[error("cannot read the image {}: {source}", path.display())]
     Image {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    File {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -90,17 +95,6 @@ impl Target {
 
 fn unexpected(reply: Reply) -> RemoteError {
     RemoteError::Unexpected(format!("{reply:?}"))
-}
-
-fn print(text: &str) -> Result<(), RemoteError> {
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .map_err(RemoteError::Output)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), RemoteError> {
-    let json = serde_json::to_string(value).map_err(|e| RemoteError::Output(e.into()))?;
-    print(&(json + "\n"))
 }
 
 pub async fn list(client: &Client, json: bool) -> Result<(), RemoteError> {

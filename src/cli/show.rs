@@ -1,12 +1,25 @@
 //! How the CLI prints what the daemon answers: tables for people, `--json` for
 //! scripts (the api types, or flat rows where DESIGN.md names the fields).
 
+use crate::cli::remote::RemoteError;
 use fulmar::api::image::Target;
 use fulmar::api::policy::{PolicyReport, format_cpus};
 use fulmar::api::protocol::NamedStats;
 use fulmar::api::time::now_ms;
 use fulmar::api::unikernel::{ExitStatus, RunState, UnikernelInfo};
 use serde::Serialize;
+use std::io::Write;
+
+pub fn print(text: &str) -> Result<(), RemoteError> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(RemoteError::Output)
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> Result<(), RemoteError> {
+    let json = serde_json::to_string(value).map_err(|e| RemoteError::Output(e.into()))?;
+    print(&(json + "\n"))
+}
 
 /// One unikernel as `list --json` prints it.
 #[derive(Serialize, Debug, PartialEq, Eq)]

@@ -280,6 +280,18 @@ impl BlockStore {
 
     /// Every entry of the block directory, sorted by name: devices, and files
     /// that cannot be devices with the reason. Temp files are left out.
+    /// What the block devices take of the disk, in MB.
+    pub fn used_mb(&self) -> Result<u64, BlockError> {
+        Ok(self
+            .list()?
+            .iter()
+            .map(|l| match l {
+                Listed::Device { size_mb, .. } => *size_mb,
+                Listed::Invalid { .. } => 0,
+            })
+            .sum())
+    }
+
     pub fn list(&self) -> Result<Vec<Listed>, BlockError> {
         let entries = match fs::read_dir(&self.dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -3,10 +3,12 @@
 //! own task, so a slow stream never holds up another request.
 
 use crate::api::frame::{
-    Frame, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, server_handshake,
+    CreditWindow, Frame, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT,
+    server_handshake,
 };
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
 use crate::host::daemon::access::Access;
+use crate::host::daemon::blocks;
 use crate::host::daemon::session::{self, Context, Inbound, Out, Replies};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,6 +120,8 @@ async fn write_frames<W: AsyncWrite + Unpin>(
 struct Running {
     task: JoinHandle<()>,
     inbound: mpsc::Sender<Inbound>,
+    /// The client's credit, for a request that sends it data.
+    credit: Option<Arc<CreditWindow>>,
 }
 
 #[derive(Default)]
@@ -147,25 +151,46 @@ impl Requests {
                 let (inbound, incoming) = mpsc::channel(INCOMING);
                 let ctx = ctx.clone();
                 let replies = Replies::new(id, tx.clone());
+                let mut credit = None;
                 let task = match request {
                     // Subscribed here, before the next frame is read, so that
                     // whatever the client asks next is seen by the stream.
                     Request::Events => tokio::spawn(session::events(ctx.sup.events(), replies)),
+                    Request::BlockDownload { name, compressed } => {
+                        let window = Arc::new(CreditWindow::new());
+                        credit = Some(window.clone());
+                        tokio::spawn(async move {
+                            blocks::download(&ctx, name, compressed, replies, window).await
+                        })
+                    }
                     request => tokio::spawn(async move {
                         session::handle(&ctx, request, replies, incoming).await
                     }),
                 };
-                self.running.insert(id, Running { task, inbound });
+                self.running.insert(
+                    id,
+                    Running {
+                        task,
+                        inbound,
+                        credit,
+                    },
+                );
             }
             ClientMessage::End => return self.inbound(id, Inbound::End).await,
             ClientMessage::Cancel => {
                 if let Some(r) = self.running.remove(&id) {
                     r.task.abort();
+                    if let Some(w) = r.credit {
+                        w.close();
+                    }
                     let _ = tx.send(Out::Message(id, DaemonMessage::End)).await;
                 }
             }
-            // The daemon sends no binary stream yet that a client would pace.
-            ClientMessage::Credit { .. } => {}
+            ClientMessage::Credit { bytes } => {
+                if let Some(w) = self.running.get(&id).and_then(|r| r.credit.as_ref()) {
+                    w.grant(bytes);
+                }
+            }
         }
         Ok(())
     }
@@ -183,6 +208,9 @@ impl Requests {
     fn abort_all(&mut self) {
         for (_, r) in self.running.drain() {
             r.task.abort();
+            if let Some(w) = r.credit {
+                w.close();
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! state saved on every change and brought back when the daemon starts.
 
 pub mod access;
+pub(crate) mod blocks;
 pub mod connection;
 pub mod listen;
 pub mod session;
@@ -75,6 +76,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     })?;
 
     let sup = Supervisor::new(Settings::new(opts.dirs.clone()));
+    // Uploads a crash interrupted: their devices kept the old contents.
+    let stale = sup.block_store().clean_stale();
+    if stale > 0 {
+        tracing::info!("removed {stale} unfinished block uploads");
+    }
     for failure in sup.restore(loaded.state.unwrap_or_default()).await {
         tracing::warn!("{} was not started: {}", failure.name, failure.reason);
     }

@@ -8,7 +8,7 @@ use crate::api::label::Label;
 use crate::api::protocol::{
     ApiError, DaemonMessage, ErrorKind, NamedStats, Reply, Request, StreamItem,
 };
-use crate::host::daemon::Persist;
+use crate::host::daemon::{Persist, blocks};
 use crate::host::image::{self, Compression};
 use crate::host::supervisor::{Supervisor, SupervisorError};
 use bytes::Bytes;
@@ -43,8 +43,16 @@ impl Replies {
         Replies { id, tx }
     }
 
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(super) fn tx(&self) -> &mpsc::Sender<Out> {
+        &self.tx
+    }
+
     /// False once the connection is gone.
-    async fn send(&self, message: DaemonMessage) -> bool {
+    pub(super) async fn send(&self, message: DaemonMessage) -> bool {
         self.tx.send(Out::Message(self.id, message)).await.is_ok()
     }
 
@@ -76,6 +84,14 @@ pub async fn handle(
             follow,
         } => return console(ctx, &name, since, follow, out).await,
         Request::PutImage { compressed } => put_image(ctx, compressed, &out, inbound).await,
+        Request::BlockCreate {
+            name,
+            size_mb,
+            with_data,
+        } => blocks::create(ctx, name, size_mb, with_data, &out, inbound).await,
+        Request::BlockUpload { name, compressed } => {
+            blocks::upload(ctx, name, compressed, &out, inbound).await
+        }
         other => {
             let changes = matches!(
                 other,
@@ -137,7 +153,15 @@ async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
                 .map(|(name, stats)| NamedStats { name, stats })
                 .collect(),
         },
-        Request::Console { .. } | Request::Events | Request::PutImage { .. } => {
+        Request::BlockList => blocks::list(ctx).await?,
+        Request::BlockDestroy { name } => blocks::destroy(ctx, name).await?,
+        Request::BlockGrow { name, size_mb } => blocks::grow(ctx, name, size_mb).await?,
+        Request::Console { .. }
+        | Request::Events
+        | Request::PutImage { .. }
+        | Request::BlockCreate { .. }
+        | Request::BlockUpload { .. }
+        | Request::BlockDownload { .. } => {
             return Err(ApiError::new(
                 ErrorKind::Protocol,
                 "a streaming request reached the wrong handler",

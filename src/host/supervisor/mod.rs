@@ -391,11 +391,21 @@ impl Supervisor {
         Ok(image)
     }
 
-    /// The host's policy and what the unikernels take from it.
+    /// The host's policy and what the unikernels and block devices take from it.
     pub fn policy(&self) -> Result<PolicyReport, SupervisorError> {
         let policy = policy::host_policy(self.inner.blocks.dir())?;
-        let used = usage(&self.inner.lock());
+        let mut used = usage(&self.inner.lock());
+        used.disk_mb = self.inner.blocks.used_mb()?;
         Ok(PolicyReport { policy, used })
+    }
+
+    /// The unikernel holding block device `name`, if one does.
+    pub fn block_holder(&self, name: &Label) -> Option<Label> {
+        self.inner
+            .lock()
+            .values()
+            .find(|u| u.holds_resources() && u.config.blocks.iter().any(|b| b.block == *name))
+            .map(|u| u.config.name.clone())
     }
 
     /// Counters of every running unikernel; one that ends meanwhile is left out.

@@ -1,0 +1,198 @@
+//! `fulmar block ...`: the block device store through the daemon.
+
+use crate::cli::BlockCommand;
+use crate::cli::remote::{RemoteError, label};
+use crate::cli::show;
+use fulmar::api::client::Client;
+use fulmar::api::protocol::{Reply, Request};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteError> {
+    match command {
+        BlockCommand::List { json } => list(client, *json).await,
+        BlockCommand::Create {
+            name,
+            size_mb,
+            data,
+        } => {
+            let request = Request::BlockCreate {
+                name: label(name)?,
+                size_mb: *size_mb,
+                with_data: data.is_some(),
+            };
+            let reply = match data {
+                Some(path) => send_file(client, request, path).await?,
+                None => client.call(request).await?,
+            };
+            let Reply::Block { block } = reply else {
+                return Err(RemoteError::Unexpected(format!("{reply:?}")));
+            };
+            show::print(&format!("{}: {} MB\n", block.name, block.size_mb))
+        }
+        BlockCommand::Upload {
+            name,
+            file,
+            compressed,
+        } => {
+            let request = Request::BlockUpload {
+                name: label(name)?,
+                compressed: *compressed,
+            };
+            match send_file(client, request, file).await? {
+                Reply::Transferred { bytes } => {
+                    show::print(&format!("{name}: {bytes} bytes uploaded\n"))
+                }
+                other => Err(RemoteError::Unexpected(format!("{other:?}"))),
+            }
+        }
+        BlockCommand::Download {
+            name,
+            file,
+            compressed,
+        } => {
+            let request = Request::BlockDownload {
+                name: label(name)?,
+                compressed: *compressed,
+            };
+            let mut bar = Progress::new(None);
+            if file.as_os_str() == "-" {
+                client
+                    .receive_data(request, tokio::io::stdout(), |n| bar.show(n))
+                    .await?;
+            } else {
+                let out =
+                    tokio::fs::File::create(file)
+                        .await
+                        .map_err(|source| RemoteError::File {
+                            path: file.clone(),
+                            source,
+                        })?;
+                client.receive_data(request, out, |n| bar.show(n)).await?;
+            }
+            bar.done();
+            Ok(())
+        }
+        BlockCommand::Grow { name, size_mb } => {
+            let reply = client
+                .call(Request::BlockGrow {
+                    name: label(name)?,
+                    size_mb: *size_mb,
+                })
+                .await?;
+            let Reply::Block { block } = reply else {
+                return Err(RemoteError::Unexpected(format!("{reply:?}")));
+            };
+            show::print(&format!("{}: {} MB\n", block.name, block.size_mb))
+        }
+        BlockCommand::Destroy { name } => {
+            client
+                .call(Request::BlockDestroy { name: label(name)? })
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn list(client: &Client, json: bool) -> Result<(), RemoteError> {
+    let reply = client.call(Request::BlockList).await?;
+    let Reply::Blocks { blocks, invalid } = reply else {
+        return Err(RemoteError::Unexpected(format!("{reply:?}")));
+    };
+    for i in &invalid {
+        eprintln!(
+            "fulmar: {} is not a block device ({}); left alone",
+            i.file, i.why
+        );
+    }
+    if json {
+        return show::print_json(&blocks);
+    }
+    let rows: Vec<Vec<String>> = blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.to_string(),
+                b.size_mb.to_string(),
+                b.attached_to.as_ref().map_or("-".into(), |a| a.to_string()),
+            ]
+        })
+        .collect();
+    show::print(&show::table(&["NAME", "SIZE_MB", "ATTACHED_TO"], &rows))
+}
+
+/// Sends a file (or stdin for `-`) as the request's data, with a progress bar.
+async fn send_file(client: &Client, request: Request, path: &Path) -> Result<Reply, RemoteError> {
+    let file_err = |source| RemoteError::File {
+        path: path.to_owned(),
+        source,
+    };
+    if path.as_os_str() == "-" {
+        let mut bar = Progress::new(None);
+        let reply = client
+            .send_data(request, tokio::io::stdin(), |n| bar.show(n))
+            .await?;
+        bar.done();
+        return Ok(reply);
+    }
+    let file = tokio::fs::File::open(path).await.map_err(file_err)?;
+    let total = file.metadata().await.map_err(file_err)?.len();
+    let mut bar = Progress::new(Some(total));
+    let reply = client.send_data(request, file, |n| bar.show(n)).await?;
+    bar.done();
+    Ok(reply)
+}
+
+/// A progress line on stderr with bytes, rate and ETA, when stderr is a
+/// terminal; nothing otherwise (scripts, pipes).
+struct Progress {
+    total: Option<u64>,
+    start: Instant,
+    shown: Option<Instant>,
+    on_terminal: bool,
+}
+
+impl Progress {
+    fn new(total: Option<u64>) -> Progress {
+        Progress {
+            total,
+            start: Instant::now(),
+            shown: None,
+            on_terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, done: u64) {
+        if !self.on_terminal || self.shown.is_some_and(|t| t.elapsed().as_millis() < 100) {
+            return;
+        }
+        self.shown = Some(Instant::now());
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let line = match self.total {
+            Some(total) if total > 0 => {
+                let eta = (total.saturating_sub(done)) as f64 / rate.max(1.0);
+                format!(
+                    "\r{:>5.1}%  {} / {} MiB  {:.1} MiB/s  ETA {}s ",
+                    done as f64 * 100.0 / total as f64,
+                    done >> 20,
+                    total >> 20,
+                    rate / 1048576.0,
+                    eta.round()
+                )
+            }
+            _ => format!("\r{} MiB  {:.1} MiB/s ", done >> 20, rate / 1048576.0),
+        };
+        let mut err = std::io::stderr();
+        // A progress line that cannot be shown is no reason to stop a transfer.
+        let _ = err.write_all(line.as_bytes());
+        let _ = err.flush();
+    }
+
+    fn done(&self) {
+        if self.on_terminal && self.shown.is_some() {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Block devices end to end (issue 5): the real daemon and CLI; old contents
+//! survive every failed transfer.
+
+mod support;
+
+use fulmar::api::image::{DeviceKind, Target};
+use nix::sys::signal::Signal;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use support::daemon::{Host, eventually};
+use support::images::Spec;
+
+const MIB: usize = 1 << 20;
+
+/// Bytes that differ everywhere, so a misplaced chunk shows.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn block_file(host: &Host, name: &str) -> PathBuf {
+    host.data.path().join("block").join(name)
+}
+
+/// Every file in the block directory, to show nothing was left behind.
+fn block_dir(host: &Host) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(host.data.path().join("block"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn round_trips_keep_every_byte() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    for (mb, compressed) in [(1, false), (1, true), (16, false), (16, true), (512, false)] {
+        let name = format!("d{mb}{}", if compressed { "z" } else { "" });
+        host.ok(&["block", "create", &name, &mb.to_string()]);
+        let data = pattern(mb * MIB, mb as u64);
+        let source = if compressed {
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(&data).unwrap();
+            write_file(tmp.path(), &name, &z.finish().unwrap())
+        } else {
+            write_file(tmp.path(), &name, &data)
+        };
+        let mut args = vec!["block", "upload", &name, &source];
+        if compressed {
+            args.push("--compressed");
+        }
+        host.ok(&args);
+        assert_eq!(
+            sha(&std::fs::read(block_file(&host, &name)).unwrap()),
+            sha(&data),
+            "{name}"
+        );
+        let back = tmp.path().join(format!("{name}.back"));
+        let mut args = vec!["block", "download", &name, back.to_str().unwrap()];
+        if compressed {
+            args.push("--compressed");
+        }
+        host.ok(&args);
+        let mut got = std::fs::read(&back).unwrap();
+        if compressed {
+            let mut d = flate2::read::ZlibDecoder::new(&got[..]);
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut d, &mut plain).unwrap();
+            got = plain;
+        }
+        assert_eq!(sha(&got), sha(&data), "{name} downloaded");
+        std::fs::remove_file(back).unwrap();
+    }
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&host.ok(&["block", "list", "--json"])).unwrap();
+    assert_eq!(list.len(), 5);
+    assert!(
+        list.iter()
+            .any(|b| b["name"] == "d512" && b["size_mb"] == 512 && b["attached_to"].is_null())
+    );
+}
+
+#[test]
+fn stdin_and_stdout_carry_the_data() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "2"]);
+    let data = pattern(2 * MIB, 7);
+    let mut up = host
+        .command(&["--no-start", "block", "upload", "disk", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    up.stdin.take().unwrap().write_all(&data).unwrap();
+    assert!(up.wait().unwrap().success());
+    let down = host.run(&["block", "download", "disk", "-"]);
+    assert!(down.status.success());
+    assert_eq!(sha(&down.stdout), sha(&data));
+}
+
+#[test]
+fn failed_uploads_keep_the_old_contents() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let old = pattern(4 * MIB, 1);
+    let initial = write_file(tmp.path(), "old", &old);
+    host.ok(&["block", "create", "disk", "4", "--data", &initial]);
+    let intact = |host: &Host, why: &str| {
+        assert_eq!(
+            sha(&std::fs::read(block_file(host, "disk")).unwrap()),
+            sha(&old),
+            "{why}"
+        );
+        assert_eq!(block_dir(host), ["disk"], "{why} left a file behind");
+    };
+    // Oversize.
+    let big = write_file(tmp.path(), "big", &pattern(5 * MIB, 2));
+    let err = host.fails(&["block", "upload", "disk", &big]);
+    assert!(err.contains("disk"), "{err}");
+    intact(&host, "oversize");
+    // The client killed mid-stream.
+    let mut up = host
+        .command(&["--no-start", "block", "upload", "disk", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = up.stdin.take().unwrap();
+    stdin.write_all(&pattern(2 * MIB, 3)).unwrap();
+    up.kill().unwrap();
+    up.wait().unwrap();
+    drop(stdin);
+    eventually("the daemon drops the upload", || {
+        block_dir(&host) == ["disk"]
+    });
+    intact(&host, "client killed");
+    // The daemon killed -9 mid-stream, then started again.
+    let mut up = host
+        .command(&["--no-start", "block", "upload", "disk", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = up.stdin.take().unwrap();
+    stdin.write_all(&pattern(2 * MIB, 4)).unwrap();
+    host.signal_daemon(Signal::SIGKILL);
+    drop(stdin);
+    let _ = up.wait();
+    host.start(&[]);
+    intact(&host, "daemon killed");
+}
+
+#[test]
+fn a_full_disk_keeps_the_old_contents() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let mut host = Host::new();
+    let mount = host.data.path().join("block");
+    std::fs::create_dir_all(&mount).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mount,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=12m,mode=0700"),
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount(&self.0);
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let old = pattern(4 * MIB, 5);
+    host.ok(&[
+        "block",
+        "create",
+        "disk",
+        "4",
+        "--data",
+        &write_file(tmp.path(), "old", &old),
+    ]);
+    // Leave less room than an upload's temporary copy needs.
+    std::fs::write(mount.join("filler"), vec![1u8; 6 * MIB]).unwrap();
+    let err = host.fails(&[
+        "block",
+        "upload",
+        "disk",
+        &write_file(tmp.path(), "new", &pattern(4 * MIB, 6)),
+    ]);
+    assert!(err.to_lowercase().contains("space"), "{err}");
+    assert_eq!(sha(&std::fs::read(mount.join("disk")).unwrap()), sha(&old));
+    let mut left: Vec<String> = std::fs::read_dir(&mount)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["disk", "filler"]);
+    host.signal_daemon(Signal::SIGTERM);
+}
+
+#[test]
+fn attached_devices_cannot_be_replaced_or_destroyed() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "1"]);
+    let image = Spec::new(Target::Hvt, &[("storage", DeviceKind::Block)]).path();
+    host.ok(&[
+        "create",
+        "db",
+        image.to_str().unwrap(),
+        "--block",
+        "storage:disk",
+        "--",
+        "sleep-forever",
+    ]);
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&host.ok(&["block", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["attached_to"], "db");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_file(tmp.path(), "x", &pattern(MIB, 9));
+    assert!(
+        host.fails(&["block", "upload", "disk", &file])
+            .contains("attached to db")
+    );
+    assert!(
+        host.fails(&["block", "destroy", "disk"])
+            .contains("attached to db")
+    );
+    host.ok(&["destroy", "db"]);
+    host.ok(&["block", "upload", "disk", &file]);
+    host.ok(&["block", "destroy", "disk"]);
+    assert!(block_dir(&host).is_empty());
+}
+
+#[test]
+fn bad_names_and_sizes_are_refused() {
+    let mut host = Host::new();
+    host.start(&[]);
+    for bad in ["a/b", "..", "../x", ""] {
+        let out = host.run(&["block", "create", bad, "1"]);
+        assert!(!out.status.success(), "{bad:?} accepted");
+    }
+    assert!(
+        host.fails(&["block", "create", "zero", "0"])
+            .contains("at least 1 MB")
+    );
+    assert!(
+        host.fails(&["block", "create", "huge", "999999999"])
+            .contains("disk are free")
+    );
+    host.ok(&["block", "create", "ok", "1"]);
+    assert!(
+        host.fails(&["block", "create", "ok", "1"])
+            .contains("already exists")
+    );
+    assert_eq!(block_dir(&host), ["ok"]);
+}
