@@ -245,10 +245,8 @@ fn attached_devices_cannot_be_replaced_or_destroyed() {
     assert_eq!(list[0]["attached_to"], "db");
     let tmp = tempfile::tempdir().unwrap();
     let file = write_file(tmp.path(), "x", &pattern(MIB, 9));
-    assert!(
-        host.fails(&["block", "upload", "disk", &file])
-            .contains("attached to db")
-    );
+    let err = host.fails(&["block", "upload", "disk", &file]);
+    assert!(err.contains("attached to db"), "{err}");
     assert!(
         host.fails(&["block", "destroy", "disk"])
             .contains("attached to db")

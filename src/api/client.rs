@@ -160,7 +160,11 @@ impl Client {
         let mut sent = 0;
         loop {
             let room = tokio::select! {
-                room = window.reserve(CHUNK_SIZE) => room.map_err(|_| ClientError::Closed)?,
+                room = window.reserve(CHUNK_SIZE) => match room {
+                    Ok(room) => room,
+                    // The window closes when the answer arrives: that says why.
+                    Err(_) => return final_reply(&mut rx).await,
+                },
                 // The daemon refused early (a bad first chunk, no space).
                 early = final_reply(&mut rx) => return early,
             };

@@ -195,13 +195,12 @@ impl Requests {
         Ok(())
     }
 
+    /// Data for a request that has already answered (e.g. refused an upload
+    /// while its data was on the way) is dropped; the client has its answer.
     async fn inbound(&self, id: u64, item: Inbound) -> Result<(), String> {
-        let running = self
-            .running
-            .get(&id)
-            .ok_or_else(|| format!("data for request {id}, which takes none"))?;
-        // A handler that has finished (e.g. refused the upload) drops the rest.
-        let _ = running.inbound.send(item).await;
+        if let Some(running) = self.running.get(&id) {
+            let _ = running.inbound.send(item).await;
+        }
         Ok(())
     }
 
