@@ -78,6 +78,8 @@ fn write_random(path: &std::path::Path, len: u64) {
 }
 
 /// Runs `command`, returning its wall time and peak resident memory (KiB).
+/// The child is reaped by `wait4`, which also gives its rusage.
+#[allow(clippy::zombie_processes)]
 fn timed(command: &mut Command) -> (Duration, u64) {
     let start = Instant::now();
     let child = command.spawn().unwrap();
