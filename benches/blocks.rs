@@ -23,10 +23,16 @@ fn main() {
     let copy = dir.join("copy.img");
     let out = dir.join("out.img");
     let src = source.to_str().unwrap();
-    let (mut cp, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cp, mut cp_sync, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut up_rss, mut down_rss) = (0, 0);
     for _ in 0..3 {
         cp.push(timed(Command::new("cp").arg(&source).arg(&copy)).0);
+        std::fs::remove_file(&copy).unwrap();
+        // The same durability as an upload, which syncs before it renames.
+        let start = Instant::now();
+        timed(Command::new("cp").arg(&source).arg(&copy));
+        timed(Command::new("sync").arg(&copy));
+        cp_sync.push(start.elapsed());
         std::fs::remove_file(&copy).unwrap();
         let (t, rss) = timed(&mut host.command(&["--no-start", "block", "upload", "disk", src]));
         up.push(t);
@@ -47,9 +53,18 @@ fn main() {
         v.sort();
         (SIZE_MB as f64) / v[v.len() / 2].as_secs_f64()
     };
-    let (c, u, d) = (rate(&mut cp), rate(&mut up), rate(&mut down));
+    let (c, cs, u, d) = (
+        rate(&mut cp),
+        rate(&mut cp_sync),
+        rate(&mut up),
+        rate(&mut down),
+    );
     println!("1 GiB through the CLI and daemon, median of 3 (same filesystem):");
     println!("  cp                 {c:>8.0} MiB/s");
+    println!(
+        "  cp, then sync      {cs:>8.0} MiB/s  (upload vs this: {:.2}x)",
+        u / cs
+    );
     println!("  block upload       {u:>8.0} MiB/s  ({:.2}x cp)", u / c);
     println!("  block download     {d:>8.0} MiB/s  ({:.2}x cp)", d / c);
     println!(
