@@ -401,11 +401,7 @@ impl Supervisor {
 
     /// The unikernel holding block device `name`, if one does.
     pub fn block_holder(&self, name: &Label) -> Option<Label> {
-        self.inner
-            .lock()
-            .values()
-            .find(|u| u.holds_resources() && u.config.blocks.iter().any(|b| b.block == *name))
-            .map(|u| u.config.name.clone())
+        holder(&self.inner.lock(), name)
     }
 
     /// Counters of every running unikernel; one that ends meanwhile is left out.
@@ -573,12 +569,17 @@ fn block_infos(units: &BTreeMap<Label, Unit>, files: &[Option<BlockFile>]) -> Ve
         .map(|f| BlockDeviceInfo {
             name: f.name.clone(),
             size_mb: f.size_mb,
-            attached_to: units
-                .values()
-                .find(|u| u.holds_resources() && u.config.blocks.iter().any(|b| b.block == f.name))
-                .map(|u| u.config.name.clone()),
+            attached_to: holder(units, &f.name),
         })
         .collect()
+}
+
+/// The unikernel holding block device `block`: one that runs or will run again.
+fn holder(units: &BTreeMap<Label, Unit>, block: &Label) -> Option<Label> {
+    units
+        .values()
+        .find(|u| u.holds_resources() && u.config.blocks.iter().any(|b| b.block == *block))
+        .map(|u| u.config.name.clone())
 }
 
 impl Inner {
