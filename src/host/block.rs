@@ -946,17 +946,20 @@ mod tests {
 
     #[test]
     fn a_full_disk_keeps_the_old_contents() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting a small tmpfs to fill up needs root");
-            return;
-        }
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
-        let outcome = std::thread::spawn(move || {
-            if let Err(why) = private_tmpfs(&root) {
-                eprintln!("skipped: cannot mount a tmpfs in a mount namespace: {why}");
-                return;
-            }
+        // The shared namespace helper gives this thread a mount namespace of
+        // its own (and says why it skips without root), so the tmpfs mounted
+        // there stays invisible to the host.
+        crate::host::netns::run(move || {
+            nix::mount::mount(
+                Some("tmpfs"),
+                &root,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=3m,mode=0700"),
+            )
+            .expect("mount a tmpfs in the test's namespace");
             let store = BlockStore::new(&root);
             let old = pattern(MIB as usize, 10);
             let dev = store
@@ -974,36 +977,7 @@ mod tests {
             assert!(matches!(err, BlockError::NoSpace { .. }), "{err}");
             assert_eq!(fs::read(&dev.path).unwrap(), before);
             assert!(temps(&store).is_empty());
-        })
-        .join();
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    /// Moves this thread to a mount namespace of its own and mounts a 3 MiB
-    /// tmpfs on `dir` there, invisible to the host.
-    fn private_tmpfs(dir: &Path) -> Result<(), String> {
-        use nix::mount::{MsFlags, mount};
-        use nix::sched::{CloneFlags, unshare};
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-        // Keep the tmpfs from propagating back to the host.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(|e| format!("making / private: {e}"))?;
-        mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=3m,mode=0700"),
-        )
-        .map_err(|e| format!("mounting tmpfs: {e}"))
+        });
     }
 
     /// Fills the file system until it refuses, then frees a little, so the
