@@ -142,13 +142,7 @@ fn failed_uploads_keep_the_old_contents() {
     assert!(err.contains("disk"), "{err}");
     intact(&host, "oversize");
     // The client killed mid-stream.
-    let mut up = host
-        .command(&["--no-start", "block", "upload", "disk", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = up.stdin.take().unwrap();
-    stdin.write_all(&pattern(2 * MIB, 3)).unwrap();
+    let (mut up, stdin) = upload_under_way(&host, "disk", 3);
     up.kill().unwrap();
     up.wait().unwrap();
     drop(stdin);
@@ -157,18 +151,32 @@ fn failed_uploads_keep_the_old_contents() {
     });
     intact(&host, "client killed");
     // The daemon killed -9 mid-stream, then started again.
-    let mut up = host
-        .command(&["--no-start", "block", "upload", "disk", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = up.stdin.take().unwrap();
-    stdin.write_all(&pattern(2 * MIB, 4)).unwrap();
+    let (mut up, stdin) = upload_under_way(&host, "disk", 4);
     host.signal_daemon(Signal::SIGKILL);
     drop(stdin);
     let _ = up.wait();
     host.start(&[]);
     intact(&host, "daemon killed");
+}
+
+/// An upload from the CLI's stdin that has reached the daemon's temporary
+/// file and waits for more: the moment a failure must not cost the old contents.
+fn upload_under_way(
+    host: &Host,
+    name: &str,
+    seed: u64,
+) -> (std::process::Child, std::process::ChildStdin) {
+    let mut up = host
+        .command(&["--no-start", "block", "upload", name, "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = up.stdin.take().unwrap();
+    stdin.write_all(&pattern(2 * MIB, seed)).unwrap();
+    eventually("the upload reaches the daemon", || {
+        block_dir(host).iter().any(|f| f.starts_with(".partial_"))
+    });
+    (up, stdin)
 }
 
 #[test]
