@@ -140,7 +140,8 @@ impl Requests {
         self.running.retain(|_, r| !r.task.is_finished());
         let id = frame.id;
         if frame.kind == FrameKind::Data {
-            return self.inbound(id, Inbound::Data(frame.payload)).await;
+            self.inbound(id, Inbound::Data(frame.payload)).await;
+            return Ok(());
         }
         let message: ClientMessage = frame.json().map_err(|e: FrameError| e.to_string())?;
         match message {
@@ -176,7 +177,7 @@ impl Requests {
                     },
                 );
             }
-            ClientMessage::End => return self.inbound(id, Inbound::End).await,
+            ClientMessage::End => self.inbound(id, Inbound::End).await,
             ClientMessage::Cancel => {
                 if let Some(r) = self.running.remove(&id) {
                     r.task.abort();
@@ -197,11 +198,10 @@ impl Requests {
 
     /// Data for a request that has already answered (e.g. refused an upload
     /// while its data was on the way) is dropped; the client has its answer.
-    async fn inbound(&self, id: u64, item: Inbound) -> Result<(), String> {
+    async fn inbound(&self, id: u64, item: Inbound) {
         if let Some(running) = self.running.get(&id) {
             let _ = running.inbound.send(item).await;
         }
-        Ok(())
     }
 
     fn abort_all(&mut self) {
