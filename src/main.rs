@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fulmar: {e}");
-            ExitCode::from(e.exit_code())
+            ExitCode::FAILURE
         }
     }
 }

@@ -7,6 +7,7 @@ mod create;
 mod inspect;
 mod remote;
 mod show;
+mod tui;
 
 use clap::{Parser, Subcommand};
 use fulmar::api::protocol::Request;
@@ -35,6 +36,15 @@ pub struct Args {
     /// Do not start a daemon in the background when none is running
     #[arg(long, global = true)]
     pub no_start: bool,
+    /// TUI: offer no action that changes the host (destroy, restart, create, ...)
+    #[arg(long)]
+    pub read_only: bool,
+    /// TUI: the colour theme (overrides the config file)
+    #[arg(long, value_enum, value_name = "THEME")]
+    pub theme: Option<fulmar::ui::theme::ThemeName>,
+    /// TUI: the config file [default: the platform config directory's fulmar/config.toml]
+    #[arg(long, env = "FULMAR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -201,20 +211,8 @@ pub enum CliError {
     Daemon(#[from] fulmar::host::daemon::DaemonError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("`{what}` has not landed yet: it arrives with {issue}")]
-    NotYet {
-        what: &'static str,
-        issue: &'static str,
-    },
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::NotYet { .. } => 2,
-            _ => 1,
-        }
-    }
+    #[error("{0}")]
+    Tui(#[from] tui::TuiError),
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -241,9 +239,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
 }
 
 async fn dispatch(args: Args) -> Result<(), CliError> {
-    let not_yet = |what, issue| Err(CliError::NotYet { what, issue });
     let command = match args.command {
-        None => return not_yet("the TUI", "issue 6"),
+        None => {
+            let options = fulmar::ui::run::Options {
+                read_only: args.read_only,
+                theme: args.theme,
+                config: args.config.clone(),
+            };
+            return Ok(tui::run(&args, options).await?);
+        }
         Some(Command::Inspect {
             ref image,
             json,

@@ -1,0 +1,297 @@
+//! The link to the daemon: one task that connects, mirrors the daemon's state
+//! into [`Update`]s, carries out [`Command`]s, and when the connection is lost
+//! says so and reconnects by itself, resubscribing to every console the app
+//! still watches. The app never waits on it.
+
+use crate::api::client::{Client, ClientError};
+use crate::api::label::Label;
+use crate::api::protocol::{Reply, Request, StreamItem};
+use crate::ui::message::{Command, Update};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Opens a fresh connection to the daemon; the error says why not.
+pub type Connect =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Client, String>> + Send>> + Send + Sync>;
+
+/// Between tries to reach a daemon that is gone: short first, then patient.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(3);
+/// How often the counters of running unikernels are read.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+/// Events come in bursts (a restart is three); one list request answers them all.
+const EVENT_SETTLE: Duration = Duration::from_millis(30);
+
+/// Starts the link; updates go to `updates`, commands come from the sender it returns.
+pub fn spawn(connect: Connect, updates: mpsc::Sender<Update>) -> mpsc::UnboundedSender<Command> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(connect, rx, updates));
+    tx
+}
+
+/// Why a session ended.
+enum Ended {
+    /// The app is gone: stop.
+    AppGone,
+    Lost(String),
+}
+
+struct Link {
+    commands: mpsc::UnboundedReceiver<Command>,
+    updates: mpsc::Sender<Update>,
+    /// The consoles the app watches; they outlive connections.
+    watched: BTreeSet<Label>,
+}
+
+async fn run(
+    connect: Connect,
+    commands: mpsc::UnboundedReceiver<Command>,
+    updates: mpsc::Sender<Update>,
+) {
+    let mut link = Link {
+        commands,
+        updates,
+        watched: BTreeSet::new(),
+    };
+    let mut retry = FIRST_RETRY;
+    loop {
+        let reason = match connect().await {
+            Ok(client) => {
+                retry = FIRST_RETRY;
+                match link.session(Arc::new(client)).await {
+                    Ended::AppGone => return,
+                    Ended::Lost(reason) => reason,
+                }
+            }
+            Err(reason) => reason,
+        };
+        if !link.send(Update::Disconnected { reason }).await || !link.wait(retry).await {
+            return;
+        }
+        retry = (retry * 2).min(LAST_RETRY);
+    }
+}
+
+impl Link {
+    async fn send(&self, update: Update) -> bool {
+        self.updates.send(update).await.is_ok()
+    }
+
+    /// Sits out `pause` while still taking commands; false when the app is gone.
+    async fn wait(&mut self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return true,
+                command = self.commands.recv() => match command {
+                    None => return false,
+                    Some(Command::Watch(name)) => { self.watched.insert(name); }
+                    Some(Command::Unwatch(name)) => { self.watched.remove(&name); }
+                    Some(other) => {
+                        let outcome = Err("not connected to the daemon; try again once it is back".to_string());
+                        if !self.send(Update::Done { what: other.describe(), outcome }).await {
+                            return false;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn session(&mut self, client: Arc<Client>) -> Ended {
+        // Subscribe before listing, so no change falls between the two.
+        let mut events = match client.stream(Request::Events).await {
+            Ok(events) => events,
+            Err(e) => return Ended::Lost(e.to_string()),
+        };
+        let daemon = client.daemon().software.clone();
+        if !self.send(Update::Connected { daemon }).await {
+            return Ended::AppGone;
+        }
+        for request in [Request::List, Request::Policy, Request::BlockList] {
+            if let Err(ended) = self.fetch(&client, request).await {
+                return ended;
+            }
+        }
+        let mut consoles: HashMap<Label, JoinHandle<()>> = HashMap::new();
+        for name in self.watched.clone() {
+            consoles.insert(name.clone(), self.follow(&client, name));
+        }
+        let ended = self.serve(&client, &mut events, &mut consoles).await;
+        consoles.values().for_each(JoinHandle::abort);
+        ended
+    }
+
+    /// The session's loop: commands, events, stats, until one side goes.
+    async fn serve(
+        &mut self,
+        client: &Arc<Client>,
+        events: &mut crate::api::client::Stream,
+        consoles: &mut HashMap<Label, JoinHandle<()>>,
+    ) -> Ended {
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut relist: Option<Instant> = None;
+        loop {
+            let settle = async {
+                match relist {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return Ended::AppGone };
+                    self.command(client, command, consoles);
+                }
+                item = events.next() => match item {
+                    Some(Ok(StreamItem::Event { .. })) => {
+                        relist.get_or_insert(Instant::now() + EVENT_SETTLE);
+                    }
+                    Some(Ok(other)) => return Ended::Lost(format!("unexpected {other:?} on the event stream")),
+                    Some(Err(e)) => return Ended::Lost(e.to_string()),
+                    None => return Ended::Lost("the daemon closed the event stream".into()),
+                },
+                () = settle => {
+                    relist = None;
+                    // Creating or removing a unikernel changes what the policy and blocks show too.
+                    for request in [Request::List, Request::Policy, Request::BlockList] {
+                        if let Err(ended) = self.fetch(client, request).await {
+                            return ended;
+                        }
+                    }
+                }
+                _ = stats.tick() => {
+                    if let Err(ended) = self.fetch(client, Request::Stats { name: None }).await {
+                        return ended;
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(
+        &mut self,
+        client: &Arc<Client>,
+        command: Command,
+        consoles: &mut HashMap<Label, JoinHandle<()>>,
+    ) {
+        match command {
+            Command::Watch(name) => {
+                if self.watched.insert(name.clone()) {
+                    consoles.insert(name.clone(), self.follow(client, name));
+                }
+            }
+            Command::Unwatch(name) => {
+                self.watched.remove(&name);
+                if let Some(task) = consoles.remove(&name) {
+                    task.abort();
+                }
+            }
+            Command::RefreshBlocks => self.spawn_fetch(client, Request::BlockList),
+            Command::RefreshPolicy => self.spawn_fetch(client, Request::Policy),
+            Command::Destroy(name) => self.spawn_call(client, Request::Destroy { name }),
+            Command::Restart(name) => self.spawn_call(client, Request::Restart { name }),
+            Command::Remove(name) => self.spawn_call(client, Request::Remove { name }),
+        }
+    }
+
+    /// Asks `request` and passes the answer on as an update.
+    async fn fetch(&self, client: &Client, request: Request) -> Result<(), Ended> {
+        let update = match client.call(request).await {
+            Ok(reply) => as_update(reply),
+            Err(ClientError::Daemon(e)) => Some(Update::Done {
+                what: "refresh".into(),
+                outcome: Err(e.message),
+            }),
+            Err(e) => return Err(Ended::Lost(e.to_string())),
+        };
+        match update {
+            Some(update) => match self.send(update).await {
+                true => Ok(()),
+                false => Err(Ended::AppGone),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// [`Link::fetch`] in the background, for requests the app asked for.
+    fn spawn_fetch(&self, client: &Arc<Client>, request: Request) {
+        let (client, updates) = (client.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            if let Ok(Some(update)) = client.call(request).await.map(as_update) {
+                let _ = updates.send(update).await;
+            }
+        });
+    }
+
+    /// An operator's command, in the background; its outcome comes back as `Done`.
+    fn spawn_call(&self, client: &Arc<Client>, request: Request) {
+        let what = describe(&request);
+        let (client, updates) = (client.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            let outcome = client
+                .call(request)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = updates.send(Update::Done { what, outcome }).await;
+        });
+    }
+
+    /// Streams `name`'s console (history, then live) into updates. Lines seen
+    /// before a reconnect come again and the app's buffer skips them by `seq`.
+    fn follow(&self, client: &Arc<Client>, name: Label) -> JoinHandle<()> {
+        let (client, updates) = (client.clone(), self.updates.clone());
+        tokio::spawn(async move {
+            let request = Request::Console {
+                name: name.clone(),
+                since: crate::api::console::Since::Everything,
+                follow: true,
+            };
+            let mut stream = match client.stream(request).await {
+                Ok(stream) => stream,
+                Err(_) => return,
+            };
+            while let Some(Ok(StreamItem::Console { event })) = stream.next().await {
+                if updates
+                    .send(Update::Console {
+                        name: name.clone(),
+                        event,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+fn describe(request: &Request) -> String {
+    match request {
+        Request::Destroy { name } => Command::Destroy(name.clone()).describe(),
+        Request::Restart { name } => Command::Restart(name.clone()).describe(),
+        Request::Remove { name } => Command::Remove(name.clone()).describe(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn as_update(reply: Reply) -> Option<Update> {
+    match reply {
+        Reply::Unikernels { unikernels } => Some(Update::Unikernels(unikernels)),
+        Reply::Policy { policy } => Some(Update::Policy(policy)),
+        Reply::Blocks { blocks, .. } => Some(Update::Blocks(blocks)),
+        Reply::Stats { stats } => Some(Update::Stats(
+            stats.into_iter().map(|s| (s.name, s.stats)).collect(),
+        )),
+        _ => None,
+    }
+}
