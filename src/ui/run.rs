@@ -2,7 +2,7 @@
 //! out, only when something changed, at most one per [`FRAME`], each inside a
 //! synchronized update so a slow SSH link never shows half a frame.
 
-use crate::api::time::now_ms;
+use crate::api::time;
 use crate::ui::app::App;
 use crate::ui::config::{Config, ConfigError};
 use crate::ui::link::{self, Connect};
@@ -27,6 +27,32 @@ const RESIZE_SETTLE: Duration = Duration::from_millis(40);
 /// Updates taken in one go before input gets a turn, so keys stay answered
 /// during a flood of console lines.
 const UPDATE_BATCH: usize = 4096;
+
+/// The wall clock as the loop reads it: the system's at start, then moved on
+/// by tokio's monotonic clock, so a test with a paused clock controls it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall_ms: u64,
+    start: Instant,
+}
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock::starting_at(time::now_ms())
+    }
+
+    pub fn starting_at(wall_ms: u64) -> Clock {
+        Clock {
+            wall_ms,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.wall_ms.saturating_add(elapsed)
+    }
+}
 
 /// How `fulmar` (no subcommand) runs the TUI.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +105,7 @@ pub async fn run(options: Options, config: Config, connect: Connect) -> Result<(
         EventStream::new(),
         &mut updates,
         &commands,
+        Clock::system(),
         true,
     )
     .await;
@@ -94,11 +121,12 @@ pub async fn drive<B, S>(
     mut input: S,
     updates: &mut mpsc::Receiver<Update>,
     commands: &mpsc::UnboundedSender<Command>,
+    clock: Clock,
     sync: bool,
 ) -> io::Result<()>
 where
     B: Backend,
-    B::Error: Into<io::Error>,
+    B::Error: std::error::Error + Send + Sync + 'static,
     S: Stream<Item = io::Result<Event>> + Unpin,
 {
     // An ssh session that drops sends SIGHUP: leave cleanly so the terminal is restored.
@@ -108,10 +136,10 @@ where
     let mut settle_until: Option<Instant> = None;
     let mut updates_open = true;
     while !app.quitting() {
-        let wake = next_wake(app, last_frame, settle_until);
+        let wake = next_wake(app, &clock, last_frame, settle_until);
         tokio::select! {
             event = input.next() => match event {
-                Some(Ok(Event::Key(key))) => send(commands, app.on_key(key, now_ms())),
+                Some(Ok(Event::Key(key))) => send(commands, app.on_key(key, clock.now_ms())),
                 Some(Ok(Event::Resize(..))) => {
                     app.on_resize();
                     settle_until = Some(Instant::now() + RESIZE_SETTLE);
@@ -122,11 +150,11 @@ where
             },
             update = updates.recv(), if updates_open => match update {
                 Some(update) => {
-                    send(commands, app.on_update(update, now_ms()));
+                    send(commands, app.on_update(update, clock.now_ms()));
                     // Take what else is waiting: one frame for the whole burst.
                     for _ in 1..UPDATE_BATCH {
                         match updates.try_recv() {
-                            Ok(update) => send(commands, app.on_update(update, now_ms())),
+                            Ok(update) => send(commands, app.on_update(update, clock.now_ms())),
                             Err(_) => break,
                         }
                     }
@@ -134,14 +162,15 @@ where
                 None => updates_open = false,
             },
             () = sleep_until(wake) => {
-                if settle_until.is_some_and(|t| t <= Instant::now()) {
-                    settle_until = None;
-                }
-                if app.next_change_ms(now_ms()).is_some_and(|at| at <= now_ms()) {
-                    app.on_resize();
+                match settle_until {
+                    Some(t) if t <= Instant::now() => settle_until = None,
+                    Some(_) => {}
+                    // Nothing changed, so this is the moment the screen changes with time.
+                    None if !app.is_dirty() => app.on_resize(),
+                    None => {}
                 }
                 if settle_until.is_none() && app.take_dirty() {
-                    draw(terminal, app, sync)?;
+                    draw(terminal, app, clock.now_ms(), sync)?;
                     last_frame = Some(Instant::now());
                 }
             }
@@ -156,6 +185,7 @@ where
 /// allows if something changed, else when the screen changes with time.
 fn next_wake(
     app: &App,
+    clock: &Clock,
     last_frame: Option<Instant>,
     settle_until: Option<Instant>,
 ) -> Option<Instant> {
@@ -165,7 +195,7 @@ fn next_wake(
     if app.is_dirty() {
         return Some(last_frame.map_or_else(Instant::now, |t| t + FRAME));
     }
-    let now = now_ms();
+    let now = clock.now_ms();
     app.next_change_ms(now)
         .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)))
 }
@@ -184,20 +214,151 @@ fn send(link: &mpsc::UnboundedSender<Command>, commands: Vec<Command>) {
     }
 }
 
-fn draw<B>(terminal: &mut Terminal<B>, app: &App, sync: bool) -> io::Result<()>
+fn draw<B>(terminal: &mut Terminal<B>, app: &App, now: u64, sync: bool) -> io::Result<()>
 where
     B: Backend,
-    B::Error: Into<io::Error>,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     if sync {
         crossterm::execute!(io::stdout(), crossterm::terminal::BeginSynchronizedUpdate)?;
     }
-    let now = now_ms();
     terminal
         .draw(|frame| app.draw(frame, now))
-        .map_err(Into::into)?;
+        .map_err(io::Error::other)?;
     if sync {
         crossterm::execute!(io::stdout(), crossterm::terminal::EndSynchronizedUpdate)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::unikernel::{ExitStatus, UnikernelInfo};
+    use crate::ui::config::Config;
+    use crate::ui::fixtures::{NOW_MS, console_line, exited, label, running};
+    use crate::ui::keymap::Key;
+    use crossterm::event::{KeyCode, KeyEvent};
+    use ratatui::backend::TestBackend;
+
+    fn key(text: &str) -> io::Result<Event> {
+        Ok(Event::Key(text.parse::<Key>().unwrap().event()))
+    }
+
+    fn typed(text: &str) -> Vec<io::Result<Event>> {
+        text.chars()
+            .map(|c| Ok(Event::Key(KeyEvent::from(KeyCode::Char(c)))))
+            .collect()
+    }
+
+    /// What a run of the loop left behind.
+    struct Ran {
+        app: App,
+        frames: usize,
+        screen: String,
+    }
+
+    /// Runs the loop on a TestBackend: `script` feeds it updates and keys and
+    /// ends by sending `q`.
+    async fn run_loop<F, Fut>(script: F) -> Ran
+    where
+        F: FnOnce(mpsc::UnboundedSender<io::Result<Event>>, mpsc::Sender<Update>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (input, input_rx) = mpsc::unbounded_channel();
+        let (updates, mut updates_rx) = mpsc::channel(UPDATE_BATCH);
+        let (commands, _commands_rx) = mpsc::unbounded_channel();
+        let feeder = tokio::spawn(script(input, updates));
+        let mut app = App::new(Config::default(), false);
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        let stream = Box::pin(futures_util::stream::unfold(
+            input_rx,
+            |mut rx| async move { rx.recv().await.map(|event| (event, rx)) },
+        ));
+        drive(
+            &mut terminal,
+            &mut app,
+            stream,
+            &mut updates_rx,
+            &commands,
+            Clock::starting_at(NOW_MS),
+            false,
+        )
+        .await
+        .unwrap();
+        feeder.await.unwrap();
+        Ran {
+            app,
+            frames: terminal.get_frame().count(),
+            screen: terminal.backend().to_string(),
+        }
+    }
+
+    async fn connect(updates: &mpsc::Sender<Update>, list: Vec<UnikernelInfo>) {
+        let connected = Update::Connected {
+            daemon: "test".into(),
+        };
+        updates.send(connected).await.unwrap();
+        updates.send(Update::Unikernels(list)).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_screen_draws_no_frames() {
+        let idle_for = |pause: Duration| {
+            run_loop(move |input, updates| async move {
+                connect(&updates, vec![exited("done", ExitStatus::Code(0))]).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(pause).await;
+                input.send(key("q")).unwrap();
+            })
+        };
+        let brief = idle_for(Duration::ZERO).await.frames;
+        let long = idle_for(Duration::from_secs(10)).await.frames;
+        assert_eq!(brief, long, "ten idle seconds drew frames");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_unikernel_redraws_when_its_uptime_text_changes_and_only_then() {
+        let ran = run_loop(|input, updates| async move {
+            // Up 59.5 s: "59s", then "1m" half a second later, then nothing for 50 s.
+            connect(&updates, vec![running("web", 59_500)]).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mid_minute = 50;
+            tokio::time::sleep(Duration::from_secs(mid_minute)).await;
+            input.send(key("q")).unwrap();
+        })
+        .await;
+        assert!(ran.screen.contains(" 1m "), "{}", ran.screen);
+        assert!(ran.frames <= 3, "{} frames in 51 s", ran.frames);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_console_lines_is_drawn_at_most_sixty_times_a_second() {
+        const LINES: u64 = 20_000;
+        let started = Instant::now();
+        let ran = run_loop(|input, updates| async move {
+            connect(&updates, vec![running("web", 0)]).await;
+            input.send(key(":")).unwrap();
+            typed("console web")
+                .into_iter()
+                .for_each(|k| input.send(k).unwrap());
+            input.send(key("enter")).unwrap();
+            for seq in 1..=LINES {
+                let line = console_line(seq, "a line of console output");
+                updates.send(line).await.unwrap();
+                if seq % 1_000 == 0 {
+                    // The daemon streams in bursts; let a little time pass between them.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            input.send(key("q")).unwrap();
+        })
+        .await;
+        let elapsed = started.elapsed();
+        let budget = 2 + (elapsed.as_secs_f64() / FRAME.as_secs_f64()).ceil() as usize;
+        assert!(ran.frames <= budget, "{} frames in {elapsed:?}", ran.frames);
+        let buffer = ran.app.model.consoles.get(&label("web"));
+        let last = buffer.and_then(|b| b.lines().back().map(|l| l.seq));
+        assert_eq!(last, Some(LINES), "every line arrived");
+    }
 }
