@@ -20,8 +20,9 @@ pub enum LineSource {
 /// One line of a unikernel's console.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleLine {
-    /// Increases by one per line of this unikernel's console and is never
-    /// reused, across runs and restarts, so a client can tell a gap.
+    /// Increases by one per line of this unikernel's console, across its runs
+    /// and restarts, so a client can tell a gap. The count lives in the
+    /// daemon: a restarted daemon starts again from 0 (with later `at_ms`).
     pub seq: u64,
     /// When the line was complete, in wall-clock milliseconds since the Unix epoch.
     pub at_ms: u64,

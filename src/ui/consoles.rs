@@ -27,8 +27,8 @@ pub struct ConsoleBuffer {
     lines: VecDeque<Line>,
     /// Lines the daemon skipped for us because we fell behind.
     dropped: u64,
-    /// Lines cleared from view by the operator (`Clear`); later ones show.
-    cleared_through: Option<u64>,
+    /// The last line (seq, time) cleared from view by the operator; later ones show.
+    cleared_through: Option<(u64, u64)>,
     /// Bumped on every change, so views can tell cheaply whether to redo work.
     generation: u64,
 }
@@ -39,9 +39,7 @@ impl ConsoleBuffer {
     pub fn push(&mut self, event: ConsoleEvent) -> bool {
         match event {
             ConsoleEvent::Line(line) => {
-                if self.lines.back().is_some_and(|last| line.seq <= last.seq)
-                    || self.cleared_through.is_some_and(|c| line.seq <= c)
-                {
+                if self.seen(line.seq, line.at_ms) {
                     return false;
                 }
                 if self.lines.len() == KEPT_LINES {
@@ -61,10 +59,21 @@ impl ConsoleBuffer {
         true
     }
 
+    /// Whether a line was had before: the history sent again after a
+    /// reconnect repeats both its number and its time. A daemon that was
+    /// restarted numbers its lines from 0 again, but they are later.
+    fn seen(&self, seq: u64, at_ms: u64) -> bool {
+        let before = |(s, at): (u64, u64)| seq <= s && at_ms <= at;
+        self.lines
+            .back()
+            .is_some_and(|last| before((last.seq, last.at_ms)))
+            || self.cleared_through.is_some_and(before)
+    }
+
     /// Hides every line so far; the daemon's history is untouched.
     pub fn clear(&mut self) {
         if let Some(last) = self.lines.back() {
-            self.cleared_through = Some(last.seq);
+            self.cleared_through = Some((last.seq, last.at_ms));
         }
         self.lines.clear();
         self.generation = self.generation.wrapping_add(1);
@@ -124,9 +133,13 @@ mod tests {
     use crate::api::console::ConsoleLine;
 
     fn line(seq: u64, bytes: &[u8]) -> ConsoleEvent {
+        line_at(seq, 1000 + seq, bytes)
+    }
+
+    fn line_at(seq: u64, at_ms: u64, bytes: &[u8]) -> ConsoleEvent {
         ConsoleEvent::Line(ConsoleLine {
             seq,
-            at_ms: 1000 + seq,
+            at_ms,
             bytes: bytes.to_vec(),
             continued: false,
             source: LineSource::Unikernel,
@@ -154,6 +167,17 @@ mod tests {
         let seqs: Vec<u64> = buffer.lines().iter().map(|l| l.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
         assert_ne!(buffer.generation(), generation);
+    }
+
+    #[test]
+    fn a_restarted_daemon_numbering_from_zero_again_is_not_mistaken_for_history() {
+        let mut buffer = ConsoleBuffer::default();
+        for seq in 1..=3 {
+            buffer.push(line(seq, b"x"));
+        }
+        assert!(buffer.push(line_at(0, 5_000, b"re-adopted")));
+        assert!(buffer.push(line_at(1, 5_001, b"y")));
+        assert_eq!(buffer.lines().len(), 5);
     }
 
     #[test]

@@ -1,0 +1,175 @@
+//! The TUI's daemon link against the real daemon: it mirrors the state,
+//! streams watched consoles, carries out commands, and after the daemon goes
+//! away says so, reconnects by itself and resumes the consoles without
+//! showing a line twice.
+
+mod support;
+
+use fulmar::api::client::Client;
+use fulmar::api::console::{ConsoleEvent, ConsoleLine, LineSource};
+use fulmar::api::image::Target;
+use fulmar::api::label::Label;
+use fulmar::api::unikernel::RunState;
+use fulmar::ui::consoles::ConsoleBuffer;
+use fulmar::ui::link::{self, Connect};
+use fulmar::ui::message::{Command, Update};
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::daemon::Host;
+use support::images::Spec;
+use tokio::sync::mpsc;
+
+fn connector(socket: PathBuf) -> Connect {
+    Box::new(move || {
+        let socket = socket.clone();
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (read, write) = stream.into_split();
+            Client::over(read, write).await.map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// Waits for the first update `pick` accepts, skipping the others.
+async fn next<T>(
+    updates: &mut mpsc::Receiver<Update>,
+    what: &str,
+    mut pick: impl FnMut(Update) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            let update = updates.recv().await.expect("the link stopped");
+            if let Some(found) = pick(update) {
+                return found;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("never: {what}"))
+}
+
+fn console_text(update: Update) -> Option<(u64, u64, String)> {
+    match update {
+        Update::Console {
+            event: ConsoleEvent::Line(line),
+            ..
+        } => Some((
+            line.seq,
+            line.at_ms,
+            String::from_utf8_lossy(&line.bytes).into_owned(),
+        )),
+        _ => None,
+    }
+}
+
+fn line(seq: u64, at_ms: u64, text: &str) -> ConsoleEvent {
+    ConsoleEvent::Line(ConsoleLine {
+        seq,
+        at_ms,
+        bytes: text.as_bytes().to_vec(),
+        continued: false,
+        source: LineSource::Unikernel,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_mirrors_the_daemon_and_survives_its_restart() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let image = Spec::new(Target::Hvt, &[]).path();
+    let image = image.to_str().unwrap();
+    host.ok(&[
+        "create",
+        "web",
+        image,
+        "--",
+        "print=first",
+        "sleep=400",
+        "print=second",
+        "sleep-forever",
+    ]);
+    let web = Label::new("web").unwrap();
+
+    let (tx, mut updates) = mpsc::channel(1024);
+    let commands = link::spawn(connector(host.socket()), tx);
+    next(&mut updates, "connected", |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    let list = next(&mut updates, "the list", |u| match u {
+        Update::Unikernels(list) => Some(list),
+        _ => None,
+    })
+    .await;
+    assert_eq!(list.len(), 1);
+    assert!(matches!(list[0].state, RunState::Running { .. }));
+
+    commands.send(Command::Watch(web.clone())).unwrap();
+    let mut before: Vec<(u64, u64, String)> = Vec::new();
+    while !before.iter().any(|(_, _, text)| text == "second") {
+        before.push(next(&mut updates, "the console's lines", console_text).await);
+    }
+    assert!(
+        before.iter().any(|(_, _, text)| text == "first"),
+        "{before:?}"
+    );
+
+    // The daemon goes; the unikernel stays, and so does the link.
+    host.signal_daemon(Signal::SIGKILL);
+    let reason = next(&mut updates, "the disconnection", |u| match u {
+        Update::Disconnected { reason } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert!(!reason.is_empty());
+    commands.send(Command::Destroy(web.clone())).unwrap();
+    let refused = next(
+        &mut updates,
+        "the refusal while disconnected",
+        |u| match u {
+            Update::Done { outcome, .. } => Some(outcome),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(refused.unwrap_err().contains("not connected"));
+
+    host.start(&[]);
+    next(&mut updates, "reconnected", |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    // The console is resubscribed. The new daemon lost the old history and
+    // numbers from 0 again; the app's buffer must take its lines all the same.
+    let adopted = next(&mut updates, "the console after the restart", |u| match u {
+        Update::Console { event, .. } => Some(event),
+        _ => None,
+    })
+    .await;
+    let mut buffer = ConsoleBuffer::default();
+    for (seq, at_ms, text) in &before {
+        buffer.push(line(*seq, *at_ms, text));
+    }
+    assert!(
+        buffer.push(adopted.clone()),
+        "{adopted:?} was taken for history"
+    );
+
+    commands.send(Command::Destroy(web.clone())).unwrap();
+    let outcome = next(&mut updates, "the destroy's outcome", |u| match u {
+        Update::Done { what, outcome } => Some((what, outcome)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(outcome, ("destroy web".to_string(), Ok(())));
+    let stopped = next(&mut updates, "the list after destroy", |u| match u {
+        Update::Unikernels(list) if list.iter().all(|u| u.state == RunState::Stopped) => Some(list),
+        _ => None,
+    })
+    .await;
+    assert_eq!(stopped.len(), 1);
+}
