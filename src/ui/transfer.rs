@@ -187,27 +187,20 @@ impl Transfers {
 }
 
 /// Runs `job` to its end or until cancelled, and reports how it went.
-pub async fn run(
+async fn run(
     job: Job,
     connect: Arc<Connect>,
     updates: mpsc::Sender<Update>,
     cancelled: oneshot::Receiver<()>,
 ) {
     let progress = AtomicU64::new(0);
-    // A download's partial file, removed unless the download completed.
-    let partial = match &job {
-        Job::Download { path, .. } => Some(partial_path(&local(path))),
-        _ => None,
-    };
+    // Cancelling drops the work, and with it the job's connection (so the
+    // daemon drops its side) and a download's partial file.
     let outcome = tokio::select! {
-        outcome = carry_out(&job, &connect, &progress, partial.as_deref(), &updates) => outcome,
+        outcome = carry_out(&job, &connect, &progress, &updates) => outcome,
         // A dropped switch means the link is gone: stop as well.
         _ = cancelled => Err(TransferError::Cancelled(job.cancelled())),
     };
-    // The job's connection is gone by now, so the daemon has dropped its side.
-    if let Some(partial) = partial.filter(|_| !matches!(outcome, Ok(Finished::Done))) {
-        let _ = tokio::fs::remove_file(partial).await;
-    }
     let block = job.block().clone();
     let _ = updates.send(Update::TransferEnded { block }).await;
     let end = match outcome {
@@ -238,7 +231,6 @@ async fn carry_out(
     job: &Job,
     connect: &Connect,
     progress: &AtomicU64,
-    partial: Option<&Path>,
     updates: &mpsc::Sender<Update>,
 ) -> Result<Finished, TransferError> {
     let reporter = Reporter {
@@ -276,8 +268,7 @@ async fn carry_out(
             if !overwrite && exists(&path).await? {
                 return Ok(Finished::WouldOverwrite(path));
             }
-            let partial = partial.unwrap_or(&path);
-            download(connect, name, &path, partial, &reporter).await?
+            download(connect, name, &path, &reporter).await?
         }
     };
     refresh(&client, updates).await;
@@ -314,12 +305,12 @@ async fn send_file(
     }
 }
 
-/// Receives block device `name` into `partial`, then puts it in place as `path`.
+/// Receives block device `name` into a partial file beside `path`, then
+/// puts it in place.
 async fn download(
     connect: &Connect,
     name: &Label,
     path: &Path,
-    partial: &Path,
     reporter: &Reporter<'_>,
 ) -> Result<Client, TransferError> {
     let write_err = |source| TransferError::Write {
@@ -334,13 +325,14 @@ async fn download(
             .map(|b| b.size_mb << 20),
         other => return Err(TransferError::Unexpected(format!("{other:?}"))),
     };
+    let mut partial = Partial::beside(path);
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         // Disk images are nobody else's business.
         .mode(0o600)
-        .open(partial)
+        .open(&partial.path)
         .await
         .map_err(write_err)?;
     let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
@@ -354,8 +346,44 @@ async fn download(
     reporter.around(receive, total).await?;
     out.flush().await.map_err(write_err)?;
     out.get_ref().sync_all().await.map_err(write_err)?;
-    tokio::fs::rename(partial, path).await.map_err(write_err)?;
+    tokio::fs::rename(&partial.path, path)
+        .await
+        .map_err(write_err)?;
+    partial.kept = true;
     Ok(client)
+}
+
+/// A download's file until it is complete: removed when the download ends
+/// any other way, cancelled ones included (their future is simply dropped).
+struct Partial {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Partial {
+    /// A hidden name beside `path`, so the final rename stays on one filesystem.
+    fn beside(path: &Path) -> Partial {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .map_or_else(|| "download".into(), |n| n.to_string_lossy().into_owned());
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let file = format!(".{name}.fulmar-{}-{unique}.partial", std::process::id());
+        Partial {
+            path: path.with_file_name(file),
+            kept: false,
+        }
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            // One unlink: quick enough for an async context, and nothing
+            // to report if it was never created.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Tells the app where a transfer stands while its work runs.
@@ -456,31 +484,37 @@ async fn exists(path: &Path) -> Result<bool, TransferError> {
     }
 }
 
-/// Where a download to `path` collects its bytes: a hidden file beside it, so
-/// the final rename stays on one filesystem.
-fn partial_path(path: &Path) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map_or_else(|| "download".into(), |n| n.to_string_lossy().into_owned());
-    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(
-        ".{name}.fulmar-{}-{unique}.partial",
-        std::process::id()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_partial_download_sits_beside_its_file_hidden() {
-        let partial = partial_path(Path::new("/tmp/x/disk.img"));
-        assert_eq!(partial.parent(), Some(Path::new("/tmp/x")));
-        let name = partial.file_name().unwrap().to_string_lossy();
+        let partial = Partial::beside(Path::new("/tmp/x/disk.img"));
+        assert_eq!(partial.path.parent(), Some(Path::new("/tmp/x")));
+        let name = partial.path.file_name().unwrap().to_string_lossy();
         assert!(name.starts_with(".disk.img.fulmar-"), "{name}");
-        assert_ne!(partial_path(Path::new("/tmp/x/disk.img")), partial);
+        assert_ne!(
+            Partial::beside(Path::new("/tmp/x/disk.img")).path,
+            partial.path
+        );
+    }
+
+    #[test]
+    fn a_partial_file_goes_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("disk.img");
+        let dropped = Partial::beside(&target);
+        std::fs::write(&dropped.path, b"half").unwrap();
+        let path = dropped.path.clone();
+        drop(dropped);
+        assert!(!path.exists());
+        let mut kept = Partial::beside(&target);
+        std::fs::write(&kept.path, b"all").unwrap();
+        kept.kept = true;
+        let path = kept.path.clone();
+        drop(kept);
+        assert!(path.exists());
     }
 
     #[test]

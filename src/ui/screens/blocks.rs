@@ -310,6 +310,7 @@ impl View for BlocksView {
         let count = model.blocks.as_ref().map_or(0, Vec::len);
         match model.transfers.len() {
             0 => format!("block devices ({count})"),
+            1 => format!("block devices ({count}), a transfer under way"),
             n => format!("block devices ({count}), {n} transfers under way"),
         }
     }
