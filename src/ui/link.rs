@@ -7,6 +7,7 @@ use crate::api::client::{Client, ClientError};
 use crate::api::label::Label;
 use crate::api::protocol::{Reply, Request, StreamItem};
 use crate::ui::message::{Command, Update};
+use crate::ui::transfer::{self, Job, Transfers};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +48,9 @@ struct Link {
     updates: mpsc::Sender<Update>,
     /// The consoles the app watches; they outlive connections.
     watched: BTreeSet<Label>,
+    /// Block transfers, each on a connection of its own from `connect`.
+    connect: Arc<Connect>,
+    transfers: Transfers,
 }
 
 async fn run(
@@ -54,10 +58,13 @@ async fn run(
     commands: mpsc::UnboundedReceiver<Command>,
     updates: mpsc::Sender<Update>,
 ) {
+    let connect = Arc::new(connect);
     let mut link = Link {
         commands,
         updates,
         watched: BTreeSet::new(),
+        connect: connect.clone(),
+        transfers: Transfers::default(),
     };
     let mut retry = FIRST_RETRY;
     loop {
@@ -93,6 +100,7 @@ impl Link {
                     None => return false,
                     Some(Command::Watch(name)) => { self.watched.insert(name); }
                     Some(Command::Unwatch(name)) => { self.watched.remove(&name); }
+                    Some(Command::CancelTransfer(name)) => { self.transfers.cancel(&name); }
                     Some(other) => {
                         let outcome = Err("not connected to the daemon; try again once it is back".to_string());
                         if !self.send(Update::Done { what: other.describe(), outcome }).await {
@@ -199,6 +207,16 @@ impl Link {
             Command::Destroy(name) => self.spawn_call(client, Request::Destroy { name }),
             Command::Restart(name) => self.spawn_call(client, Request::Restart { name }),
             Command::Remove(name) => self.spawn_call(client, Request::Remove { name }),
+            Command::BlockCreate { .. }
+            | Command::BlockUpload { .. }
+            | Command::BlockDownload { .. }
+            | Command::BlockDestroy(_) => match Job::of(&command) {
+                Some(job) => self.transfers.start(&self.connect, job, &self.updates),
+                None => transfer::change(client, &command, &self.updates),
+            },
+            Command::CancelTransfer(name) => {
+                self.transfers.cancel(&name);
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use crate::api::policy::PolicyReport;
 use crate::api::stats::Stats;
 use crate::api::unikernel::UnikernelInfo;
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 /// Something the daemon told the link, or the link found out about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,43 @@ pub enum Update {
         what: String,
         outcome: Result<(), String>,
     },
+    /// How far a block transfer has got; the first one says it started.
+    Transfer {
+        block: Label,
+        kind: TransferKind,
+        done: u64,
+        /// `None` when the size is not known beforehand (a pipe).
+        total: Option<u64>,
+    },
+    /// The transfer of `block` is over (its outcome follows as `Done`).
+    TransferEnded {
+        block: Label,
+    },
+    /// A download would replace an existing local file: the operator decides
+    /// (the command again with `overwrite`) or lets it be.
+    WouldOverwrite {
+        block: Label,
+        path: PathBuf,
+    },
+}
+
+/// Which way a block transfer moves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// A new device filled from a local file.
+    Create,
+    Upload,
+    Download,
+}
+
+impl TransferKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferKind::Create => "create",
+            TransferKind::Upload => "upload",
+            TransferKind::Download => "download",
+        }
+    }
 }
 
 /// Something the operator asked of the daemon.
@@ -54,6 +92,27 @@ pub enum Command {
     Unwatch(Label),
     RefreshBlocks,
     RefreshPolicy,
+    /// A new block device, filled from the operator's local file `data` if given.
+    BlockCreate {
+        name: Label,
+        size_mb: u64,
+        data: Option<PathBuf>,
+    },
+    /// Replaces the device's contents with the local file `path`.
+    BlockUpload {
+        name: Label,
+        path: PathBuf,
+    },
+    /// Copies the device to the local file `path`; an existing file is only
+    /// replaced with `overwrite` (else the link answers `WouldOverwrite`).
+    BlockDownload {
+        name: Label,
+        path: PathBuf,
+        overwrite: bool,
+    },
+    BlockDestroy(Label),
+    /// Stops the transfer of this device; an upload leaves the old contents.
+    CancelTransfer(Label),
 }
 
 impl Command {
@@ -67,6 +126,15 @@ impl Command {
             Command::Unwatch(name) => format!("stop watching the console of {name}"),
             Command::RefreshBlocks => "list block devices".into(),
             Command::RefreshPolicy => "read the host policy".into(),
+            Command::BlockCreate { name, .. } => format!("create block device {name}"),
+            Command::BlockUpload { name, path } => {
+                format!("upload {} to {name}", path.display())
+            }
+            Command::BlockDownload { name, path, .. } => {
+                format!("download {name} to {}", path.display())
+            }
+            Command::BlockDestroy(name) => format!("destroy block device {name}"),
+            Command::CancelTransfer(name) => format!("cancel the transfer of {name}"),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod run;
 pub mod screens;
 pub mod theme;
+pub mod transfer;
 pub mod widgets;
 
 #[cfg(test)]

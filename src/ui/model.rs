@@ -8,8 +8,9 @@ use crate::api::policy::PolicyReport;
 use crate::api::stats::Stats;
 use crate::api::unikernel::UnikernelInfo;
 use crate::ui::consoles::Consoles;
-use crate::ui::message::Update;
-use std::collections::HashMap;
+use crate::ui::message::{TransferKind, Update};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 /// How the link to the daemon stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,24 @@ pub struct CpuUse {
     pub percent: f64,
 }
 
+/// A block transfer under way, as its progress updates told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub kind: TransferKind,
+    pub done: u64,
+    pub total: Option<u64>,
+    /// When the first update arrived (the transfer started) and the last one.
+    pub started_ms: u64,
+    pub at_ms: u64,
+}
+
+/// A download that waits for the operator's word before replacing a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overwrite {
+    pub block: Label,
+    pub path: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub link: Link,
@@ -40,6 +59,11 @@ pub struct Model {
     pub blocks: Option<Vec<BlockDeviceInfo>>,
     pub policy: Option<PolicyReport>,
     pub consoles: Consoles,
+    /// Block transfers under way, by device.
+    pub transfers: BTreeMap<Label, Transfer>,
+    /// The link found the download's file already there; cleared by the
+    /// screen that puts the question.
+    pub overwrite: Option<Overwrite>,
     /// When the last stats arrived, for CPU use between readings.
     stats_at_ms: u64,
 }
@@ -54,6 +78,8 @@ impl Default for Model {
             blocks: None,
             policy: None,
             consoles: Consoles::default(),
+            transfers: BTreeMap::new(),
+            overwrite: None,
             stats_at_ms: 0,
         }
     }
@@ -75,6 +101,30 @@ impl Model {
             Update::Console { name, event } => self.consoles.push(&name, event),
             // Outcomes are the app's to show.
             Update::Done { .. } => false,
+            Update::Transfer {
+                block,
+                kind,
+                done,
+                total,
+            } => {
+                let started_ms = self
+                    .transfers
+                    .get(&block)
+                    .filter(|t| t.kind == kind)
+                    .map_or(now_ms, |t| t.started_ms);
+                let transfer = Transfer {
+                    kind,
+                    done,
+                    total,
+                    started_ms,
+                    at_ms: now_ms,
+                };
+                self.transfers.insert(block, transfer) != Some(transfer)
+            }
+            Update::TransferEnded { block } => self.transfers.remove(&block).is_some(),
+            Update::WouldOverwrite { block, path } => {
+                replace(&mut self.overwrite, Some(Overwrite { block, path }))
+            }
         }
     }
 

@@ -101,6 +101,14 @@ pub struct Ask {
 pub enum Question {
     /// Where to save the focused console.
     SavePath,
+    /// A new block device: its name, then its size, then an optional file.
+    BlockName,
+    BlockSize,
+    BlockData,
+    /// The local file to upload into the selected block device.
+    UploadPath,
+    /// The local file to download the selected block device to.
+    DownloadPath,
 }
 
 /// A message on the status line.

@@ -2,6 +2,7 @@
 
 pub mod confirm;
 pub mod prompt;
+pub mod scrolled;
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 

@@ -1,0 +1,276 @@
+//! The TUI's block transfers (src/ui/transfer.rs) against a real daemon: what
+//! goes up comes back byte for byte, an existing file is only replaced when
+//! the operator says so, and a cancelled upload leaves the old contents.
+
+mod support;
+
+use fulmar::api::client::Client;
+use fulmar::api::label::Label;
+use fulmar::ui::link::Connect;
+use fulmar::ui::message::{TransferKind, Update};
+use fulmar::ui::transfer::{Job, Transfers};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use support::daemon::{Host, eventually};
+use tokio::sync::mpsc;
+
+const MIB: usize = 1 << 20;
+
+/// Bytes that differ everywhere, so a misplaced chunk shows.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn label(name: &str) -> Label {
+    Label::new(name).unwrap()
+}
+
+fn block_file(host: &Host, name: &str) -> PathBuf {
+    host.data.path().join("block").join(name)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Fresh connections to `host`'s daemon, as the TUI's link makes them.
+fn connect_to(host: &Host) -> Arc<Connect> {
+    let socket = host.socket();
+    Arc::new(Box::new(move || {
+        let socket = socket.clone();
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (read, write) = stream.into_split();
+            Client::over(read, write).await.map_err(|e| e.to_string())
+        })
+    }))
+}
+
+/// Runs `job` through the link's transfer code and returns every update it
+/// sent up to its last one (`Done` or `WouldOverwrite`).
+async fn run(host: &Host, job: Job) -> Vec<Update> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut transfers = Transfers::default();
+    transfers.start(&connect_to(host), job, &tx);
+    collect(&mut rx).await
+}
+
+async fn collect(rx: &mut mpsc::Receiver<Update>) -> Vec<Update> {
+    let mut seen = Vec::new();
+    loop {
+        let update = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("the transfer never ended")
+            .expect("the transfer task went away without a word");
+        let last = matches!(update, Update::Done { .. } | Update::WouldOverwrite { .. });
+        seen.push(update);
+        if last {
+            return seen;
+        }
+    }
+}
+
+fn outcome(updates: &[Update]) -> Result<(), String> {
+    match updates.last() {
+        Some(Update::Done { outcome, .. }) => outcome.clone(),
+        other => panic!("no outcome: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_and_downloads_keep_every_byte() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "8"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pattern(8 * MIB, 3);
+    let source = tmp.path().join("source.img");
+    std::fs::write(&source, &data).unwrap();
+
+    let updates = run(
+        &host,
+        Job::Upload {
+            name: label("disk"),
+            path: source.clone(),
+        },
+    )
+    .await;
+    assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
+    assert!(
+        updates.iter().any(|u| matches!(
+            u,
+            Update::Transfer { kind: TransferKind::Upload, total: Some(t), .. } if *t == data.len() as u64
+        )),
+        "the upload reports its progress against the file's size: {updates:?}"
+    );
+    assert!(updates.contains(&Update::TransferEnded {
+        block: label("disk")
+    }));
+    assert!(
+        updates.iter().any(|u| matches!(u, Update::Blocks(_))),
+        "the block list is refreshed: {updates:?}"
+    );
+    assert_eq!(
+        sha(&std::fs::read(block_file(&host, "disk")).unwrap()),
+        sha(&data)
+    );
+
+    let back = tmp.path().join("back.img");
+    let download = |overwrite| Job::Download {
+        name: label("disk"),
+        path: back.clone(),
+        overwrite,
+    };
+    let updates = run(&host, download(false)).await;
+    assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
+    assert!(updates.iter().any(|u| matches!(
+        u,
+        Update::Transfer { kind: TransferKind::Download, total: Some(t), .. } if *t == data.len() as u64
+    )));
+    assert_eq!(sha(&std::fs::read(&back).unwrap()), sha(&data));
+    assert_eq!(
+        files_in(tmp.path()),
+        ["back.img", "source.img"],
+        "no partial file is left"
+    );
+
+    // The file is there now: the operator is asked, and nothing is written.
+    std::fs::write(&back, b"mine").unwrap();
+    let updates = run(&host, download(false)).await;
+    assert_eq!(
+        updates.last(),
+        Some(&Update::WouldOverwrite {
+            block: label("disk"),
+            path: back.clone()
+        })
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), b"mine");
+    let updates = run(&host, download(true)).await;
+    assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
+    assert_eq!(sha(&std::fs::read(&back).unwrap()), sha(&data));
+
+    // A new device filled from a file.
+    let updates = run(
+        &host,
+        Job::Create {
+            name: label("copy"),
+            size_mb: 8,
+            data: source.clone(),
+        },
+    )
+    .await;
+    assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
+    assert_eq!(
+        sha(&std::fs::read(block_file(&host, "copy")).unwrap()),
+        sha(&data)
+    );
+
+    // A file that is not there is reported, and the device is untouched.
+    let updates = run(
+        &host,
+        Job::Upload {
+            name: label("disk"),
+            path: tmp.path().join("missing.img"),
+        },
+    )
+    .await;
+    let err = outcome(&updates).unwrap_err();
+    assert!(
+        err.contains("cannot read") && err.contains("missing.img"),
+        "{err}"
+    );
+    assert_eq!(
+        sha(&std::fs::read(block_file(&host, "disk")).unwrap()),
+        sha(&data)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_upload_leaves_the_old_contents() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let old = pattern(4 * MIB, 1);
+    let initial = tmp.path().join("old.img");
+    std::fs::write(&initial, &old).unwrap();
+    host.ok(&[
+        "block",
+        "create",
+        "disk",
+        "4",
+        "--data",
+        initial.to_str().unwrap(),
+    ]);
+    // A pipe the test feeds, so the upload is surely midway when cancelled.
+    let fifo = tmp.path().join("pipe");
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut transfers = Transfers::default();
+    transfers.start(
+        &connect_to(&host),
+        Job::Upload {
+            name: label("disk"),
+            path: fifo.clone(),
+        },
+        &tx,
+    );
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        pipe.write_all(&pattern(2 * MIB, 2)).unwrap();
+        // Held open: the upload waits for the rest.
+        pipe
+    });
+    let blocks = host.data.path().join("block");
+    eventually("the upload reaches the daemon", || {
+        files_in(&blocks).iter().any(|f| f.starts_with(".partial_"))
+    });
+    let pipe = writer.await.unwrap();
+    assert!(transfers.cancel(&label("disk")));
+    let updates = collect(&mut rx).await;
+    let err = outcome(&updates).unwrap_err();
+    assert!(
+        err.contains("cancelled") && err.contains("keeps its old contents"),
+        "{err}"
+    );
+    assert!(updates.contains(&Update::TransferEnded {
+        block: label("disk")
+    }));
+    drop(pipe);
+    eventually("the daemon drops the partial upload", || {
+        files_in(&blocks) == ["disk"]
+    });
+    assert_eq!(
+        sha(&std::fs::read(block_file(&host, "disk")).unwrap()),
+        sha(&old)
+    );
+    assert!(
+        !transfers.cancel(&label("disk")),
+        "nothing is left to cancel"
+    );
+}
