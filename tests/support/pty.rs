@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,8 +95,8 @@ pub struct Pty {
     /// Our own handle on the terminal side, to read its modes (termios).
     slave: OwnedFd,
     terminal: Arc<Mutex<Terminal>>,
-    stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
+    shared: Arc<Reader>,
     status: Option<ExitStatus>,
 }
 
@@ -167,18 +167,18 @@ impl Pty {
             frames: Vec::new(),
             scanned: 0,
         }));
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Reader::default());
         let reader = {
-            let (master, terminal, stop) = (master.clone(), terminal.clone(), stop.clone());
-            std::thread::spawn(move || read_all(&master, &terminal, &stop))
+            let (master, terminal, shared) = (master.clone(), terminal.clone(), shared.clone());
+            std::thread::spawn(move || read_all(&master, &terminal, &shared))
         };
         Pty {
             child,
             master,
             slave,
             terminal,
-            stop,
             reader: Some(reader),
+            shared,
             status: None,
         }
     }
@@ -194,7 +194,7 @@ impl Pty {
 
     /// What the program wrote so far, parsed, and its requests.
     pub fn terminal(&self) -> MutexGuard<'_, Terminal> {
-        self.terminal.lock().unwrap()
+        lock(&self.terminal)
     }
 
     /// The screen as text, row by row.
@@ -255,11 +255,12 @@ impl Pty {
             .contains(LocalFlags::ICANON | LocalFlags::ECHO)
     }
 
-    /// Waits for the program to exit.
+    /// Waits for the program to exit, and for all it wrote to be parsed.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
+                self.drain(deadline);
                 return status;
             }
             if Instant::now() >= deadline {
@@ -272,6 +273,19 @@ impl Pty {
         }
     }
 
+    /// Waits until the reader has found the terminal empty in a wait that
+    /// began after this call: everything written before is parsed.
+    fn drain(&self, deadline: Instant) {
+        let seen = self.shared.idle.load(Ordering::Acquire);
+        while self.shared.idle.load(Ordering::Acquire) < seen + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the program's output never ended"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The exit status, if it has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
@@ -281,20 +295,38 @@ impl Pty {
     }
 }
 
+/// What the reader thread and the test share.
+#[derive(Default)]
+struct Reader {
+    stop: AtomicBool,
+    /// Waits that found nothing to read: each means all before it is parsed.
+    idle: AtomicU64,
+}
+
+/// A test that fails while it looks at the screen poisons the lock; the
+/// reader and the clean-up go on regardless.
+fn lock(terminal: &Mutex<Terminal>) -> MutexGuard<'_, Terminal> {
+    terminal.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Feeds the program's output to the parser until told to stop or the
 /// terminal closes. It polls, so a stop never waits on a read.
-fn read_all(master: &PtyMaster, terminal: &Mutex<Terminal>, stop: &AtomicBool) {
+fn read_all(master: &PtyMaster, terminal: &Mutex<Terminal>, shared: &Reader) {
     let mut buf = vec![0; 1 << 16];
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, PollTimeout::from(50u16)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+        match nix::poll::poll(&mut fds, PollTimeout::from(20u16)) {
+            Ok(0) => {
+                shared.idle.fetch_add(1, Ordering::Release);
+                continue;
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(e) => panic!("poll on the pty: {e}"),
         }
         match (&*master).read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => terminal.lock().unwrap().take(&buf[..n]),
+            Ok(n) => lock(terminal).take(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // EIO: every holder of the terminal side has closed it.
             Err(_) => return,
@@ -322,7 +354,7 @@ impl Drop for Pty {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
