@@ -437,3 +437,17 @@ fn a_resize_redraws_at_the_new_size_and_too_small_says_so() {
     wait_row(&tui, "web", "running");
     assert!(!tui.screen_text().contains("too small"));
 }
+
+#[test]
+fn the_uptime_of_a_running_unikernel_advances_with_no_key_pressed() {
+    let host = host_with(&[("web", &["sleep-forever"])]);
+    let tui = tui_showing(&host, &[], "web");
+    // Under a minute the uptime counts seconds: the row changes on its own,
+    // every second, not only when the statistics (every 2 s) change.
+    tui.wait_until("web's uptime at 5s or more", PATIENCE, |screen| {
+        row_of(screen, "web")
+            .split_whitespace()
+            .filter_map(|word| word.strip_suffix('s')?.parse::<u32>().ok())
+            .any(|seconds| seconds >= 5)
+    });
+}

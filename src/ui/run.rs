@@ -108,7 +108,10 @@ where
     let mut settle_until: Option<Instant> = None;
     let mut updates_open = true;
     while !app.quitting() {
-        let wake = next_wake(app, last_frame, settle_until);
+        // Asked before the sleep: asked after it, the next change is always
+        // still ahead, and the screen would never catch up with the clock.
+        let change_at = app.next_change_ms(now_ms());
+        let wake = next_wake(app, last_frame, settle_until, change_at);
         tokio::select! {
             event = input.next() => match event {
                 Some(Ok(Event::Key(key))) => send(commands, app.on_key(key, now_ms())),
@@ -137,7 +140,7 @@ where
                 if settle_until.is_some_and(|t| t <= Instant::now()) {
                     settle_until = None;
                 }
-                if app.next_change_ms(now_ms()).is_some_and(|at| at <= now_ms()) {
+                if change_at.is_some_and(|at| at <= now_ms()) {
                     app.on_resize();
                 }
                 if settle_until.is_none() && app.take_dirty() {
@@ -158,6 +161,7 @@ fn next_wake(
     app: &App,
     last_frame: Option<Instant>,
     settle_until: Option<Instant>,
+    change_at: Option<u64>,
 ) -> Option<Instant> {
     if let Some(settle) = settle_until {
         return Some(settle);
@@ -166,8 +170,7 @@ fn next_wake(
         return Some(last_frame.map_or_else(Instant::now, |t| t + FRAME));
     }
     let now = now_ms();
-    app.next_change_ms(now)
-        .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)))
+    change_at.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)))
 }
 
 async fn sleep_until(wake: Option<Instant>) {
