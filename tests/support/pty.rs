@@ -221,17 +221,38 @@ impl Pty {
         &self,
         what: &str,
         timeout: Duration,
-        mut check: impl FnMut(&vt100::Screen) -> bool,
+        check: impl FnMut(&vt100::Screen) -> bool,
     ) {
-        let deadline = Instant::now() + timeout;
+        self.poll_until(what, timeout, Duration::from_millis(10), check);
+    }
+
+    /// [`Pty::wait_until`], looking every millisecond: how long it took,
+    /// for benchmarks.
+    pub fn time_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl FnMut(&vt100::Screen) -> bool,
+    ) -> Duration {
+        self.poll_until(what, timeout, Duration::from_millis(1), check)
+    }
+
+    fn poll_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut check: impl FnMut(&vt100::Screen) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
         loop {
             if check(self.terminal().screen()) {
-                return;
+                return start.elapsed();
             }
-            if Instant::now() >= deadline {
+            if start.elapsed() >= timeout {
                 panic!("never: {what}; the screen:\n{}", self.screen_text());
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(every);
         }
     }
 
