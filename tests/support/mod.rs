@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod elf;
 pub mod images;
 pub mod netns;
+pub mod pty;
 pub mod tender;
