@@ -60,6 +60,8 @@ struct Keys {
     console: BTreeMap<String, OneOrMany>,
     #[serde(default)]
     blocks: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    form: BTreeMap<String, OneOrMany>,
 }
 
 /// `quit = "q"` or `quit = ["q", "ctrl-c"]`.
@@ -101,6 +103,7 @@ impl Config {
             (Context::Details, file.keys.details),
             (Context::Console, file.keys.console),
             (Context::Blocks, file.keys.blocks),
+            (Context::Form, file.keys.form),
         ];
         for (context, bindings) in sections {
             for (action, keys_text) in bindings {

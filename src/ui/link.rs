@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+mod form;
+
+use form::FormCommand;
+
 /// Opens a fresh connection to the daemon; the error says why not.
 pub type Connect =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Client, String>> + Send>> + Send + Sync>;
@@ -93,12 +97,15 @@ impl Link {
                     None => return false,
                     Some(Command::Watch(name)) => { self.watched.insert(name); }
                     Some(Command::Unwatch(name)) => { self.watched.remove(&name); }
-                    Some(other) => {
-                        let outcome = Err("not connected to the daemon; try again once it is back".to_string());
-                        if !self.send(Update::Done { what: other.describe(), outcome }).await {
-                            return false;
+                    Some(command) => match FormCommand::of(command) {
+                        Ok(form) => form.spawn(None, self.updates.clone()),
+                        Err(other) => {
+                            let outcome = Err("not connected to the daemon; try again once it is back".to_string());
+                            if !self.send(Update::Done { what: other.describe(), outcome }).await {
+                                return false;
+                            }
                         }
-                    }
+                    },
                 },
             }
         }
@@ -199,6 +206,14 @@ impl Link {
             Command::Destroy(name) => self.spawn_call(client, Request::Destroy { name }),
             Command::Restart(name) => self.spawn_call(client, Request::Restart { name }),
             Command::Remove(name) => self.spawn_call(client, Request::Remove { name }),
+            command @ (Command::CompletePath(_)
+            | Command::InspectImage(_)
+            | Command::Create { .. }
+            | Command::Reconfigure(_)) => {
+                if let Ok(form) = FormCommand::of(command) {
+                    form.spawn(Some(client.clone()), self.updates.clone());
+                }
+            }
         }
     }
 

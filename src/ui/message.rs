@@ -7,10 +7,12 @@
 
 use crate::api::block::BlockDeviceInfo;
 use crate::api::console::ConsoleEvent;
+use crate::api::image::InspectReport;
 use crate::api::label::Label;
 use crate::api::policy::PolicyReport;
+use crate::api::protocol::ApiError;
 use crate::api::stats::Stats;
-use crate::api::unikernel::UnikernelInfo;
+use crate::api::unikernel::{UnikernelConfig, UnikernelInfo};
 use std::collections::HashMap;
 
 /// Something the daemon told the link, or the link found out about it.
@@ -40,6 +42,29 @@ pub enum Update {
         what: String,
         outcome: Result<(), String>,
     },
+    /// The answer to a form's command, for the form waiting for it.
+    Form(FormReply),
+}
+
+/// What the link found out for the create and edit form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FormReply {
+    /// The paths that complete `typed`, directories ending in `/`.
+    Completions {
+        typed: String,
+        outcome: Result<Vec<String>, String>,
+    },
+    /// What the daemon made of the image at `path`.
+    Image {
+        path: String,
+        outcome: Result<InspectReport, String>,
+    },
+    /// How creating or reconfiguring `name` ended; a refusal carries the
+    /// daemon's problems, each tied to a field.
+    Submitted {
+        name: Label,
+        outcome: Result<(), ApiError>,
+    },
 }
 
 /// Something the operator asked of the daemon.
@@ -54,6 +79,21 @@ pub enum Command {
     Unwatch(Label),
     RefreshBlocks,
     RefreshPolicy,
+    /// List the operator's own directory for a path being typed; answered by
+    /// [`FormReply::Completions`].
+    CompletePath(String),
+    /// Send the operator's image file to the daemon, which checks and keeps
+    /// it; answered by [`FormReply::Image`].
+    InspectImage(String),
+    /// Start a unikernel from an image the daemon keeps, named by its digest;
+    /// answered by [`FormReply::Submitted`].
+    Create {
+        config: Box<UnikernelConfig>,
+        image: String,
+    },
+    /// Give a unikernel new settings and restart it with its image; answered
+    /// by [`FormReply::Submitted`].
+    Reconfigure(Box<UnikernelConfig>),
 }
 
 impl Command {
@@ -67,6 +107,10 @@ impl Command {
             Command::Unwatch(name) => format!("stop watching the console of {name}"),
             Command::RefreshBlocks => "list block devices".into(),
             Command::RefreshPolicy => "read the host policy".into(),
+            Command::CompletePath(typed) => format!("complete {typed}"),
+            Command::InspectImage(path) => format!("inspect the image {path}"),
+            Command::Create { config, .. } => format!("create {}", config.name),
+            Command::Reconfigure(config) => format!("change the settings of {}", config.name),
         }
     }
 }

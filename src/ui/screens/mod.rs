@@ -13,9 +13,10 @@ pub mod unikernels;
 
 use crate::api::label::Label;
 use crate::ui::keymap::{Action, Context, KeyMap};
-use crate::ui::message::Command;
+use crate::ui::message::{Command, FormReply};
 use crate::ui::model::Model;
 use crate::ui::theme::Theme;
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
@@ -101,6 +102,10 @@ pub struct Ask {
 pub enum Question {
     /// Where to save the focused console.
     SavePath,
+    /// Whether to leave a form and lose what was typed.
+    Discard,
+    /// Whether to restart a unikernel with the settings of the edit form.
+    Reconfigure,
 }
 
 /// A message on the status line.
@@ -145,6 +150,20 @@ pub trait View {
 
     /// The answer to a question this screen asked.
     fn on_answer(&mut self, _question: Question, _answer: String, _cx: &mut Cx) {}
+
+    /// Whether the screen has text fields: then every key that types a
+    /// character, and every key the map leaves unbound (backspace, delete),
+    /// goes to [`View::on_text`] instead of meaning an action.
+    fn takes_text(&self) -> bool {
+        false
+    }
+
+    /// A key for the focused text field (see [`View::takes_text`]).
+    fn on_text(&mut self, _key: KeyEvent, _cx: &mut Cx) {}
+
+    /// The daemon's or the link's answer to a command a form sent; it goes
+    /// to the screen on top, the form that is waiting for it.
+    fn on_form_reply(&mut self, _reply: FormReply, _cx: &mut Cx) {}
 
     /// The screen opens: take what it needs (console subscriptions).
     fn on_open(&mut self, _cx: &mut Cx) {}
