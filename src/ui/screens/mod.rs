@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod console;
+pub mod create;
 pub mod details;
 pub mod help;
 pub mod policy;
