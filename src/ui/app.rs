@@ -551,6 +551,10 @@ impl App {
         ];
         let text = self.top().takes_text();
         let mut spans = Vec::new();
+        let global = global
+            .into_iter()
+            .filter(|a| !local.contains(a))
+            .collect::<Vec<_>>();
         for action in local.into_iter().chain(global) {
             if cx.read_only && action.changes_host() {
                 continue;

@@ -438,6 +438,8 @@ const DEFAULTS: &[(Context, &str, Action)] = &[
     (Context::Form, "tab", Action::NextPane),
     (Context::Form, "backtab", Action::PreviousPane),
     (Context::Form, "enter", Action::Select),
+    // `?` types itself into a field.
+    (Context::Form, "f1", Action::Help),
 ];
 
 /// Why a key binding from the config file was refused.

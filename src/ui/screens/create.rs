@@ -14,6 +14,9 @@ mod form;
 #[cfg(test)]
 mod tests;
 
+use crate::api::image::InspectReport;
+use crate::api::label::Label;
+use crate::api::protocol::ApiError;
 use crate::api::unikernel::{RunState, UnikernelConfig, UnikernelInfo};
 use crate::ui::keymap::{Action, Context};
 use crate::ui::message::{Command, FormReply};
@@ -151,11 +154,7 @@ impl CreateView {
         }
     }
 
-    fn inspected(
-        &mut self,
-        path: String,
-        outcome: Result<crate::api::image::InspectReport, String>,
-    ) {
+    fn inspected(&mut self, path: String, outcome: Result<InspectReport, String>) {
         let waiting = matches!(&self.form.image, Image::Inspecting { path: p } if *p == path);
         if !waiting {
             return;
@@ -258,12 +257,7 @@ impl CreateView {
         }));
     }
 
-    fn submitted(
-        &mut self,
-        name: crate::api::label::Label,
-        outcome: Result<(), crate::api::protocol::ApiError>,
-        cx: &mut Cx,
-    ) {
+    fn submitted(&mut self, name: Label, outcome: Result<(), ApiError>, cx: &mut Cx) {
         if !self.submitting {
             return;
         }

@@ -721,3 +721,23 @@ fn editing_restarts_with_the_changed_settings_after_asking() {
     }));
     assert!(h.screen().contains("console of web"));
 }
+
+#[test]
+fn help_lists_the_forms_keys_and_read_only_mode_has_no_form() {
+    let mut h = Harness::showing(every_state(), 80, 24);
+    h.press(&["n", "f1"]);
+    let screen = h.screen();
+    assert!(
+        screen.contains("focus the previous pane or field"),
+        "{screen}"
+    );
+    let mut h = Harness::with(crate::ui::config::Config::default(), true, 80, 24);
+    h.update(Update::Unikernels(every_state()));
+    h.press(&["n"]);
+    let screen = h.screen();
+    assert!(
+        screen.contains("read-only: create is turned off"),
+        "{screen}"
+    );
+    assert!(!screen.contains("create a unikernel"), "{screen}");
+}
