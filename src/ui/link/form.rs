@@ -167,6 +167,39 @@ mod tests {
         assert!(err.starts_with("cannot list"), "{err}");
     }
 
+    #[tokio::test]
+    async fn without_a_daemon_completion_works_and_the_rest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("web.hvt"), b"").unwrap();
+        let typed = format!("{}/w", dir.path().display());
+        let (tx, mut rx) = mpsc::channel(4);
+        let complete = FormCommand::of(Command::CompletePath(typed.clone()));
+        complete.ok().unwrap().spawn(None, tx.clone());
+        assert_eq!(
+            rx.recv().await,
+            Some(Update::Form(FormReply::Completions {
+                outcome: Ok(vec![format!("{}/web.hvt", dir.path().display())]),
+                typed,
+            }))
+        );
+        let config = crate::api::unikernel::UnikernelConfig::new(Label::new("web").unwrap());
+        let create = Command::Create {
+            config: Box::new(config),
+            image: "0".repeat(64),
+        };
+        FormCommand::of(create)
+            .ok()
+            .unwrap()
+            .spawn(None, tx.clone());
+        let Some(Update::Form(FormReply::Submitted { name, outcome })) = rx.recv().await else {
+            panic!("no answer");
+        };
+        assert_eq!(name.as_str(), "web");
+        assert_eq!(outcome.unwrap_err().message, OFFLINE);
+        let restart = Command::Restart(Label::new("web").unwrap());
+        assert!(matches!(FormCommand::of(restart.clone()), Err(c) if c == restart));
+    }
+
     #[test]
     fn a_tilde_means_home() {
         let Some(home) = std::env::var_os("HOME") else {

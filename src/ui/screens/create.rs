@@ -310,6 +310,14 @@ impl View for CreateView {
             Action::PreviousPane | Action::Up => self.move_focus(-1, cx),
             Action::Select => match self.focus {
                 Row::Submit => self.submit(cx),
+                Row::Image => {
+                    // Enter tries a path that failed again (the daemon was away, the
+                    // file was fixed); merely leaving the field does not.
+                    if matches!(self.form.image, Image::Failed { .. }) {
+                        self.form.image = Image::None;
+                    }
+                    self.move_focus(1, cx);
+                }
                 _ => self.move_focus(1, cx),
             },
             Action::Left => self.sideways(-1, cx),

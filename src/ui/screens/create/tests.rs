@@ -308,7 +308,11 @@ fn rule_a_block_device_serves_one_device() {
     };
     let mut form = two();
     form.devices[1].choice = None;
-    assert!(reasons(&form, Row::Device(1))[0].contains("not bound"));
+    assert_eq!(
+        reasons(&form, Row::Device(1)),
+        ["not bound: choose a block device"]
+    );
+    assert_eq!(reasons(&form, Row::Device(0)), Vec::<String>::new());
     let form = two();
     assert_eq!(
         reasons(&form, Row::Device(1)),
@@ -740,4 +744,28 @@ fn help_lists_the_forms_keys_and_read_only_mode_has_no_form() {
         "{screen}"
     );
     assert!(!screen.contains("create a unikernel"), "{screen}");
+}
+
+#[test]
+fn enter_tries_a_failed_image_again_and_leaving_does_not() {
+    let mut h = Harness::showing(every_state(), 80, 24);
+    h.press(&["n"]);
+    h.type_text(PATH);
+    h.press(&["enter"]);
+    h.update(Update::Form(FormReply::Image {
+        path: PATH.into(),
+        outcome: Err("not connected to the daemon; try again once it is back".into()),
+    }));
+    assert!(h.screen().contains("✗ not connected to the daemon"));
+    h.press(&["backtab", "down"]);
+    assert_eq!(h.sent, [Command::InspectImage(PATH.into())]);
+    h.press(&["backtab", "enter"]);
+    assert_eq!(
+        h.sent,
+        [
+            Command::InspectImage(PATH.into()),
+            Command::InspectImage(PATH.into())
+        ]
+    );
+    assert!(h.screen().contains("checking…"));
 }
