@@ -170,6 +170,18 @@ mod tests {
     }
 
     #[test]
+    fn the_forms_keys_are_rebound_in_their_own_section() {
+        let config = parse("[keys.form]\nprevious-pane = \"f2\"\n").unwrap();
+        let f2 = "f2".parse().unwrap();
+        assert_eq!(
+            config.keys.action(Context::Form, f2),
+            Some(Action::PreviousPane)
+        );
+        let backtab = "backtab".parse().unwrap();
+        assert_eq!(config.keys.action(Context::Form, backtab), None);
+    }
+
+    #[test]
     fn mistakes_are_refused_with_the_file_and_the_reason() {
         for (text, says) in [
             ("theme = \"neon\"", "neon"),
