@@ -140,7 +140,7 @@ impl Client {
             .send_data(Request::PutImage { compressed }, data, |_| {})
             .await?;
         match reply {
-            Reply::Image { image } => Ok(image),
+            Reply::Image { image, .. } => Ok(image),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

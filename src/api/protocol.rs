@@ -18,7 +18,7 @@
 use crate::api::block::BlockDeviceInfo;
 use crate::api::console::{ConsoleEvent, Since};
 use crate::api::event::Event;
-use crate::api::image::ImageInfo;
+use crate::api::image::{ImageInfo, TenderReport};
 use crate::api::label::Label;
 use crate::api::policy::PolicyReport;
 use crate::api::stats::Stats;
@@ -36,7 +36,8 @@ pub enum Request {
         name: Label,
     },
     /// Stores an image sent as data frames on this request's id; answers
-    /// [`Reply::Image`]. zlib is detected; `compressed` insists on it.
+    /// [`Reply::Image`] with the tender that would run it. zlib is detected;
+    /// `compressed` insists on it.
     PutImage {
         compressed: bool,
     },
@@ -44,6 +45,13 @@ pub enum Request {
     Create {
         config: UnikernelConfig,
         image: String,
+    },
+    /// Gives the unikernel `config.name` these settings and starts it again
+    /// with the image it already has. Every launch rule is checked first (its
+    /// own resources counting as free), so a refused change leaves it running
+    /// as it was. Answers [`Reply::Unikernel`].
+    Reconfigure {
+        config: UnikernelConfig,
     },
     Destroy {
         name: Label,
@@ -138,6 +146,8 @@ pub enum Reply {
     },
     Image {
         image: ImageInfo,
+        /// The tender that would run it here, or why none would.
+        tender: TenderReport,
     },
     Policy {
         policy: PolicyReport,

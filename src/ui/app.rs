@@ -6,7 +6,7 @@
 use crate::api::label::Label;
 use crate::ui::config::Config;
 use crate::ui::keymap::{Action, Context, Key, KeyMap};
-use crate::ui::message::{Command, Update};
+use crate::ui::message::{Command, FormReply, Update};
 use crate::ui::model::{Link, Model};
 use crate::ui::screens::{
     Cx, DrawCx, Effect, Notice, Then, View, blocks::BlocksView, console::ConsoleView,
@@ -82,6 +82,9 @@ impl App {
 
     /// What the daemon link reported.
     pub fn on_update(&mut self, update: Update, now_ms: u64) -> Vec<Command> {
+        if let Update::Form(reply) = update {
+            return self.form_reply(reply, now_ms);
+        }
         if let Update::Done { what, outcome } = &update {
             self.notice = Some(match outcome {
                 Ok(()) => Notice {
@@ -114,14 +117,40 @@ impl App {
             Some(Overlay::Prompt(prompt)) => self.prompt_key(prompt, event, now_ms),
             Some(Overlay::Confirm(dialog)) => self.dialog_key(dialog, event, now_ms),
             None => {
-                let action = Key::from_event(&event)
-                    .and_then(|key| self.keys.action(self.top().context(), key));
+                let key = Key::from_event(&event);
+                let action = key.and_then(|key| self.keys.action(self.top().context(), key));
+                let text = key.is_some_and(|k| k.types_text() || action.is_none());
+                if text && self.top().takes_text() {
+                    return self.type_text(event, now_ms);
+                }
                 match action {
                     Some(action) => self.act(action, now_ms),
                     None => Vec::new(),
                 }
             }
         }
+    }
+
+    /// A key for the text field of the screen on top.
+    fn type_text(&mut self, event: KeyEvent, now_ms: u64) -> Vec<Command> {
+        self.dirty = true;
+        let mut cx = Cx::new(&mut self.model, now_ms);
+        if let Some(view) = self.stack.last_mut() {
+            view.on_text(event, &mut cx);
+        }
+        let effects = cx.into_effects();
+        self.apply(effects, now_ms)
+    }
+
+    /// A form's answer, for the screen on top: the form that is waiting for it.
+    fn form_reply(&mut self, reply: FormReply, now_ms: u64) -> Vec<Command> {
+        self.dirty = true;
+        let mut cx = Cx::new(&mut self.model, now_ms);
+        if let Some(view) = self.stack.last_mut() {
+            view.on_form_reply(reply, &mut cx);
+        }
+        let effects = cx.into_effects();
+        self.apply(effects, now_ms)
     }
 
     fn top(&self) -> &dyn View {
@@ -520,12 +549,22 @@ impl App {
             Action::Back,
             Action::Quit,
         ];
+        let text = self.top().takes_text();
         let mut spans = Vec::new();
+        let global = global
+            .into_iter()
+            .filter(|a| !local.contains(a))
+            .collect::<Vec<_>>();
         for action in local.into_iter().chain(global) {
             if cx.read_only && action.changes_host() {
                 continue;
             }
-            if let Some(key) = self.keys.hint(context, action) {
+            // On a form, a character key types itself: it means no action there.
+            if let Some(key) = self
+                .keys
+                .hint(context, action)
+                .filter(|k| !(text && k.types_text()))
+            {
                 spans.push(Span::styled(format!(" {key}"), self.theme.key));
                 spans.push(Span::styled(format!(" {}", action.name()), self.theme.dim));
             }

@@ -60,6 +60,8 @@ struct Keys {
     console: BTreeMap<String, OneOrMany>,
     #[serde(default)]
     blocks: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    form: BTreeMap<String, OneOrMany>,
 }
 
 /// `quit = "q"` or `quit = ["q", "ctrl-c"]`.
@@ -101,6 +103,7 @@ impl Config {
             (Context::Details, file.keys.details),
             (Context::Console, file.keys.console),
             (Context::Blocks, file.keys.blocks),
+            (Context::Form, file.keys.form),
         ];
         for (context, bindings) in sections {
             for (action, keys_text) in bindings {
@@ -164,6 +167,18 @@ mod tests {
                 .action(Context::Unikernels, "q".parse().unwrap()),
             None
         );
+    }
+
+    #[test]
+    fn the_forms_keys_are_rebound_in_their_own_section() {
+        let config = parse("[keys.form]\nprevious-pane = \"f2\"\n").unwrap();
+        let f2 = "f2".parse().unwrap();
+        assert_eq!(
+            config.keys.action(Context::Form, f2),
+            Some(Action::PreviousPane)
+        );
+        let backtab = "backtab".parse().unwrap();
+        assert_eq!(config.keys.action(Context::Form, backtab), None);
     }
 
     #[test]

@@ -16,15 +16,18 @@ pub enum Context {
     Details,
     Console,
     Blocks,
+    /// The create and edit form, where typed characters go to its fields.
+    Form,
 }
 
 impl Context {
-    pub const ALL: [Context; 5] = [
+    pub const ALL: [Context; 6] = [
         Context::Global,
         Context::Unikernels,
         Context::Details,
         Context::Console,
         Context::Blocks,
+        Context::Form,
     ];
 
     /// The section name in the config file.
@@ -35,6 +38,7 @@ impl Context {
             Context::Details => "details",
             Context::Console => "console",
             Context::Blocks => "blocks",
+            Context::Form => "form",
         }
     }
 }
@@ -57,6 +61,7 @@ pub enum Action {
     Right,
     Select,
     NextPane,
+    PreviousPane,
     ShowBlocks,
     ShowPolicy,
     ShowConsole,
@@ -85,7 +90,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order help lists them.
-    pub const ALL: [Action; 39] = [
+    pub const ALL: [Action; 40] = [
         Action::Quit,
         Action::Help,
         Action::Back,
@@ -101,6 +106,7 @@ impl Action {
         Action::Right,
         Action::Select,
         Action::NextPane,
+        Action::PreviousPane,
         Action::ShowBlocks,
         Action::ShowPolicy,
         Action::ShowConsole,
@@ -169,6 +175,7 @@ impl Action {
             Action::Right => ("right", "move right"),
             Action::Select => ("select", "open, confirm"),
             Action::NextPane => ("next-pane", "focus the next pane or field"),
+            Action::PreviousPane => ("previous-pane", "focus the previous pane or field"),
             Action::ShowBlocks => ("blocks", "block devices"),
             Action::ShowPolicy => ("policy", "host policy"),
             Action::ShowConsole => ("console", "open the console"),
@@ -268,6 +275,12 @@ impl Key {
             ctrl: event.modifiers.contains(KeyModifiers::CONTROL),
             alt: event.modifiers.contains(KeyModifiers::ALT),
         })
+    }
+
+    /// Whether the key types a character into a text field (no Ctrl or Alt):
+    /// on a screen that takes text it goes there, whatever it is bound to.
+    pub fn types_text(&self) -> bool {
+        matches!(self.code, KeyCodeOrd::Char(_)) && !self.ctrl && !self.alt
     }
 
     /// The crossterm event this key makes, for tests and scripted input.
@@ -422,6 +435,11 @@ const DEFAULTS: &[(Context, &str, Action)] = &[
     (Context::Blocks, "d", Action::Download),
     (Context::Blocks, "x", Action::BlockDestroy),
     (Context::Blocks, "c", Action::CancelTransfer),
+    (Context::Form, "tab", Action::NextPane),
+    (Context::Form, "backtab", Action::PreviousPane),
+    (Context::Form, "enter", Action::Select),
+    // `?` types itself into a field.
+    (Context::Form, "f1", Action::Help),
 ];
 
 /// Why a key binding from the config file was refused.

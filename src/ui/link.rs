@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+mod form;
+
+use form::FormCommand;
+
 /// Opens a fresh connection to the daemon; the error says why not.
 pub type Connect =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Client, String>> + Send>> + Send + Sync>;
@@ -101,12 +105,15 @@ impl Link {
                     Some(Command::Watch(name)) => { self.watched.insert(name); }
                     Some(Command::Unwatch(name)) => { self.watched.remove(&name); }
                     Some(Command::CancelTransfer(name)) => { self.transfers.cancel(&name); }
-                    Some(other) => {
-                        let outcome = Err("not connected to the daemon; try again once it is back".to_string());
-                        if !self.send(Update::Done { what: other.describe(), outcome }).await {
-                            return false;
+                    Some(command) => match FormCommand::of(command) {
+                        Ok(form) => form.spawn(None, self.updates.clone()),
+                        Err(other) => {
+                            let outcome = Err("not connected to the daemon; try again once it is back".to_string());
+                            if !self.send(Update::Done { what: other.describe(), outcome }).await {
+                                return false;
+                            }
                         }
-                    }
+                    },
                 },
             }
         }
@@ -216,6 +223,14 @@ impl Link {
             },
             Command::CancelTransfer(name) => {
                 self.transfers.cancel(&name);
+            }
+            command @ (Command::CompletePath(_)
+            | Command::InspectImage(_)
+            | Command::Create { .. }
+            | Command::Reconfigure(_)) => {
+                if let Ok(form) = FormCommand::of(command) {
+                    form.spawn(Some(client.clone()), self.updates.clone());
+                }
             }
         }
     }

@@ -7,10 +7,12 @@
 
 use crate::api::block::BlockDeviceInfo;
 use crate::api::console::ConsoleEvent;
+use crate::api::image::InspectReport;
 use crate::api::label::Label;
 use crate::api::policy::PolicyReport;
+use crate::api::protocol::ApiError;
 use crate::api::stats::Stats;
-use crate::api::unikernel::UnikernelInfo;
+use crate::api::unikernel::{UnikernelConfig, UnikernelInfo};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -59,6 +61,8 @@ pub enum Update {
         block: Label,
         path: PathBuf,
     },
+    /// The answer to a form's command, for the form waiting for it.
+    Form(FormReply),
 }
 
 /// Which way a block transfer moves data.
@@ -78,6 +82,27 @@ impl TransferKind {
             TransferKind::Download => "download",
         }
     }
+}
+
+/// What the link found out for the create and edit form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FormReply {
+    /// The paths that complete `typed`, directories ending in `/`.
+    Completions {
+        typed: String,
+        outcome: Result<Vec<String>, String>,
+    },
+    /// What the daemon made of the image at `path`.
+    Image {
+        path: String,
+        outcome: Result<InspectReport, String>,
+    },
+    /// How creating or reconfiguring `name` ended; a refusal carries the
+    /// daemon's problems, each tied to a field.
+    Submitted {
+        name: Label,
+        outcome: Result<(), ApiError>,
+    },
 }
 
 /// Something the operator asked of the daemon.
@@ -113,6 +138,21 @@ pub enum Command {
     BlockDestroy(Label),
     /// Stops the transfer of this device; an upload leaves the old contents.
     CancelTransfer(Label),
+    /// List the operator's own directory for a path being typed; answered by
+    /// [`FormReply::Completions`].
+    CompletePath(String),
+    /// Send the operator's image file to the daemon, which checks and keeps
+    /// it; answered by [`FormReply::Image`].
+    InspectImage(String),
+    /// Start a unikernel from an image the daemon keeps, named by its digest;
+    /// answered by [`FormReply::Submitted`].
+    Create {
+        config: Box<UnikernelConfig>,
+        image: String,
+    },
+    /// Give a unikernel new settings and restart it with its image; answered
+    /// by [`FormReply::Submitted`].
+    Reconfigure(Box<UnikernelConfig>),
 }
 
 impl Command {
@@ -135,6 +175,10 @@ impl Command {
             }
             Command::BlockDestroy(name) => format!("destroy block device {name}"),
             Command::CancelTransfer(name) => format!("cancel the transfer of {name}"),
+            Command::CompletePath(typed) => format!("complete {typed}"),
+            Command::InspectImage(path) => format!("inspect the image {path}"),
+            Command::Create { config, .. } => format!("create {}", config.name),
+            Command::Reconfigure(config) => format!("change the settings of {}", config.name),
         }
     }
 }

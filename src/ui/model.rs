@@ -99,8 +99,8 @@ impl Model {
             Update::Blocks(blocks) => replace(&mut self.blocks, Some(blocks)),
             Update::Policy(policy) => replace(&mut self.policy, Some(policy)),
             Update::Console { name, event } => self.consoles.push(&name, event),
-            // Outcomes are the app's to show.
-            Update::Done { .. } => false,
+            // Outcomes are the app's to show, answers the form's to take.
+            Update::Done { .. } | Update::Form(_) => false,
             Update::Transfer {
                 block,
                 kind,

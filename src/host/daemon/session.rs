@@ -96,6 +96,7 @@ pub async fn handle(
             let changes = matches!(
                 other,
                 Request::Create { .. }
+                    | Request::Reconfigure { .. }
                     | Request::Destroy { .. }
                     | Request::Restart { .. }
                     | Request::Remove { .. }
@@ -131,6 +132,7 @@ async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
                 .map_err(|e| ApiError::new(ErrorKind::NotFound, e.to_string()))?;
             unikernel(sup.create(config, stored).await?)
         }
+        Request::Reconfigure { config } => unikernel(sup.reconfigure(config).await?),
         Request::Destroy { name } => unikernel(sup.destroy(&name).await?),
         Request::Restart { name } => unikernel(sup.restart(&name).await?),
         Request::Remove { name } => {
@@ -294,5 +296,11 @@ async fn put_image(
         .map_err(|e| ApiError::new(ErrorKind::Host, format!("checking the image failed: {e}")))?
         .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
     ctx.sup.store(&image)?;
-    Ok(Reply::Image { image: image.info })
+    let tender = ctx
+        .sup
+        .tender_report(image.info.target, image.info.abi_version);
+    Ok(Reply::Image {
+        image: image.info,
+        tender,
+    })
 }

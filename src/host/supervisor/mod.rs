@@ -17,7 +17,7 @@ use crate::api::block::BlockDeviceInfo;
 use crate::api::event::Event;
 use crate::api::image::{Device, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
-use crate::api::policy::{Claim, PolicyReport, Usage};
+use crate::api::policy::{Claim, Policy, PolicyReport, Usage};
 use crate::api::time::now_ms;
 use crate::api::unikernel::{
     ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
@@ -413,20 +413,14 @@ impl Supervisor {
             .collect()
     }
 
-    /// Validates `config` against `image` and the host, then starts it. Nothing
-    /// on the host is touched unless every check passes.
-    pub async fn create(
-        &self,
-        config: UnikernelConfig,
-        image: Image,
-    ) -> Result<UnikernelInfo, SupervisorError> {
-        let tender = self.inner.tenders.find(
-            image.info.target,
-            image.info.abi_version,
+    /// Which tender would run an image of `target` and ABI `abi`, or why none would.
+    pub fn tender_report(&self, target: Target, abi: u32) -> TenderReport {
+        match self.inner.tenders.find(
+            target,
+            abi,
             &self.inner.settings.dirs.data,
             self.inner.settings.tender_path.clone(),
-        );
-        let report = match &tender {
+        ) {
             Ok(t) => TenderReport::Found {
                 path: t.path.display().to_string(),
                 abi_version: t.abi_version,
@@ -434,27 +428,35 @@ impl Supervisor {
             Err(e) => TenderReport::Missing {
                 error: e.to_string(),
             },
-        };
-        let host = policy::host_policy(self.inner.blocks.dir())?;
-        let block_files = self.resolve_blocks(&config)?;
+        }
+    }
+
+    /// What the launch rules need to know about the host, gathered before the
+    /// bookkeeping is locked (it runs the tender and reads the block store).
+    fn host_facts(
+        &self,
+        config: &UnikernelConfig,
+        image: &ImageInfo,
+    ) -> Result<HostFacts, SupervisorError> {
+        Ok(HostFacts {
+            tender: self.tender_report(image.target, image.abi_version),
+            policy: policy::host_policy(self.inner.blocks.dir())?,
+            block_files: self.resolve_blocks(config)?,
+        })
+    }
+
+    /// Validates `config` against `image` and the host, then starts it. Nothing
+    /// on the host is touched unless every check passes.
+    pub async fn create(
+        &self,
+        config: UnikernelConfig,
+        image: Image,
+    ) -> Result<UnikernelInfo, SupervisorError> {
+        let host = self.host_facts(&config, &image.info)?;
         let name = config.name.clone();
         {
             let mut units = self.inner.lock();
-            let facts_blocks = block_infos(&units, &block_files);
-            let names: Vec<Label> = units.keys().cloned().collect();
-            let usage = usage(&units);
-            let facts = Facts {
-                image: &image.info,
-                tender: &report,
-                names_in_use: &names,
-                blocks: &facts_blocks,
-                policy: &host,
-                usage: &usage,
-            };
-            let problems = validate::validate(&config, &facts);
-            if !problems.is_empty() {
-                return Err(SupervisorError::Invalid(problems));
-            }
+            check(&units, &config, &image.info, &host, None)?;
             let stored = self.inner.store_image(&image)?;
             let unit = Unit {
                 config,
@@ -476,6 +478,34 @@ impl Supervisor {
                 self.inner.emit(Event::Removed { name: name.clone() });
                 return Err(e);
             }
+        }
+        self.info(&name)
+    }
+
+    /// Gives the unikernel `config.name` the settings `config` and starts it
+    /// again (stopping it first if it runs) with the image it already has. The
+    /// new settings pass every launch rule before anything stops, its own
+    /// resources counting as free, so a refused change leaves it as it was.
+    pub async fn reconfigure(
+        &self,
+        config: UnikernelConfig,
+    ) -> Result<UnikernelInfo, SupervisorError> {
+        let name = config.name.clone();
+        let digest = self.inner.with_unit(&name, |u| u.image.digest.clone())?;
+        let image = self.stored_image(&digest)?;
+        let host = self.host_facts(&config, &image.info)?;
+        check(&self.inner.lock(), &config, &image.info, &host, Some(&name))?;
+        self.destroy(&name).await?;
+        {
+            let mut units = self.inner.lock();
+            // While it stopped, another request may have taken what it held:
+            // then it stays stopped, with its old settings, and says why.
+            check(&units, &config, &image.info, &host, Some(&name))?;
+            let unit = units
+                .get_mut(&name)
+                .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+            unit.config = config;
+            self.inner.start(&mut units, &name)?;
         }
         self.info(&name)
     }
@@ -559,6 +589,44 @@ impl Supervisor {
 fn usage(units: &BTreeMap<Label, Unit>) -> Usage {
     let claims: Vec<Claim> = units.values().filter_map(Unit::claim).collect();
     claims.iter().collect()
+}
+
+/// The facts about the host a launch is checked against, apart from the
+/// bookkeeping (see [`check`]).
+struct HostFacts {
+    tender: TenderReport,
+    policy: Policy,
+    block_files: Vec<Option<BlockFile>>,
+}
+
+/// Every launch rule for `config`, against the host and the unikernels in
+/// `units` but `except` (one being reconfigured is not its own rival).
+fn check(
+    units: &BTreeMap<Label, Unit>,
+    config: &UnikernelConfig,
+    image: &ImageInfo,
+    host: &HostFacts,
+    except: Option<&Label>,
+) -> Result<(), SupervisorError> {
+    let others = || units.iter().filter(|(name, _)| Some(*name) != except);
+    let names: Vec<Label> = others().map(|(name, _)| name.clone()).collect();
+    let claims: Vec<Claim> = others().filter_map(|(_, u)| u.claim()).collect();
+    let usage: Usage = claims.iter().collect();
+    let blocks = block_infos(units, &host.block_files);
+    let facts = Facts {
+        image,
+        tender: &host.tender,
+        names_in_use: &names,
+        blocks: &blocks,
+        policy: &host.policy,
+        usage: &usage,
+    };
+    let problems = validate::validate(config, &facts);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SupervisorError::Invalid(problems))
+    }
 }
 
 /// The store's view of the block devices a configuration names.

@@ -59,6 +59,7 @@ impl View for DetailsView {
                 Effect::Push(Box::new(ConsoleView::new(vec![self.name.clone()])))
             }
             Action::Restart | Action::Destroy | Action::Remove => ask_lifecycle(action, info),
+            Action::Edit => Effect::Push(Box::new(super::create::CreateView::edit(info))),
             _ => return false,
         };
         cx.effect(effect);

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod console;
+pub mod create;
 pub mod details;
 pub mod help;
 pub mod policy;
@@ -13,9 +14,10 @@ pub mod unikernels;
 
 use crate::api::label::Label;
 use crate::ui::keymap::{Action, Context, KeyMap};
-use crate::ui::message::Command;
+use crate::ui::message::{Command, FormReply};
 use crate::ui::model::Model;
 use crate::ui::theme::Theme;
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
@@ -109,6 +111,10 @@ pub enum Question {
     UploadPath,
     /// The local file to download the selected block device to.
     DownloadPath,
+    /// Whether to leave a form and lose what was typed.
+    Discard,
+    /// Whether to restart a unikernel with the settings of the edit form.
+    Reconfigure,
 }
 
 /// A message on the status line.
@@ -153,6 +159,20 @@ pub trait View {
 
     /// The answer to a question this screen asked.
     fn on_answer(&mut self, _question: Question, _answer: String, _cx: &mut Cx) {}
+
+    /// Whether the screen has text fields: then every key that types a
+    /// character, and every key the map leaves unbound (backspace, delete),
+    /// goes to [`View::on_text`] instead of meaning an action.
+    fn takes_text(&self) -> bool {
+        false
+    }
+
+    /// A key for the focused text field (see [`View::takes_text`]).
+    fn on_text(&mut self, _key: KeyEvent, _cx: &mut Cx) {}
+
+    /// The daemon's or the link's answer to a command a form sent; it goes
+    /// to the screen on top, the form that is waiting for it.
+    fn on_form_reply(&mut self, _reply: FormReply, _cx: &mut Cx) {}
 
     /// The screen opens: take what it needs (console subscriptions).
     fn on_open(&mut self, _cx: &mut Cx) {}

@@ -265,6 +265,7 @@ impl View for UnikernelsView {
                 self.descending = !self.descending;
                 self.refresh(cx.model);
             }
+            Action::Create => cx.effect(Effect::Push(Box::new(super::create::CreateView::new()))),
             Action::Select
             | Action::ShowConsole
             | Action::Restart

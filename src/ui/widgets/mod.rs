@@ -1,6 +1,7 @@
 //! Pieces drawn over or beside any screen.
 
 pub mod confirm;
+pub mod field;
 pub mod prompt;
 pub mod scrolled;
 
