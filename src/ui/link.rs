@@ -10,6 +10,9 @@ use crate::ui::message::{Command, Update};
 use crate::ui::transfer::{self, Job, Transfers};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +108,7 @@ impl Link {
                     Some(Command::Watch(name)) => { self.watched.insert(name); }
                     Some(Command::Unwatch(name)) => { self.watched.remove(&name); }
                     Some(Command::CancelTransfer(name)) => { self.transfers.cancel(&name); }
+                    Some(save @ Command::SaveConsole { .. }) => self.spawn_save(save),
                     Some(command) => match FormCommand::of(command) {
                         Ok(form) => form.spawn(None, self.updates.clone()),
                         Err(other) => {
@@ -232,7 +236,26 @@ impl Link {
                     form.spawn(Some(client.clone()), self.updates.clone());
                 }
             }
+            save @ Command::SaveConsole { .. } => self.spawn_save(save),
         }
+    }
+
+    /// Saves console text to the operator's file, off the async threads; the
+    /// outcome comes back as `Done`. Needs no daemon, so it works disconnected too.
+    fn spawn_save(&self, save: Command) {
+        let what = save.describe();
+        let Command::SaveConsole { path, text } = save else {
+            return;
+        };
+        let updates = self.updates.clone();
+        tokio::spawn(async move {
+            let outcome =
+                tokio::task::spawn_blocking(move || save_new_file(&path, text.as_bytes()))
+                    .await
+                    .map_err(|e| format!("the save was interrupted: {e}"))
+                    .and_then(|saved| saved.map_err(|e| e.to_string()));
+            let _ = updates.send(Update::Done { what, outcome }).await;
+        });
     }
 
     /// Asks `request` and passes the answer on as an update.
@@ -308,6 +331,45 @@ impl Link {
     }
 }
 
+/// Why a console could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("{} already exists: fulmar never overwrites a file; give another name", path.display())]
+    Exists { path: PathBuf },
+    #[error("cannot write {}: {source}; check that the directory exists and that you may write there", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Writes `bytes` into a new file at `path`, readable by its owner only; an
+/// existing file (or symlink) there is left alone and refused, and a file
+/// left half-written by an error is removed.
+pub fn save_new_file(path: &Path, bytes: &[u8]) -> Result<(), SaveError> {
+    let write_error = |source| SaveError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => SaveError::Exists {
+                path: path.to_path_buf(),
+            },
+            _ => write_error(e),
+        })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            write_error(e)
+        })
+}
+
 fn describe(request: &Request) -> String {
     match request {
         Request::Destroy { name } => Command::Destroy(name.clone()).describe(),
@@ -326,5 +388,35 @@ fn as_update(reply: Reply) -> Option<Update> {
             stats.into_iter().map(|s| (s.name, s.stats)).collect(),
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_saved_console_is_a_new_private_file_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web-console.log");
+        save_new_file(&path, b"one\ntwo\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let err = save_new_file(&path, b"other").unwrap_err();
+        assert!(matches!(err, SaveError::Exists { .. }), "{err}");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn a_save_into_a_missing_directory_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope").join("web.log");
+        let err = save_new_file(&path, b"x").unwrap_err();
+        assert!(matches!(err, SaveError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("directory exists"), "{err}");
     }
 }

@@ -153,6 +153,12 @@ pub enum Command {
     /// Give a unikernel new settings and restart it with its image; answered
     /// by [`FormReply::Submitted`].
     Reconfigure(Box<UnikernelConfig>),
+    /// Write a console's text into a new file of the operator's (never over
+    /// an existing one); the link does it, as it does all I/O.
+    SaveConsole {
+        path: PathBuf,
+        text: String,
+    },
 }
 
 impl Command {
@@ -179,6 +185,9 @@ impl Command {
             Command::InspectImage(path) => format!("inspect the image {path}"),
             Command::Create { config, .. } => format!("create {}", config.name),
             Command::Reconfigure(config) => format!("change the settings of {}", config.name),
+            Command::SaveConsole { path, text } => {
+                format!("save {} lines to {}", text.lines().count(), path.display())
+            }
         }
     }
 }

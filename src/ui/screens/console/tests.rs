@@ -1,0 +1,1 @@
+//! Snapshots and behaviour of the console panes.
