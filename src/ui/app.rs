@@ -243,6 +243,7 @@ impl App {
         match (outcome, view) {
             (prompt::Outcome::Edited(text), Some(view)) if purpose == Purpose::Search => {
                 view.on_search(&text, &mut cx);
+                self.overlay = Some(Overlay::Prompt(prompt));
             }
             (prompt::Outcome::Cancelled, Some(view)) if purpose == Purpose::Search => {
                 view.on_search("", &mut cx);
