@@ -12,6 +12,10 @@ pub const KEPT_LINES: usize = 20_000;
 /// One console line, ready to draw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
+    /// This buffer's own number for the line: one more than the line before
+    /// it, never reused. Unlike `seq` (which a restarted daemon starts again)
+    /// it only grows, so a view can hold on to a line by it.
+    pub id: u64,
     pub seq: u64,
     pub at_ms: u64,
     /// The line with every control byte written out visibly.
@@ -31,6 +35,8 @@ pub struct ConsoleBuffer {
     cleared_through: Option<(u64, u64)>,
     /// Bumped on every change, so views can tell cheaply whether to redo work.
     generation: u64,
+    /// The id the next line gets.
+    next_id: u64,
 }
 
 impl ConsoleBuffer {
@@ -46,12 +52,14 @@ impl ConsoleBuffer {
                     self.lines.pop_front();
                 }
                 self.lines.push_back(Line {
+                    id: self.next_id,
                     seq: line.seq,
                     at_ms: line.at_ms,
                     text: visible(&line.bytes),
                     source: line.source,
                     continued: line.continued,
                 });
+                self.next_id += 1;
             }
             ConsoleEvent::Dropped { count } => self.dropped = self.dropped.saturating_add(count),
         }
@@ -81,6 +89,14 @@ impl ConsoleBuffer {
 
     pub fn lines(&self) -> &VecDeque<Line> {
         &self.lines
+    }
+
+    /// Where the line with `id` is in [`ConsoleBuffer::lines`], if still kept:
+    /// the ids of kept lines run without a gap.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        let first = self.lines.front()?.id;
+        let index = usize::try_from(id.checked_sub(first)?).ok()?;
+        (index < self.lines.len()).then_some(index)
     }
 
     pub fn dropped(&self) -> u64 {
@@ -178,6 +194,24 @@ mod tests {
         assert!(buffer.push(line_at(0, 5_000, b"re-adopted")));
         assert!(buffer.push(line_at(1, 5_001, b"y")));
         assert_eq!(buffer.lines().len(), 5);
+    }
+
+    #[test]
+    fn ids_only_grow_and_find_kept_lines() {
+        let mut buffer = ConsoleBuffer::default();
+        for seq in 1..=3 {
+            buffer.push(line(seq, b"x"));
+        }
+        buffer.push(line_at(0, 5_000, b"after a daemon restart"));
+        let ids: Vec<u64> = buffer.lines().iter().map(|l| l.id).collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        assert_eq!(buffer.index_of(3), Some(3));
+        buffer.clear();
+        buffer.push(line_at(1, 5_001, b"y"));
+        assert_eq!(buffer.lines()[0].id, 4);
+        assert_eq!(buffer.index_of(4), Some(0));
+        assert_eq!(buffer.index_of(3), None);
+        assert_eq!(buffer.index_of(5), None);
     }
 
     #[test]

@@ -173,6 +173,27 @@ pub fn console_bytes(name: &str, seq: u64, bytes: &[u8]) -> Update {
     }
 }
 
+/// A line fulmar itself wrote into `name`'s console ("exited 2").
+pub fn fulmar_line(name: &str, seq: u64, text: &str) -> Update {
+    let mut update = console_bytes(name, seq, text.as_bytes());
+    if let Update::Console {
+        event: ConsoleEvent::Line(line),
+        ..
+    } = &mut update
+    {
+        line.source = LineSource::Fulmar;
+    }
+    update
+}
+
+/// The daemon skipped `count` of `name`'s lines for a slow client.
+pub fn dropped(name: &str, count: u64) -> Update {
+    Update::Console {
+        name: label(name),
+        event: ConsoleEvent::Dropped { count },
+    }
+}
+
 /// An app on a `TestBackend`, driven as the daemon and the operator would.
 pub struct Harness {
     pub app: App,

@@ -24,7 +24,7 @@ pub struct Entry {
 }
 
 /// Where an entry sorts among those of every source: by time, then source,
-/// then sequence number.
+/// then line id.
 pub type Key = (u64, usize, u64);
 
 pub struct Feed<'a> {
@@ -66,7 +66,7 @@ impl<'a> Feed<'a> {
 
     pub fn key(&self, entry: Entry) -> Key {
         let head = self.head(entry);
-        (self.sort_time(head), entry.src, head.seq)
+        (self.sort_time(head), entry.src, head.id)
     }
 
     /// The time a line sorts by. With one source, none: its lines keep the
@@ -93,9 +93,9 @@ impl<'a> Feed<'a> {
         Entry { src, head, end }
     }
 
-    /// The entry holding the line numbered `seq` of `src`, if it is still kept.
-    pub fn find(&self, src: usize, seq: u64) -> Option<Entry> {
-        let index = self.lines(src).binary_search_by_key(&seq, |l| l.seq).ok()?;
+    /// The entry holding line `id` of `src`, if it is still kept.
+    pub fn find(&self, src: usize, id: u64) -> Option<Entry> {
+        let index = self.buffer(src)?.index_of(id)?;
         Some(self.entry_at(src, index))
     }
 
@@ -209,7 +209,7 @@ mod tests {
         let feed = Feed::new(&model, &[label("a")]);
         assert_eq!(texts(&feed, feed.first(), true), ["a1", "a2a3"]);
         assert_eq!(texts(&feed, feed.last(), false), ["a2a3", "a1"]);
-        assert_eq!(feed.find(0, 3), feed.find(0, 2));
+        assert_eq!(feed.find(0, 2), feed.find(0, 1));
         assert_eq!(feed.find(0, 9), None);
     }
 

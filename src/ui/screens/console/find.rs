@@ -10,15 +10,15 @@ use super::feed::{Feed, Key};
 use memchr::memmem::Finder;
 use std::collections::VecDeque;
 
-/// One match: bytes `start..end` of line `seq`'s (escaped) text, in the entry
-/// headed by line `head_seq`, which sorts at `head_at` (see `Feed::sort_time`).
+/// One match: bytes `start..end` of line `id`'s (escaped) text, in the entry
+/// headed by line `head_id`, which sorts at `head_at` (see `Feed::sort_time`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Match {
-    pub seq: u64,
+    pub id: u64,
     pub start: usize,
     pub end: usize,
     head_at: u64,
-    head_seq: u64,
+    head_id: u64,
 }
 
 /// A match and the source (of the pane) it is in.
@@ -32,8 +32,8 @@ impl Found {
     /// Where the match sorts among every match of the pane.
     fn key(&self) -> (Key, u64, usize) {
         (
-            (self.at.head_at, self.src, self.at.head_seq),
-            self.at.seq,
+            (self.at.head_at, self.src, self.at.head_id),
+            self.at.id,
             self.at.start,
         )
     }
@@ -43,7 +43,7 @@ impl Found {
 #[derive(Debug, Default)]
 struct Source {
     matches: VecDeque<Match>,
-    /// The last line scanned, by sequence number.
+    /// The last line scanned, by id.
     scanned: Option<u64>,
     generation: Option<u64>,
     /// The head of the entry the last scanned line belongs to, for a
@@ -106,18 +106,18 @@ impl Find {
             }
             source.generation = generation;
             let lines = feed.lines(src);
-            let oldest = lines.front().map_or(u64::MAX, |l| l.seq);
-            while source.matches.front().is_some_and(|m| m.seq < oldest) {
+            let oldest = lines.front().map_or(u64::MAX, |l| l.id);
+            while source.matches.front().is_some_and(|m| m.id < oldest) {
                 source.matches.pop_front();
             }
             let from = source
                 .scanned
-                .map_or(0, |s| lines.partition_point(|l| l.seq <= s));
+                .map_or(0, |s| lines.partition_point(|l| l.id <= s));
             for line in lines.range(from..) {
                 if !line.continued || source.scanned.is_none() {
-                    source.head = (feed.sort_time(line), line.seq);
+                    source.head = (feed.sort_time(line), line.id);
                 }
-                source.scanned = Some(line.seq);
+                source.scanned = Some(line.id);
                 let haystack = if self.fold {
                     self.folded.clear();
                     self.folded
@@ -126,15 +126,15 @@ impl Find {
                 } else {
                     line.text.as_bytes()
                 };
-                let (head_at, head_seq) = source.head;
+                let (head_at, head_id) = source.head;
                 source
                     .matches
                     .extend(finder.find_iter(haystack).map(|start| Match {
-                        seq: line.seq,
+                        id: line.id,
                         start,
                         end: start + finder.needle().len(),
                         head_at,
-                        head_seq,
+                        head_id,
                     }));
             }
         }
@@ -174,14 +174,14 @@ impl Find {
         Some(before + 1)
     }
 
-    /// The matches in line `seq` of source `src`, by position.
-    pub fn in_line(&self, src: usize, seq: u64) -> impl Iterator<Item = &Match> {
+    /// The matches in line `id` of source `src`, by position.
+    pub fn in_line(&self, src: usize, id: u64) -> impl Iterator<Item = &Match> {
         let matches = self.sources.get(src).map(|s| &s.matches);
-        let from = matches.map_or(0, |m| m.partition_point(|m| m.seq < seq));
+        let from = matches.map_or(0, |m| m.partition_point(|m| m.id < id));
         matches
             .into_iter()
             .flat_map(move |m| m.range(from..))
-            .take_while(move |m| m.seq == seq)
+            .take_while(move |m| m.id == id)
     }
 
     /// Makes the match after the current one current (wrapping to the first);
@@ -252,11 +252,11 @@ impl Find {
         let fence = Found {
             src: bottom.1,
             at: Match {
-                seq: u64::MAX,
+                id: u64::MAX,
                 start: usize::MAX,
                 end: usize::MAX,
                 head_at: bottom.0,
-                head_seq: bottom.2,
+                head_id: bottom.2,
             },
         };
         self.current = self
@@ -266,7 +266,7 @@ impl Find {
 }
 
 fn key_in(m: &Match) -> (u64, usize) {
-    (m.seq, m.start)
+    (m.id, m.start)
 }
 
 #[cfg(test)]
@@ -304,7 +304,7 @@ mod tests {
                     false => find.previous(),
                 };
                 let c = find.current().unwrap();
-                (c.src, c.at.seq, c.at.start)
+                (c.src, c.at.id, c.at.start)
             })
             .collect()
     }
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(find.count(), 5);
         find.set_query("Error", &Feed::new(&model, &names));
         assert_eq!(find.count(), 1);
-        let spans: Vec<(usize, usize)> = find.in_line(0, 1).map(|m| (m.start, m.end)).collect();
+        let spans: Vec<(usize, usize)> = find.in_line(0, 0).map(|m| (m.start, m.end)).collect();
         assert_eq!(spans, [(0, 5)]);
     }
 
@@ -337,12 +337,12 @@ mod tests {
         let forward = walk(&mut find, true, 5);
         assert_eq!(
             forward,
-            [(0, 1, 0), (1, 1, 0), (1, 1, 2), (0, 2, 0), (0, 1, 0)]
+            [(0, 0, 0), (1, 0, 0), (1, 0, 2), (0, 1, 0), (0, 0, 0)]
         );
         assert_eq!(find.position(), Some(1));
         assert!(find.previous(), "going back from the first wraps");
         assert_eq!(find.position(), Some(4));
-        assert_eq!(walk(&mut find, false, 2), [(1, 1, 2), (1, 1, 0)]);
+        assert_eq!(walk(&mut find, false, 2), [(1, 0, 2), (1, 0, 0)]);
         assert_eq!(find.position(), Some(2));
     }
 
@@ -382,12 +382,12 @@ mod tests {
         let names = names(&["a"]);
         let mut find = Find::default();
         find.set_query("x", &Feed::new(&model, &names));
-        // One console sorts by sequence number alone.
-        find.pick_near(Some((0, 0, 4)));
-        assert_eq!(find.current().map(|c| c.at.seq), Some(3));
+        // One console sorts by line id alone; line `seq` has id `seq - 1`.
+        find.pick_near(Some((0, 0, 3)));
+        assert_eq!(find.current().map(|c| c.at.id), Some(2));
         find.pick_near(Some((0, 0, 0)));
-        assert_eq!(find.current().map(|c| c.at.seq), Some(1));
+        assert_eq!(find.current().map(|c| c.at.id), Some(0));
         find.pick_near(None);
-        assert_eq!(find.current().map(|c| c.at.seq), Some(5));
+        assert_eq!(find.current().map(|c| c.at.id), Some(4));
     }
 }

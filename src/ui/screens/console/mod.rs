@@ -368,8 +368,8 @@ fn draw_pane(frame: &mut Frame, area: Rect, pane: &Pane, focused: bool, cx: &Dra
     let current = find.current();
     let marks_of = |entry, marks: &mut Vec<Mark>| {
         for chunk in feed.chunks(entry) {
-            marks.extend(find.in_line(entry.src, chunk.seq).map(|m| Mark {
-                seq: m.seq,
+            marks.extend(find.in_line(entry.src, chunk.id).map(|m| Mark {
+                id: m.id,
                 start: m.start,
                 end: m.end,
                 current: current

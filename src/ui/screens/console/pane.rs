@@ -1,6 +1,6 @@
 //! One console pane's state: what it follows, where it is scrolled to, how it
 //! wraps, and its find. Scrolling is kept as an anchor (the entry at the
-//! bottom row, by sequence number), so lines that arrive or fall out of the
+//! bottom row, by line id), so lines that arrive or fall out of the
 //! buffer never move what the operator is reading.
 
 use super::feed::{Entry, Feed};
@@ -20,12 +20,12 @@ pub struct Spot {
     pub below: usize,
 }
 
-/// A [`Spot`] that survives changes to the buffer: by source and sequence
-/// number, not by index.
+/// A [`Spot`] that survives changes to the buffer: by source and line id,
+/// not by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Anchor {
     src: usize,
-    seq: u64,
+    id: u64,
     below: usize,
 }
 
@@ -112,7 +112,7 @@ impl Pane {
         let Some(anchor) = self.anchor else {
             return self.top(feed);
         };
-        match feed.find(anchor.src, anchor.seq) {
+        match feed.find(anchor.src, anchor.id) {
             Some(entry) => {
                 let below = anchor.below.min(self.height(feed, entry) - 1);
                 Some(self.clamp_top(feed, Spot { entry, below }))
@@ -162,7 +162,7 @@ impl Pane {
         self.follow = false;
         self.anchor = Some(Anchor {
             src: spot.entry.src,
-            seq: feed.head(spot.entry).seq,
+            id: feed.head(spot.entry).id,
             below: spot.below,
         });
     }
@@ -317,11 +317,11 @@ impl Pane {
     /// Shows the current match: scrolls (and without wrap, shifts) only
     /// when it is not on screen already, then puts it mid-pane.
     pub fn reveal(&mut self, feed: &Feed, found: Found) {
-        let Some(entry) = feed.find(found.src, found.at.seq) else {
+        let Some(entry) = feed.find(found.src, found.at.id) else {
             return;
         };
         let flow = self.flow();
-        let (row, col) = render::locate(feed, entry, flow, found.at.seq, found.at.start);
+        let (row, col) = render::locate(feed, entry, flow, found.at.id, found.at.start);
         let length = found.at.end - found.at.start;
         if !self.wrap && (col < self.shift || col + length > self.shift + flow.width) {
             self.shift = col.saturating_sub(flow.width / 3);

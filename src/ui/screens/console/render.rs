@@ -37,7 +37,7 @@ pub struct Flow {
 /// A highlighted span of one line's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
-    pub seq: u64,
+    pub id: u64,
     pub start: usize,
     pub end: usize,
     pub current: bool,
@@ -184,13 +184,12 @@ fn lay_out(
             )?;
         }
         for chunk in feed.chunks(entry) {
-            let from = marks.partition_point(|m| m.seq < chunk.seq);
-            let to = marks.partition_point(|m| m.seq <= chunk.seq);
+            let from = marks.partition_point(|m| m.id < chunk.id);
+            let to = marks.partition_point(|m| m.id <= chunk.id);
             let chunk_marks = marks.get(from..to).unwrap_or_default();
-            let seq = Some(chunk.seq);
             piece(
                 &chunk.text,
-                seq,
+                Some(chunk.id),
                 style,
                 chunk_marks,
                 paint,
@@ -215,11 +214,11 @@ fn lay_out(
     cursor.row + 1
 }
 
-/// Lays out one piece of text (of line `seq`, if it is one); `marks` are
+/// Lays out one piece of text (of line `id`, if it is one); `marks` are
 /// byte ranges of it, in order.
 fn piece(
     text: &str,
-    seq: Option<u64>,
+    id: Option<u64>,
     style: Style,
     marks: &[Mark],
     paint: &Paint,
@@ -244,29 +243,48 @@ fn piece(
                 symbol: " ",
                 width: 1,
                 style: style_at(offset - 1),
-                at: seq.map(|s| (s, offset - 1)),
+                at: id.map(|i| (i, offset - 1)),
             };
             for _ in 0..TAB - cursor.abs % TAB {
                 cursor.put(tab, visit)?;
             }
         }
-        let span = Span::raw(segment);
-        for grapheme in span.styled_graphemes(Style::default()) {
-            let width = usize::from(grapheme.symbol.cell_width());
+        each_grapheme(segment, |start, symbol| {
+            let width = usize::from(symbol.cell_width());
             if width == 0 {
-                continue;
+                return ControlFlow::Continue(());
             }
-            // The symbol is a slice of `segment`: its address says where.
-            let at = offset + (grapheme.symbol.as_ptr() as usize - segment.as_ptr() as usize);
+            let at = offset + start;
             let grapheme = Grapheme {
-                symbol: grapheme.symbol,
+                symbol,
                 width,
                 style: style_at(at),
-                at: seq.map(|s| (s, at)),
+                at: id.map(|i| (i, at)),
             };
-            cursor.put(grapheme, visit)?;
-        }
+            cursor.put(grapheme, visit)
+        })?;
         offset += segment.len() + 1;
+    }
+    ControlFlow::Continue(())
+}
+
+/// Calls `f` with each grapheme of `text` (escaped: no control characters)
+/// and the byte it starts at. ASCII, the usual console line, is one byte a
+/// grapheme and skips the Unicode segmentation.
+fn each_grapheme(text: &str, mut f: impl FnMut(usize, &str) -> ControlFlow<()>) -> ControlFlow<()> {
+    if text.is_ascii() {
+        for start in 0..text.len() {
+            f(start, text.get(start..start + 1).unwrap_or_default())?;
+        }
+        return ControlFlow::Continue(());
+    }
+    let span = Span::raw(text);
+    for grapheme in span.styled_graphemes(Style::default()) {
+        // The symbol is a slice of `text`: its address says where.
+        f(
+            grapheme.symbol.as_ptr() as usize - text.as_ptr() as usize,
+            grapheme.symbol,
+        )?;
     }
     ControlFlow::Continue(())
 }
@@ -295,12 +313,12 @@ pub fn height(feed: &Feed, entry: Entry, flow: Flow) -> usize {
 }
 
 /// Where in its entry (row, and cell of the text area as if unshifted) byte
-/// `at` of line `seq` lands.
-pub fn locate(feed: &Feed, entry: Entry, flow: Flow, seq: u64, at: usize) -> (usize, usize) {
+/// `at` of line `id` lands.
+pub fn locate(feed: &Feed, entry: Entry, flow: Flow, id: u64, at: usize) -> (usize, usize) {
     let unshifted = Flow { shift: 0, ..flow };
     let mut found = (0, 0);
     lay_out(feed, entry, unshifted, &Paint::PLAIN, &[], |placed| {
-        if placed.at.is_some_and(|(s, a)| (s, a) >= (seq, at)) {
+        if placed.at.is_some_and(|place| place >= (id, at)) {
             found = (placed.row, placed.col);
             return ControlFlow::Break(());
         }
