@@ -340,13 +340,42 @@ fn draw_pane(frame: &mut Frame, area: Rect, pane: &Pane, focused: bool, cx: &Dra
     } else {
         cx.theme.border
     };
-    let block = Block::bordered()
+    let room = usize::from(area.width.saturating_sub(2));
+    let mut title = title(pane, focused, cx);
+    // Lines the daemon dropped are never left out: in the title when they
+    // fit there, else on a row of their own.
+    let mut banner = None;
+    if let Some(dropped) = dropped(&feed) {
+        let span = Span::styled(format!("· {dropped} "), cx.theme.bad);
+        match title.width() + span.width() <= room {
+            true => title.push_span(span),
+            false => banner = Some(dropped),
+        }
+    }
+    let flags = flags(pane, cx);
+    let flags_fit = title.width() + flags.width() <= room;
+    let mut block = Block::bordered()
         .border_style(border)
-        .title(title(pane, &feed, focused, cx))
-        .title_top(flags(pane, cx).right_aligned())
+        .title(title)
         .title_bottom(find_status(pane, cx));
-    let inner = block.inner(area);
+    if flags_fit {
+        block = block.title_top(flags.right_aligned());
+    }
+    let mut inner = block.inner(area);
     frame.render_widget(block, area);
+    if let Some(banner) = banner {
+        let rows = banner.len().div_ceil(usize::from(inner.width).max(1));
+        let rows = u16::try_from(rows).unwrap_or(u16::MAX).min(inner.height);
+        let [top, rest] =
+            Layout::vertical([Constraint::Length(rows), Constraint::Fill(1)]).areas(inner);
+        frame.render_widget(
+            Paragraph::new(banner)
+                .style(cx.theme.bad)
+                .wrap(Wrap { trim: true }),
+            top,
+        );
+        inner = rest;
+    }
     let names: Vec<&str> = pane.names.iter().map(Label::as_str).collect();
     let gutter = pane.gutter(&names, usize::from(inner.width));
     let text_width = usize::from(inner.width).saturating_sub(gutter.width());
@@ -403,9 +432,8 @@ fn state(name: &Label, cx: &DrawCx) -> (String, Style) {
     }
 }
 
-/// The pane's top-left title: each console with its state, then the lines
-/// the daemon had to drop for us, which is never left out.
-fn title<'a>(pane: &Pane, feed: &Feed, focused: bool, cx: &DrawCx) -> Line<'a> {
+/// The pane's top-left title: each console with its state.
+fn title<'a>(pane: &Pane, focused: bool, cx: &DrawCx) -> Line<'a> {
     let name_style = if focused {
         cx.theme.title
     } else {
@@ -420,19 +448,18 @@ fn title<'a>(pane: &Pane, feed: &Feed, focused: bool, cx: &DrawCx) -> Line<'a> {
         ));
         spans.push(Span::styled(state, style));
     }
+    spans.push(Span::raw(" "));
+    Line::from(spans)
+}
+
+/// "N lines dropped", when the daemon had to skip lines for us.
+fn dropped(feed: &Feed) -> Option<String> {
     let dropped: u64 = (0..feed.sources())
         .filter_map(|s| feed.buffer(s))
         .map(|b| b.dropped())
         .sum();
-    if dropped > 0 {
-        let lines = if dropped == 1 { "line" } else { "lines" };
-        spans.push(Span::styled(
-            format!(" · {dropped} {lines} dropped"),
-            cx.theme.bad,
-        ));
-    }
-    spans.push(Span::raw(" "));
-    Line::from(spans)
+    let lines = if dropped == 1 { "line" } else { "lines" };
+    (dropped > 0).then(|| format!("{dropped} {lines} dropped"))
 }
 
 /// The pane's top-right title: following, wrapping, timestamps.

@@ -532,3 +532,21 @@ fn clear_empties_the_pane_until_new_lines_come() {
     let screen = h.screen();
     assert!(screen.contains("web line 6:") && !screen.contains("sent again"));
 }
+
+#[test]
+fn dropped_lines_get_a_row_of_their_own_when_the_title_is_too_narrow() {
+    let four = || {
+        ["web", "db", "cache", "queue"]
+            .iter()
+            .map(|n| running(n, 1_000))
+            .collect()
+    };
+    at_both_sizes("dropped_narrow", |w, h| {
+        let mut harness = open(four(), "web db cache queue", w, h);
+        for name in ["web", "db", "cache", "queue"] {
+            numbered(&mut harness, name, 1, 3);
+        }
+        harness.update(dropped("cache", 1234));
+        harness
+    });
+}
