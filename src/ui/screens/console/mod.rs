@@ -409,14 +409,17 @@ fn draw_pane(frame: &mut Frame, area: Rect, pane: &Pane, focused: bool, cx: &Dra
             }));
         }
     };
+    let look = render::Look {
+        gutter,
+        flow: pane.flow(),
+        theme: cx.theme,
+    };
     render::draw(
         frame.buffer_mut(),
         inner,
         &feed,
         &placements,
-        &gutter,
-        pane.flow(),
-        cx.theme,
+        &look,
         marks_of,
     );
 }

@@ -43,10 +43,9 @@ pub struct Mark {
     pub current: bool,
 }
 
-/// One grapheme's place: `row` of the entry, `col` of the text area.
-struct Placed<'s> {
-    row: usize,
-    col: usize,
+/// A grapheme, as it is to be drawn.
+#[derive(Clone, Copy)]
+struct Grapheme<'s> {
     symbol: &'s str,
     width: usize,
     style: Style,
@@ -54,13 +53,11 @@ struct Placed<'s> {
     at: Option<(u64, usize)>,
 }
 
-/// A grapheme on its way to a place.
-#[derive(Clone, Copy)]
-struct Grapheme<'s> {
-    symbol: &'s str,
-    width: usize,
-    style: Style,
-    at: Option<(u64, usize)>,
+/// A grapheme's place: `row` of the entry, `col` of the text area.
+struct Placed<'s> {
+    row: usize,
+    col: usize,
+    grapheme: Grapheme<'s>,
 }
 
 /// Where the next grapheme goes.
@@ -90,12 +87,7 @@ impl Cursor {
         grapheme: Grapheme,
         visit: &mut impl FnMut(Placed) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        let Grapheme {
-            symbol,
-            width,
-            style,
-            at,
-        } = grapheme;
+        let width = grapheme.width;
         let abs = self.abs;
         self.abs += width;
         if self.flow.wrap {
@@ -108,10 +100,7 @@ impl Cursor {
             return visit(Placed {
                 row: self.row,
                 col,
-                symbol,
-                width,
-                style,
-                at,
+                grapheme,
             });
         }
         let Some(col) = abs.checked_sub(self.flow.shift) else {
@@ -123,10 +112,7 @@ impl Cursor {
         visit(Placed {
             row: 0,
             col,
-            symbol,
-            width,
-            style,
-            at,
+            grapheme,
         })
     }
 }
@@ -318,7 +304,7 @@ pub fn locate(feed: &Feed, entry: Entry, flow: Flow, id: u64, at: usize) -> (usi
     let unshifted = Flow { shift: 0, ..flow };
     let mut found = (0, 0);
     lay_out(feed, entry, unshifted, &Paint::PLAIN, &[], |placed| {
-        if placed.at.is_some_and(|place| place >= (id, at)) {
+        if placed.grapheme.at.is_some_and(|place| place >= (id, at)) {
             found = (placed.row, placed.col);
             return ControlFlow::Break(());
         }
@@ -383,19 +369,29 @@ pub struct Placement {
     pub y: usize,
 }
 
+/// How a pane draws its entries in one frame.
+pub struct Look<'a> {
+    pub gutter: Gutter<'a>,
+    pub flow: Flow,
+    pub theme: &'a Theme,
+}
+
 /// Paints `placements` into `area` of the buffer; `marks_of` gives each
 /// entry's highlights (into a buffer reused from entry to entry).
-#[allow(clippy::too_many_arguments)]
 pub fn draw(
     buf: &mut Buffer,
     area: Rect,
     feed: &Feed,
     placements: &[Placement],
-    gutter: &Gutter,
-    flow: Flow,
-    theme: &Theme,
+    look: &Look,
     mut marks_of: impl FnMut(Entry, &mut Vec<Mark>),
 ) {
+    let Look {
+        gutter,
+        flow,
+        theme,
+    } = look;
+    let flow = *flow;
     let paint = Paint::new(theme);
     let text_x = area.x.saturating_add(gutter.width() as u16);
     let mut marks = Vec::new();
@@ -428,15 +424,17 @@ pub fn draw(
             if row >= rows {
                 return ControlFlow::Break(());
             }
-            if placed.col + placed.width > flow.width {
+            let Placed { col, grapheme, .. } = placed;
+            if col + grapheme.width > flow.width {
                 return ControlFlow::Continue(());
             }
-            let x = text_x.saturating_add(placed.col as u16);
+            let x = text_x.saturating_add(col as u16);
             let y = top.saturating_add(row as u16);
             if let Some(cell) = buf.cell_mut((x, y)) {
-                cell.set_symbol(placed.symbol).set_style(placed.style);
+                cell.set_symbol(grapheme.symbol).set_style(grapheme.style);
             }
-            for hidden in 1..placed.width {
+            // A wide grapheme covers the cells after it.
+            for hidden in 1..grapheme.width {
                 if let Some(cell) = buf.cell_mut((x.saturating_add(hidden as u16), y)) {
                     cell.reset();
                 }
