@@ -11,6 +11,7 @@ use crate::ui::message::Command;
 use crate::ui::model::{Model, Overwrite, Transfer};
 use crate::ui::screens::{Ask, Confirm, Cx, DrawCx, Effect, Notice, Question, Then, View};
 use crate::ui::widgets::confirm::{Dialog, Outcome};
+use crate::ui::widgets::keep_in_view;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -426,15 +427,7 @@ impl BlocksView {
             .as_ref()
             .and_then(|s| self.rows.iter().position(|r| r == s))
             .unwrap_or(0);
-        let mut offset = self
-            .offset
-            .get()
-            .min(self.rows.len().saturating_sub(visible));
-        if index < offset {
-            offset = index;
-        } else if index >= offset + visible {
-            offset = index + 1 - visible;
-        }
+        let offset = keep_in_view(self.offset.get(), index, visible, self.rows.len());
         self.offset.set(offset);
         let rows = self.rows[offset..].iter().take(visible).map(|name| {
             let info = blocks.iter().find(|b| &b.name == name);

@@ -151,12 +151,12 @@ impl Page<'_> {
             RunState::Running { pid, since_ms } => format!(
                 "running, pid {pid}, up {} (since {})",
                 format::duration(now_ms.saturating_sub(*since_ms)),
-                utc(*since_ms)
+                format::utc(*since_ms)
             ),
             RunState::Exited { exit } => format!(
                 "{} at {}, after running {}",
                 format::exit(exit.status),
-                utc(exit.at_ms),
+                format::utc(exit.at_ms),
                 format::duration(exit.ran_ms)
             ),
             RunState::CrashLoop { failures, .. } => format!(
@@ -318,7 +318,7 @@ impl Page<'_> {
                 format::duration(exit.ran_ms)
             );
             self.lines.push(Line::from(vec![
-                Span::styled(format!("  {}  ", utc(exit.at_ms)), self.theme.dim),
+                Span::styled(format!("  {}  ", format::utc(exit.at_ms)), self.theme.dim),
                 Span::styled(text, style),
             ]));
         }
@@ -386,39 +386,6 @@ fn words(args: &[String]) -> String {
         .join(" ")
 }
 
-/// A wall-clock time as `2027-01-15 08:00:00 UTC`.
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
-/// days-to-civil method, counted in 400-year eras from 0000-03-01).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,14 +433,6 @@ mod tests {
         assert_eq!(wrap("a bb ccc dddd", 8), ["a bb ccc", "dddd"]);
         assert_eq!(wrap("x 0123456789abcdef", 8), ["x", "01234567", "89abcdef"]);
         assert_eq!(wrap("0123456789ab", 8), ["01234567", "89ab"]);
-    }
-
-    #[test]
-    fn times_are_written_in_utc() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(NOW_MS), "2027-01-15 08:00:00 UTC");
-        assert_eq!(utc(951_825_599_000), "2000-02-29 11:59:59 UTC");
-        assert_eq!(utc(4_107_542_400_000), "2100-03-01 00:00:00 UTC");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::ui::screens::{
     Confirm, Cx, DrawCx, Effect, Notice, Then, View, console::ConsoleView, details::DetailsView,
 };
 use crate::ui::theme::Theme;
+use crate::ui::widgets::keep_in_view;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
@@ -313,15 +314,7 @@ impl View for UnikernelsView {
         let visible = usize::from(area.height.saturating_sub(1)).max(1);
         self.page.set(visible);
         let index = self.index().unwrap_or(0);
-        let mut offset = self
-            .offset
-            .get()
-            .min(self.rows.len().saturating_sub(visible));
-        if index < offset {
-            offset = index;
-        } else if index >= offset + visible {
-            offset = index + 1 - visible;
-        }
+        let offset = keep_in_view(self.offset.get(), index, visible, self.rows.len());
         self.offset.set(offset);
         // Only the rows on screen are built: 1,000 unikernels cost what 50 do.
         let cells: Vec<(bool, [String; 10], &RunState)> = self.rows[offset..]

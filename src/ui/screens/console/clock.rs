@@ -45,7 +45,7 @@ fn write_digits(slot: &mut [u8], mut value: u64) {
 /// some file systems and tools dislike).
 pub fn file_stamp(at_ms: u64) -> String {
     let days = at_ms / DAY_MS;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::ui::format::civil(days);
     let clock = Clock::of(at_ms);
     let hms = clock
         .as_str()
@@ -53,26 +53,6 @@ pub fn file_stamp(at_ms: u64) -> String {
         .unwrap_or_default()
         .replace(':', "-");
     format!("{year:04}-{month:02}-{day:02}T{hms}Z")
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (the
-/// well-known era-based conversion; eras are 400 years of 146,097 days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
