@@ -27,6 +27,93 @@ const WIDTH: u16 = 160;
 const HEIGHT: u16 = 40;
 const MIB: usize = 1 << 20;
 
+/// Columns of a form line before its input: the focus marker and the label.
+const LABEL_COLUMNS: usize = 14;
+/// The label of the submit button's row: it has none.
+const SUBMIT: &str = "";
+
+/// A form line as its label and the rest (the input and its note).
+fn split_row(line: &str) -> (String, String) {
+    let label: String = line.chars().take(LABEL_COLUMNS).collect();
+    let rest: String = line.chars().skip(LABEL_COLUMNS).collect();
+    let label = label.trim_start_matches('▸').trim().to_string();
+    (label, rest.trim().to_string())
+}
+
+/// The form row the focus marker is on, as its label and the rest.
+fn focused(screen: &vt100::Screen) -> Option<(String, String)> {
+    let text = screen.contents();
+    text.lines().find(|l| l.starts_with('▸')).map(split_row)
+}
+
+/// The rest of the first line labelled `label` ("" when there is none).
+fn row_of(screen: &vt100::Screen, label: &str) -> String {
+    screen
+        .contents()
+        .lines()
+        .map(split_row)
+        .find(|(l, _)| l == label)
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+}
+
+/// The submit button and its note.
+fn submit_row(screen: &vt100::Screen) -> String {
+    let text = screen.contents();
+    let line = text.lines().find(|l| l.contains("[ Create"));
+    line.map(|l| split_row(l).1).unwrap_or_default()
+}
+
+/// The TUI on `host` with the create form open, once the form knows the
+/// host's policy (its memory note says what is free).
+fn open_form(host: &Host) -> Pty {
+    let tui = Pty::fulmar(host, &[], WIDTH, HEIGHT);
+    tui.send_keys(b"n");
+    tui.wait_for("create a unikernel", PATIENCE);
+    tui.wait_for(" free", PATIENCE);
+    tui
+}
+
+/// Types `image` into the image field, has it checked, and names the
+/// unikernel `name`.
+fn choose_image(tui: &Pty, image: &Path, name: &str) {
+    tui.send_keys(image.to_str().unwrap().as_bytes());
+    tui.send_keys(b"\r");
+    tui.wait_for("✓ checked", PATIENCE);
+    tui.send_keys(name.as_bytes());
+    tui.wait_until(&format!("{name} typed in its field"), PATIENCE, |s| {
+        focused(s).is_some_and(|(label, rest)| label == "Name" && rest.starts_with(name))
+    });
+}
+
+/// Tabs through the form until the focus is on the row labelled `label`.
+fn focus_on(tui: &Pty, label: &str) {
+    for _ in 0..20 {
+        let (now, _) = focused(tui.terminal().screen()).unwrap_or_default();
+        if now == label {
+            return;
+        }
+        tui.send_keys(b"\t");
+        tui.wait_until(&format!("the focus off {now:?}"), PATIENCE, |s| {
+            focused(s).is_some_and(|(l, _)| l != now)
+        });
+    }
+    panic!("no row {label:?} in the form:\n{}", tui.screen_text());
+}
+
+/// Binds device row `device` to its first option, `choice`, once the
+/// daemon's list of them (`offered`) is in.
+fn bind_first(tui: &Pty, device: &str, offered: &str, choice: &str) {
+    focus_on(tui, device);
+    tui.wait_until(&format!("{device} offering a choice"), PATIENCE, |s| {
+        row_of(s, device).contains(offered)
+    });
+    tui.send_keys(b"\x1b[C");
+    tui.wait_until(&format!("{device} bound to {choice}"), PATIENCE, |s| {
+        row_of(s, device).starts_with(&format!("◂ {choice} ▸"))
+    });
+}
+
 /// What the daemon reports of unikernel `name`.
 fn info(host: &Host, name: &str) -> UnikernelInfo {
     // Current-thread: inside a network namespace, async code must stay on its thread.
@@ -49,75 +136,6 @@ fn info(host: &Host, name: &str) -> UnikernelInfo {
     }
 }
 
-/// The line of the form the focus marker is on, without the marker.
-fn focused(screen: &vt100::Screen) -> Option<String> {
-    screen
-        .contents()
-        .lines()
-        .find_map(|l| l.strip_prefix("▸ ").map(|rest| rest.trim().to_string()))
-}
-
-/// The first line on the screen that starts with `label` (after blanks).
-fn line_of(screen: &vt100::Screen, label: &str) -> String {
-    screen
-        .contents()
-        .lines()
-        .map(|l| l.trim_start_matches('▸').trim_start())
-        .find(|l| l.starts_with(label))
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The TUI on `host` with the create form open, once the form knows the
-/// host's policy (its memory note says what is free).
-fn open_form(host: &Host) -> Pty {
-    let tui = Pty::fulmar(host, &[], WIDTH, HEIGHT);
-    tui.send_keys(b"n");
-    tui.wait_for("create a unikernel", PATIENCE);
-    tui.wait_for(" free", PATIENCE);
-    tui
-}
-
-/// Types `image` into the image field, has it checked, and names the
-/// unikernel `name`.
-fn choose_image(tui: &Pty, image: &Path, name: &str) {
-    tui.send_keys(image.to_str().unwrap().as_bytes());
-    tui.send_keys(b"\r");
-    tui.wait_for("✓ checked", PATIENCE);
-    tui.wait_until("the focus on the name", PATIENCE, |s| {
-        focused(s).is_some_and(|l| l.starts_with("Name"))
-    });
-    tui.send_keys(name.as_bytes());
-}
-
-/// Tabs through the form until the focused row starts with `label`.
-fn focus_on(tui: &Pty, label: &str) {
-    for _ in 0..20 {
-        let now = focused(tui.terminal().screen()).unwrap_or_default();
-        if now.starts_with(label) {
-            return;
-        }
-        tui.send_keys(b"\t");
-        tui.wait_until("the focus to move", PATIENCE, |s| {
-            focused(s).is_some_and(|l| l != now)
-        });
-    }
-    panic!("no row {label:?} in the form:\n{}", tui.screen_text());
-}
-
-/// Binds the focused device row to its first option, `choice`.
-fn bind_first(tui: &Pty, device: &str, offered: &str, choice: &str) {
-    focus_on(tui, device);
-    // The options come from the daemon: wait until there are some.
-    tui.wait_until(&format!("{device} offering a choice"), PATIENCE, |s| {
-        line_of(s, device).contains(offered)
-    });
-    tui.send_keys(b"\x1b[C");
-    tui.wait_until(&format!("{device} bound to {choice}"), PATIENCE, |s| {
-        line_of(s, device).contains(choice)
-    });
-}
-
 #[test]
 fn a_unikernel_with_a_block_device_and_a_net_interface_created_through_the_form() {
     netns::run(|| {
@@ -134,18 +152,21 @@ fn a_unikernel_with_a_block_device_and_a_net_interface_created_through_the_form(
         choose_image(&tui, &image, "web");
         focus_on(&tui, "Arguments");
         tui.send_keys(b"print=hello-from-form sleep-forever");
+        tui.wait_until("the arguments typed", PATIENCE, |s| {
+            row_of(s, "Arguments").contains("sleep-forever")
+        });
         bind_first(&tui, "service", "choose a bridge", "br0");
         // The form shows the MAC the interface will get.
-        let row = line_of(tui.terminal().screen(), "service");
+        let row = row_of(tui.terminal().screen(), "service");
         let mac = row
             .split_once("MAC ")
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no MAC shown: {row}"))
             .to_string();
         bind_first(&tui, "storage", "choose a block device", "disk · 4 MB");
-        focus_on(&tui, "[ Create web ]");
+        focus_on(&tui, SUBMIT);
         tui.wait_until("the form ready", PATIENCE, |s| {
-            line_of(s, "[ Create web ]").contains("ready")
+            submit_row(s) == "[ Create web ] ready"
         });
         tui.send_keys(b"\r");
         // The new unikernel's console opens, with what the guest printed
@@ -201,7 +222,11 @@ fn submit_is_refused_while_a_manifest_device_is_unbound() {
     let image = Spec::new(Target::Hvt, &[("storage", DeviceKind::Block)]).path();
     let tui = open_form(&host);
     choose_image(&tui, &image, "web");
-    focus_on(&tui, "[ Create web ]");
+    focus_on(&tui, SUBMIT);
+    assert_eq!(
+        submit_row(tui.terminal().screen()),
+        "[ Create web ] not ready: 1 thing to fix (✗)"
+    );
     tui.send_keys(b"\r");
     tui.wait_for(
         "not yet: 1 thing to fix, each marked ✗ beside its field",
@@ -209,10 +234,10 @@ fn submit_is_refused_while_a_manifest_device_is_unbound() {
     );
     // The focus went to the device, its reason beside it.
     let screen = tui.screen_text();
-    let row = focused(tui.terminal().screen()).unwrap_or_default();
-    assert!(row.starts_with("storage"), "{screen}");
+    let (label, row) = focused(tui.terminal().screen()).unwrap_or_default();
+    assert_eq!(label, "storage", "{screen}");
     assert!(
-        row.contains("✗ not bound: choose a block device"),
+        row.ends_with("✗ not bound: choose a block device"),
         "{screen}"
     );
     assert!(screen.contains("create a unikernel"), "{screen}");
@@ -241,7 +266,9 @@ fn blocks_screen(host: &Host) -> Pty {
     tui.send_keys(b"b");
     tui.wait_for("block devices (1)", PATIENCE);
     tui.wait_until("disk listed", PATIENCE, |s| {
-        line_of(s, "disk").contains(" 4 ")
+        s.contents()
+            .lines()
+            .any(|l| l.starts_with("disk ") && l.contains(" 4 "))
     });
     tui
 }
@@ -355,7 +382,11 @@ fn an_upload_cancelled_midway_leaves_the_old_contents() {
     let pipe = open_writer(&fifo);
     feed(&pipe, &random(MIB));
     tui.wait_until("the upload's gauge", PATIENCE, |s| {
-        s.contents().contains("TRANSFERS") && line_of(s, "upload disk").contains("so far")
+        let text = s.contents();
+        text.contains("TRANSFERS")
+            && text
+                .lines()
+                .any(|l| l.starts_with("upload disk") && l.contains("so far"))
     });
     tui.send_keys(b"c");
     tui.wait_for("cancelled; disk keeps its old contents", PATIENCE);
