@@ -191,8 +191,8 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Back => return self.pop(now_ms),
             Action::Help => {
-                let context = self.top().context();
-                return self.push(Box::new(HelpView::new(context)), now_ms);
+                let (context, typing) = (self.top().context(), self.top().takes_text());
+                return self.push(Box::new(HelpView::new(context, typing)), now_ms);
             }
             Action::CommandLine => {
                 self.overlay = Some(Overlay::Prompt(Box::new(Prompt::new(

@@ -13,14 +13,17 @@ use std::cell::Cell as Shared;
 pub struct HelpView {
     /// The screen whose keys are shown.
     of: Context,
+    /// That screen takes text: a key that types a character only types there.
+    typing: bool,
     scroll: usize,
     page: Shared<usize>,
 }
 
 impl HelpView {
-    pub fn new(of: Context) -> HelpView {
+    pub fn new(of: Context, typing: bool) -> HelpView {
         HelpView {
             of,
+            typing,
             scroll: 0,
             page: Shared::new(1),
         }
@@ -39,7 +42,8 @@ impl HelpView {
                 if cx.read_only && action.changes_host() {
                     continue;
                 }
-                let keys = cx.keys.keys_of(context, action);
+                let mut keys = cx.keys.keys_of(context, action);
+                keys.retain(|k| !(self.typing && k.types_text()));
                 if !keys.is_empty() {
                     let names = keys
                         .iter()
@@ -105,5 +109,36 @@ impl View for HelpView {
             Constraint::Fill(1),
         ];
         frame.render_widget(Table::new(rows, widths).header(header), area);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ui::fixtures::*;
+
+    #[test]
+    fn help_on_a_form_leaves_out_the_keys_that_type_there() {
+        let mut h = Harness::showing(every_state(), 200, 60);
+        h.press(&["n", "f1"]);
+        let help = h.screen();
+        // A row's keys and description, its section left out.
+        let row = |does: &str| {
+            help.lines()
+                .map(|l| l.trim().trim_matches('"'))
+                .find(|l| l.contains(does))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        // On the form `q`, `?`, `k` and `b` type themselves: help must not
+        // offer them; the keys that still act there stay.
+        assert_eq!(row("quit fulmar"), "ctrl-c quit fulmar", "{help}");
+        assert_eq!(row("show this help"), "f1 show this help", "{help}");
+        assert_eq!(row("move up"), "up move up", "{help}");
+        assert_eq!(row("block devices"), "", "{help}");
+        // Elsewhere they act, and help lists them.
+        let mut h = Harness::showing(every_state(), 200, 60);
+        h.press(&["?"]);
+        let help = h.screen();
+        assert!(help.contains("ctrl-c, q"), "{help}");
     }
 }
