@@ -12,14 +12,6 @@ fn image() -> String {
     Spec::new(Target::Hvt, &[]).path().display().to_string()
 }
 
-fn state_of(host: &Host, name: &str) -> String {
-    host.list()
-        .iter()
-        .find(|u| u["name"] == name)
-        .map(|u| u["state"].as_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn create_list_console_destroy() {
     let mut host = Host::new();
@@ -177,11 +169,11 @@ fn stopped_and_exited_unikernels_survive_a_daemon_restart() {
     host.ok(&["create", "done", &image(), "--", "exit=3"]);
     host.ok(&["create", "halted", &image(), "--", "sleep-forever"]);
     host.ok(&["destroy", "halted"]);
-    eventually("done exits", || state_of(&host, "done") == "exited");
+    eventually("done exits", || host.state_of("done") == "exited");
     host.signal_daemon(Signal::SIGTERM);
     host.start(&[]);
-    assert_eq!(state_of(&host, "done"), "exited");
-    assert_eq!(state_of(&host, "halted"), "stopped");
+    assert_eq!(host.state_of("done"), "exited");
+    assert_eq!(host.state_of("halted"), "stopped");
     let done = host
         .list()
         .into_iter()
@@ -275,15 +267,7 @@ fn a_user_outside_the_group_is_refused() {
 
 use std::process::{Command, Stdio};
 
-fn pid_of(host: &Host, name: &str) -> i64 {
-    host.list()
-        .iter()
-        .find(|u| u["name"] == name)
-        .and_then(|u| u["pid"].as_i64())
-        .unwrap_or_else(|| panic!("{name} has no pid"))
-}
-
-fn alive(pid: i64) -> bool {
+fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         // A zombie has ended; it only waits to be reaped.
         s.rsplit_once(')')
@@ -309,17 +293,17 @@ fn a_killed_daemon_re_adopts_its_unikernels() {
     eventually("web's first line", || {
         host.ok(&["console", "web"]).contains("before\n")
     });
-    let (web, db) = (pid_of(&host, "web"), pid_of(&host, "db"));
+    let (web, db) = (host.pid_of("web"), host.pid_of("db"));
     host.signal_daemon(Signal::SIGKILL);
     assert!(
         alive(web) && alive(db),
         "the unikernels died with the daemon"
     );
     host.start(&[]);
-    assert_eq!(pid_of(&host, "db"), db, "db was not re-adopted");
-    assert_eq!(state_of(&host, "db"), "running");
+    assert_eq!(host.pid_of("db"), db, "db was not re-adopted");
+    assert_eq!(host.state_of("db"), "running");
     // web's console continues, and its end is recorded with its status.
-    eventually("web exits", || state_of(&host, "web") == "exited");
+    eventually("web exits", || host.state_of("web") == "exited");
     let web_row = host
         .list()
         .into_iter()
@@ -337,12 +321,12 @@ fn sigterm_leaves_unikernels_running_for_the_next_daemon() {
     let mut host = Host::new();
     host.start(&[]);
     host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
-    let pid = pid_of(&host, "web");
+    let pid = host.pid_of("web");
     host.signal_daemon(Signal::SIGTERM);
     assert!(alive(pid));
     host.start(&[]);
-    assert_eq!(pid_of(&host, "web"), pid);
-    assert_eq!(state_of(&host, "web"), "running");
+    assert_eq!(host.pid_of("web"), pid);
+    assert_eq!(host.state_of("web"), "running");
 }
 
 #[test]
@@ -369,18 +353,20 @@ fn after_a_reboot_unikernels_start_again_by_priority() {
     ]);
     host.ok(&["create", "off", &image(), "--", "sleep-forever"]);
     host.ok(&["destroy", "off"]);
-    let old: Vec<i64> = ["low", "high"].iter().map(|n| pid_of(&host, n)).collect();
+    let old: Vec<i32> = ["low", "high"].iter().map(|n| host.pid_of(n)).collect();
     // A reboot: the daemon and every process gone, the runtime directory empty.
     host.signal_daemon(Signal::SIGKILL);
-    let monitors: Vec<i64> = std::fs::read_dir(host.runtime.path().join("unikernels"))
+    let monitors: Vec<i32> = std::fs::read_dir(host.runtime.path().join("unikernels"))
         .unwrap()
         .filter_map(|d| std::fs::read_to_string(d.ok()?.path().join("run.json")).ok())
         .filter_map(|run| {
-            serde_json::from_str::<serde_json::Value>(&run).ok()?["monitor"]["pid"].as_i64()
+            let pid =
+                serde_json::from_str::<serde_json::Value>(&run).ok()?["monitor"]["pid"].as_i64()?;
+            i32::try_from(pid).ok()
         })
         .collect();
     for pid in monitors.iter().chain(&old) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
     }
     eventually("the old processes are gone", || {
         old.iter().chain(&monitors).all(|p| !alive(*p))
@@ -388,15 +374,12 @@ fn after_a_reboot_unikernels_start_again_by_priority() {
     std::fs::remove_dir_all(host.runtime.path().join("unikernels")).unwrap();
     host.start(&[]);
     for name in ["low", "high"] {
-        assert_eq!(state_of(&host, name), "running", "{name}");
-        assert!(
-            !old.contains(&pid_of(&host, name)),
-            "{name} kept a dead pid"
-        );
+        assert_eq!(host.state_of(name), "running", "{name}");
+        assert!(!old.contains(&host.pid_of(name)), "{name} kept a dead pid");
     }
-    assert_eq!(state_of(&host, "off"), "stopped");
+    assert_eq!(host.state_of("off"), "stopped");
     // Started in priority order: high before low.
-    assert!(pid_of(&host, "high") < pid_of(&host, "low"));
+    assert!(host.pid_of("high") < host.pid_of("low"));
 }
 
 #[test]
@@ -472,7 +455,7 @@ fn console_output_to_a_pipe_is_passed_through_as_written() {
     let mut host = Host::new();
     host.start(&[]);
     host.ok(&["create", "loud", &image(), "--", "escape", "exit=0"]);
-    eventually("loud exits", || state_of(&host, "loud") == "exited");
+    eventually("loud exits", || host.state_of("loud") == "exited");
     // Not a terminal: the bytes as the unikernel wrote them, for scripts.
     let raw = host.run(&["console", "loud"]).stdout;
     assert!(
@@ -576,7 +559,7 @@ fn policy_and_stats_for_scripts() {
     let stats: serde_json::Value =
         serde_json::from_str(&host.ok(&["stats", "web", "--json"])).unwrap();
     assert_eq!(stats[0]["name"], "web");
-    assert_eq!(stats[0]["pid"], pid_of(&host, "web"));
+    assert_eq!(stats[0]["pid"], host.pid_of("web"));
     assert!(stats[0]["rss_kb"].as_u64().unwrap() > 0);
     let all: serde_json::Value = serde_json::from_str(&host.ok(&["stats", "--json"])).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 1);

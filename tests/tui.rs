@@ -32,22 +32,6 @@ fn host_with(unikernels: &[(&str, &[&str])]) -> Host {
     host
 }
 
-fn state_of(host: &Host, name: &str) -> String {
-    host.list()
-        .iter()
-        .find(|u| u["name"] == name)
-        .map(|u| u["state"].as_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-fn pid_of(host: &Host, name: &str) -> i32 {
-    host.list()
-        .iter()
-        .find(|u| u["name"] == name)
-        .and_then(|u| u["pid"].as_i64())
-        .unwrap_or_else(|| panic!("{name} has no pid")) as i32
-}
-
 /// The list row of `name` on the screen, as text ("" when not listed).
 fn row_of(screen: &vt100::Screen, name: &str) -> String {
     screen
@@ -122,7 +106,7 @@ fn last_tick(screen: &str) -> Option<u32> {
 #[test]
 fn destroy_asks_first_and_enter_on_the_default_button_cancels() {
     let host = host_with(&[("web", &["sleep-forever"])]);
-    let pid = pid_of(&host, "web");
+    let pid = host.pid_of("web");
     let tui = tui_showing(&host, &[], "web");
     tui.send_keys(b"x");
     tui.wait_for("Destroy web?", PATIENCE);
@@ -133,8 +117,8 @@ fn destroy_asks_first_and_enter_on_the_default_button_cancels() {
     // The dialog again, so the TUI has handled everything typed so far.
     tui.send_keys(b"x");
     tui.wait_for("Destroy web?", PATIENCE);
-    assert_eq!(state_of(&host, "web"), "running");
-    assert_eq!(pid_of(&host, "web"), pid);
+    assert_eq!(host.state_of("web"), "running");
+    assert_eq!(host.pid_of("web"), pid);
     // Now to the destroy button, and Enter.
     tui.send_keys(b"\x1b[C");
     tui.wait_until("the destroy button focused", PATIENCE, |screen| {
@@ -143,7 +127,7 @@ fn destroy_asks_first_and_enter_on_the_default_button_cancels() {
     tui.send_keys(b"\r");
     tui.wait_gone("Destroy web?", PATIENCE);
     wait_row(&tui, "web", "stopped");
-    assert_eq!(state_of(&host, "web"), "stopped");
+    assert_eq!(host.state_of("web"), "stopped");
     tui.wait_for("destroy web: done", PATIENCE);
 }
 
@@ -168,7 +152,7 @@ fn focused_button(screen: &vt100::Screen) -> String {
 #[test]
 fn losing_the_daemon_shows_a_banner_keeps_the_list_and_recovers_by_itself() {
     let mut host = host_with(&[("web", &["sleep-forever"])]);
-    let web = pid_of(&host, "web");
+    let web = host.pid_of("web");
     let _reap = Reap(vec![web]);
     let tui = tui_showing(&host, &[], "web");
     host.signal_daemon(Signal::SIGKILL);
@@ -182,7 +166,7 @@ fn losing_the_daemon_shows_a_banner_keeps_the_list_and_recovers_by_itself() {
     host.start(&[]);
     // No key pressed: the TUI reconnects, and the list is live again.
     tui.wait_gone("disconnected", PATIENCE);
-    assert_eq!(pid_of(&host, "web"), web, "web was not re-adopted");
+    assert_eq!(host.pid_of("web"), web, "web was not re-adopted");
     host.ok(&["create", "late", &image(), "--", "sleep-forever"]);
     wait_row(&tui, "late", "running");
     wait_row(&tui, "web", "running");
@@ -391,7 +375,7 @@ fn quitting_restores_the_terminal() {
     assert!(!terminal.screen().alternate_screen());
     assert!(!terminal.screen().hide_cursor());
     // Quitting the TUI never stops a unikernel.
-    assert_eq!(state_of(&host, "web"), "running");
+    assert_eq!(host.state_of("web"), "running");
 }
 
 #[test]
@@ -417,7 +401,7 @@ fn read_only_offers_no_destroy() {
     tui.send_keys(b"x");
     tui.wait_for("read-only: destroy is turned off", PATIENCE);
     assert!(!tui.screen_text().contains("Destroy web?"));
-    assert_eq!(state_of(&host, "web"), "running");
+    assert_eq!(host.state_of("web"), "running");
 }
 
 #[test]

@@ -5,33 +5,18 @@
 
 mod support;
 
-use fulmar::api::client::Client;
 use fulmar::api::console::{ConsoleEvent, ConsoleLine, LineSource};
 use fulmar::api::image::Target;
 use fulmar::api::label::Label;
 use fulmar::api::unikernel::RunState;
 use fulmar::ui::consoles::ConsoleBuffer;
-use fulmar::ui::link::{self, Connect};
+use fulmar::ui::link;
 use fulmar::ui::message::{Command, Update};
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::time::Duration;
 use support::daemon::Host;
 use support::images::Spec;
 use tokio::sync::mpsc;
-
-fn connector(socket: PathBuf) -> Connect {
-    Box::new(move || {
-        let socket = socket.clone();
-        Box::pin(async move {
-            let stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (read, write) = stream.into_split();
-            Client::over(read, write).await.map_err(|e| e.to_string())
-        })
-    })
-}
 
 /// Waits for the first update `pick` accepts, skipping the others.
 async fn next<T>(
@@ -95,7 +80,7 @@ async fn the_link_mirrors_the_daemon_and_survives_its_restart() {
     let web = Label::new("web").unwrap();
 
     let (tx, mut updates) = mpsc::channel(1024);
-    let commands = link::spawn(connector(host.socket()), tx);
+    let commands = link::spawn(host.connector(), tx);
     next(&mut updates, "connected", |u| {
         matches!(u, Update::Connected { .. }).then_some(())
     })

@@ -4,9 +4,7 @@
 
 mod support;
 
-use fulmar::api::client::Client;
 use fulmar::api::label::Label;
-use fulmar::ui::link::Connect;
 use fulmar::ui::message::{TransferKind, Update};
 use fulmar::ui::transfer::{Job, Transfers};
 use sha2::{Digest, Sha256};
@@ -53,27 +51,12 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Fresh connections to `host`'s daemon, as the TUI's link makes them.
-fn connect_to(host: &Host) -> Arc<Connect> {
-    let socket = host.socket();
-    Arc::new(Box::new(move || {
-        let socket = socket.clone();
-        Box::pin(async move {
-            let stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (read, write) = stream.into_split();
-            Client::over(read, write).await.map_err(|e| e.to_string())
-        })
-    }))
-}
-
 /// Runs `job` through the link's transfer code and returns every update it
 /// sent up to its last one (`Done` or `WouldOverwrite`).
 async fn run(host: &Host, job: Job) -> Vec<Update> {
     let (tx, mut rx) = mpsc::channel(1024);
     let mut transfers = Transfers::default();
-    transfers.start(&connect_to(host), job, &tx);
+    transfers.start(&Arc::new(host.connector()), job, &tx);
     collect(&mut rx).await
 }
 
@@ -233,7 +216,7 @@ async fn a_cancelled_upload_leaves_the_old_contents() {
     let (tx, mut rx) = mpsc::channel(1024);
     let mut transfers = Transfers::default();
     transfers.start(
-        &connect_to(&host),
+        &Arc::new(host.connector()),
         Job::Upload {
             name: label("disk"),
             path: fifo.clone(),

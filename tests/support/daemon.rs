@@ -97,6 +97,43 @@ impl Host {
         serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
     }
 
+    /// `name`'s state as `list --json` says it; "" when it is not listed.
+    pub fn state_of(&self, name: &str) -> String {
+        self.list()
+            .iter()
+            .find(|u| u["name"] == name)
+            .map(|u| u["state"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The pid of `name`'s tender, which must be running.
+    pub fn pid_of(&self, name: &str) -> i32 {
+        let pid = self
+            .list()
+            .iter()
+            .find(|u| u["name"] == name)
+            .and_then(|u| u["pid"].as_i64())
+            .unwrap_or_else(|| panic!("{name} has no pid"));
+        i32::try_from(pid).unwrap()
+    }
+
+    /// Fresh connections to this daemon, as the TUI's link makes them.
+    pub fn connector(&self) -> fulmar::ui::link::Connect {
+        let socket = self.socket();
+        Box::new(move || {
+            let socket = socket.clone();
+            Box::pin(async move {
+                let stream = tokio::net::UnixStream::connect(&socket)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (read, write) = stream.into_split();
+                fulmar::api::client::Client::over(read, write)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         self.daemon.as_ref().unwrap().id() as i32
     }
