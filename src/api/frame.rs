@@ -1283,6 +1283,235 @@ mod tests {
         assert_eq!(reader.next().await.unwrap(), None);
     }
 
+    /// Bytes that differ from their neighbours, so a misplaced piece shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
+    }
+
+    /// A file holding `bytes`.
+    fn file_with(bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, bytes).unwrap();
+        file
+    }
+
+    /// Sends `bytes` (from a file) as data frames of stream 1 in chunks of
+    /// at most CHUNK_SIZE, a JSON frame after each, and reads them back with
+    /// a plain reader; returns the data and the JSON values received.
+    async fn through<W, R>(mut writer: FrameWriter<W>, mut reader: FrameReader<R>, bytes: &[u8])
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+        R: AsyncRead + Unpin,
+    {
+        let file = file_with(bytes);
+        let len = bytes.len();
+        let sender = tokio::spawn(async move {
+            let mut offset = 0;
+            while offset < len {
+                let n = (len - offset).min(CHUNK_SIZE);
+                writer.send_file(1, &file, offset as u64, n).await.unwrap();
+                writer.send_json(2, &offset).await.unwrap();
+                offset += n;
+            }
+            writer.flush().await.unwrap();
+        });
+        let (mut data, mut offsets) = (Vec::new(), Vec::new());
+        while let Some(frame) = reader.next().await.unwrap() {
+            match frame.kind {
+                FrameKind::Data => data.extend_from_slice(&frame.payload),
+                FrameKind::Json => offsets.push(frame.json::<usize>().unwrap()),
+            }
+        }
+        sender.await.unwrap();
+        assert!(data == bytes, "the data differs");
+        let want: Vec<usize> = (0..len).step_by(CHUNK_SIZE).collect();
+        assert_eq!(offsets, want, "the JSON frames kept their places");
+    }
+
+    #[tokio::test]
+    async fn file_frames_arrive_the_same_from_the_page_cache_and_from_memory() {
+        let bytes = pattern(3 * CHUNK_SIZE + 4321);
+        // sendfile over a Unix socket (on Linux) ...
+        let (near, far) = UnixStream::pair().unwrap();
+        let (far_read, _far_write) = far.into_split();
+        let (_near_read, near_write) = near.into_split();
+        through(
+            FrameWriter::new(near_write),
+            FrameReader::new(far_read),
+            &bytes,
+        )
+        .await;
+        // ... and pread and write on any other byte stream.
+        let (near, far) = duplex(64 << 10);
+        through(FrameWriter::new(near), FrameReader::new(far), &bytes).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_too_short_for_its_frame_sends_nothing_through_memory() {
+        let (near, far) = duplex(64 << 10);
+        let mut writer = FrameWriter::new(near);
+        let short = writer.send_file(1, &file_with(b"abc"), 0, 4).await;
+        assert!(matches!(short, Err(FrameError::Io(_))), "{short:?}");
+        writer.send_json(2, "still in step").await.unwrap();
+        writer.flush().await.unwrap();
+        drop(writer);
+        let frame = FrameReader::new(far).next().await.unwrap().unwrap();
+        assert_eq!(frame.json::<String>().unwrap(), "still in step");
+    }
+
+    /// Reads everything `pieces` holds out of `pipe`.
+    #[cfg(target_os = "linux")]
+    fn drain(pipe: &Pipe, mut pieces: Pieces) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0; 100_000];
+        while !pieces.is_empty() {
+            let n = pipe.read(&mut pieces, &mut buf).unwrap();
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// The frames of a Unix socket pair's far end, with `pipe` for stream 1:
+    /// stream 1's bytes, taken out of the pipe as they come, or, while
+    /// `stall`, only once all have come (so the pipe fills), stream 2's, and
+    /// the most stream 1 ever had in the pipe at once.
+    #[cfg(target_os = "linux")]
+    async fn receive_piped(
+        mut reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
+        pipe: Arc<Pipe>,
+        stall: bool,
+    ) -> (Vec<u8>, Vec<u8>, usize) {
+        let (mut frames, mut two, mut most) = (Vec::new(), Vec::new(), 0);
+        let mut in_pipe = 0;
+        while let Some(received) = reader
+            .next_into(|id| (id == 1).then(|| pipe.clone()))
+            .await
+            .unwrap()
+        {
+            match received {
+                Received::Piped { id, pieces, rest } => {
+                    assert_eq!(id, 1);
+                    in_pipe = if stall { in_pipe } else { 0 } + pieces.len();
+                    most = most.max(in_pipe);
+                    let piped = if stall {
+                        Either::Pieces(pieces)
+                    } else {
+                        Either::Bytes(drain(&pipe, pieces))
+                    };
+                    frames.push((piped, rest));
+                }
+                Received::Frame(frame) if frame.kind == FrameKind::Data => {
+                    assert_eq!(frame.id, 2, "stream 1 goes to its pipe");
+                    two.extend_from_slice(&frame.payload);
+                }
+                Received::Frame(frame) => assert_eq!(frame.json::<u64>().unwrap(), frame.id),
+            }
+        }
+        // Each frame's piped bytes come before its rest.
+        let mut one = Vec::new();
+        for (piped, rest) in frames {
+            match piped {
+                Either::Pieces(pieces) => one.extend_from_slice(&drain(&pipe, pieces)),
+                Either::Bytes(bytes) => one.extend_from_slice(&bytes),
+            }
+            one.extend_from_slice(&rest);
+        }
+        (one, two, most)
+    }
+
+    #[cfg(target_os = "linux")]
+    enum Either {
+        Pieces(Pieces),
+        Bytes(Vec<u8>),
+    }
+
+    /// Sends stream 1 from a file, stream 2 from memory and JSON frames,
+    /// interleaved, on the near end of a Unix socket pair.
+    #[cfg(target_os = "linux")]
+    fn send_streams(near: UnixStream, one: &[u8], two: &[u8]) -> tokio::task::JoinHandle<()> {
+        let file = file_with(one);
+        let (one_len, two) = (one.len(), two.to_vec());
+        tokio::spawn(async move {
+            let (_read, write) = near.into_split();
+            let mut writer = FrameWriter::new(write);
+            let (mut a, mut b) = (0, 0);
+            while a < one_len || b < two.len() {
+                writer.send_json(1, &1).await.unwrap();
+                let n = (one_len - a).min(CHUNK_SIZE - 1000);
+                if n > 0 {
+                    writer.send_file(1, &file, a as u64, n).await.unwrap();
+                    a += n;
+                }
+                let m = (two.len() - b).min(77_777);
+                writer.send_data(2, &two[b..b + m]).await.unwrap();
+                b += m;
+                writer.send_json(2, &2).await.unwrap();
+            }
+            writer.flush().await.unwrap();
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    use tokio::net::UnixStream;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn payloads_spliced_into_a_pipe_arrive_whole_and_in_order() {
+        let (one, two) = (pattern(5 * CHUNK_SIZE + 99), pattern(400_000));
+        let (near, far) = UnixStream::pair().unwrap();
+        let sender = send_streams(near, &one, &two);
+        let pipe = Arc::new(Pipe::new(DEFAULT_WINDOW).unwrap().unwrap());
+        let reader = FrameReader::new(far.into_split().0);
+        let (got_one, got_two, most) = receive_piped(reader, pipe, false).await;
+        sender.await.unwrap();
+        assert!(got_one == one, "stream 1 differs");
+        assert!(got_two == two, "stream 2 differs");
+        assert!(most > 0, "nothing went through the pipe");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_full_pipe_sends_the_rest_through_memory() {
+        let (one, two) = (pattern(3 * CHUNK_SIZE), pattern(1000));
+        let (near, far) = UnixStream::pair().unwrap();
+        let sender = send_streams(near, &one, &two);
+        // Two lanes of one page each, and no consumer draining them.
+        let pipe = Arc::new(Pipe::new(4096).unwrap().unwrap());
+        let reader = FrameReader::new(far.into_split().0);
+        let (got_one, got_two, most) = receive_piped(reader, pipe, true).await;
+        sender.await.unwrap();
+        assert!(got_one == one, "stream 1 differs");
+        assert!(got_two == two, "stream 2 differs");
+        assert!(most > 0, "nothing went through the pipe");
+        assert!(most <= 8192, "two one-page lanes held {most} bytes");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn spliced_payloads_drain_into_a_file() {
+        let bytes = pattern(2 * CHUNK_SIZE + 5);
+        let (near, far) = UnixStream::pair().unwrap();
+        let sender = send_streams(near, &bytes, &[]);
+        let pipe = Arc::new(Pipe::new(DEFAULT_WINDOW).unwrap().unwrap());
+        let mut reader = FrameReader::new(far.into_split().0);
+        let mut out = tempfile::tempfile().unwrap();
+        while let Some(received) = reader.next_into(|_| Some(pipe.clone())).await.unwrap() {
+            if let Received::Piped {
+                mut pieces, rest, ..
+            } = received
+            {
+                let len = pieces.len();
+                assert_eq!(pipe.drain_into(&mut pieces, &out, usize::MAX).unwrap(), len);
+                std::io::Write::write_all(&mut out, &rest).unwrap();
+            }
+        }
+        sender.await.unwrap();
+        let mut got = Vec::new();
+        std::io::Seek::rewind(&mut out).unwrap();
+        std::io::Read::read_to_end(&mut out, &mut got).unwrap();
+        assert!(got == bytes, "the file differs");
+    }
+
     type Ends = (
         FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
         FrameWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
