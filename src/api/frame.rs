@@ -477,6 +477,9 @@ pub struct FrameWriter<W> {
     /// Where [`FrameWriter::send_file`] reads a payload when it cannot send
     /// it from the page cache; empty until then.
     file_buf: Vec<u8>,
+    /// Whether the socket's send buffer was widened for file frames.
+    #[cfg(target_os = "linux")]
+    widened: bool,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -485,6 +488,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             inner,
             buf: Vec::with_capacity(WRITE_BUF),
             file_buf: Vec::new(),
+            #[cfg(target_os = "linux")]
+            widened: false,
         }
     }
 
@@ -565,6 +570,10 @@ impl<W: AsyncWrite + Unpin + 'static> FrameWriter<W> {
         let header = header(FrameKind::Data, id, len)?;
         #[cfg(target_os = "linux")]
         if let Some(socket) = zerocopy::unix_socket(&self.inner) {
+            if !self.widened {
+                zerocopy::widen_send_buffer(socket, DEFAULT_WINDOW as usize);
+                self.widened = true;
+            }
             self.buf.extend_from_slice(&header);
             zerocopy::write_socket(socket, &self.buf).await?;
             self.buf.clear();
