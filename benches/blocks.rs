@@ -15,8 +15,8 @@ use support::daemon::Host;
 
 const SIZE_MB: u64 = 1024;
 const ROUNDS: usize = 5;
-/// The source, the device, an upload's temporary file and a copy at once.
-const SPACE_NEEDED: u64 = 4 * (SIZE_MB << 20);
+/// The source, the device, and an upload's temporary file or a copy.
+const SPACE_NEEDED: u64 = 3 * (SIZE_MB << 20);
 
 #[derive(Default)]
 struct Times {

@@ -16,11 +16,15 @@ use std::fs::File;
 use std::io::{Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 /// Messages a request's receiver may hold before the connection waits for it.
 const PER_REQUEST: usize = 1024;
+/// How often a download's writer tells the caller its progress: often enough
+/// for a progress bar, seldom enough not to wake the caller for every frame.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 const OUTGOING: usize = 64;
 
 pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
@@ -251,8 +255,9 @@ impl Client {
     /// `out` (a file, or stdout) on a blocking thread, granting the daemon
     /// credit as they are written, so memory stays flat whatever the size.
     /// Payloads are spliced from the socket into `out` where the system
-    /// allows. `progress` hears the bytes received so far and `total`, which
-    /// the caller knows if anyone does (a device's size, from `block-list`).
+    /// allows. `progress` hears the bytes received so far (every 50 ms and at
+    /// the end) and `total`, which the caller knows if anyone does (a
+    /// device's size, from `block-list`).
     pub async fn receive_file(
         &self,
         request: Request,
@@ -394,7 +399,8 @@ struct Sink {
     pipe: Option<Arc<Pipe>>,
     out: File,
     tx: mpsc::Sender<Outgoing>,
-    /// The bytes written so far, for the caller's progress.
+    /// The bytes written so far, for the caller's progress: at most every
+    /// [`PROGRESS_EVERY`], and at the end.
     done: watch::Sender<u64>,
 }
 
@@ -402,6 +408,7 @@ impl Sink {
     fn write_all(mut self) -> Result<u64, ClientError> {
         let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
         let mut received = 0;
+        let mut told = Instant::now();
         loop {
             if let Some(bytes) = window.grant() {
                 self.tx
@@ -432,8 +439,12 @@ impl Sink {
             self.out.write_all(&rest).map_err(ClientError::Sink)?;
             window.consumed(len);
             received += len;
-            self.done.send_replace(received);
+            if told.elapsed() >= PROGRESS_EVERY {
+                self.done.send_replace(received);
+                told = Instant::now();
+            }
         }
+        self.done.send_replace(received);
         Ok(received)
     }
 }
