@@ -2,71 +2,78 @@
 //! the daemon, against `cp` of the same file on the same filesystem in the
 //! same run; peak resident memory of the daemon and of the CLI.
 //!
-//! `cargo bench --bench blocks`
+//! `cargo bench --bench blocks`; with `TMPDIR=/dev/shm` the data directory,
+//! and so `cp` too, is on a tmpfs.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::daemon::Host;
 
 const SIZE_MB: u64 = 1024;
+const ROUNDS: usize = 5;
+/// Uncounted rounds first: the first transfers find the page cache and the
+/// daemon cold, as the first `cp` does.
+const WARM_UP: usize = 1;
+/// The source, the device, and an upload's temporary file or a copy.
+const SPACE_NEEDED: u64 = 3 * (SIZE_MB << 20);
+
+#[derive(Default)]
+struct Times {
+    cp: Vec<Duration>,
+    cp_sync: Vec<Duration>,
+    sync: Vec<Duration>,
+    up: Vec<Duration>,
+    down: Vec<Duration>,
+}
 
 fn main() {
     let mut host = Host::new();
-    host.start(&[]);
     let dir = host.data.path().to_owned();
+    check_space(&dir);
+    host.start(&[]);
     let source = dir.join("source.img");
     write_random(&source, SIZE_MB << 20);
     host.ok(&["block", "create", "disk", &SIZE_MB.to_string()]);
     let copy = dir.join("copy.img");
     let out = dir.join("out.img");
     let src = source.to_str().unwrap();
-    let (mut cp, mut cp_sync, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let load_before = load();
+    let mut t = Times::default();
     let (mut up_rss, mut down_rss) = (0, 0);
-    for _ in 0..3 {
-        cp.push(timed(Command::new("cp").arg(&source).arg(&copy)).0);
+    for round in 0..WARM_UP + ROUNDS {
+        if round == WARM_UP {
+            t = Times::default();
+        }
+        t.cp.push(timed(Command::new("cp").arg(&source).arg(&copy)).0);
         std::fs::remove_file(&copy).unwrap();
         // The same durability as an upload, which syncs before it renames.
-        let start = Instant::now();
-        timed(Command::new("cp").arg(&source).arg(&copy));
-        timed(Command::new("sync").arg(&copy));
-        cp_sync.push(start.elapsed());
+        let (cp, _) = timed(Command::new("cp").arg(&source).arg(&copy));
+        let (sync, _) = timed(Command::new("sync").arg(&copy));
+        t.cp_sync.push(cp + sync);
+        t.sync.push(sync);
         std::fs::remove_file(&copy).unwrap();
-        let (t, rss) = timed(&mut host.command(&["--no-start", "block", "upload", "disk", src]));
-        up.push(t);
+        let (time, rss) = timed(&mut host.command(&["--no-start", "block", "upload", "disk", src]));
+        t.up.push(time);
         up_rss = up_rss.max(rss);
-        let (t, rss) = timed(&mut host.command(&[
+        // Untimed, as the removals of cp's copies are.
+        wait_old_contents_freed(host.daemon_pid());
+        let (time, rss) = timed(&mut host.command(&[
             "--no-start",
             "block",
             "download",
             "disk",
             out.to_str().unwrap(),
         ]));
-        down.push(t);
+        t.down.push(time);
         down_rss = down_rss.max(rss);
         std::fs::remove_file(&out).unwrap();
     }
     let daemon_hwm = hwm_kb(host.daemon_pid());
-    let rate = |v: &mut Vec<Duration>| {
-        v.sort();
-        (SIZE_MB as f64) / v[v.len() / 2].as_secs_f64()
-    };
-    let (c, cs, u, d) = (
-        rate(&mut cp),
-        rate(&mut cp_sync),
-        rate(&mut up),
-        rate(&mut down),
-    );
-    println!("1 GiB through the CLI and daemon, median of 3 (same filesystem):");
-    println!("  cp                 {c:>8.0} MiB/s");
-    println!(
-        "  cp, then sync      {cs:>8.0} MiB/s  (upload vs this: {:.2}x)",
-        u / cs
-    );
-    println!("  block upload       {u:>8.0} MiB/s  ({:.2}x cp)", u / c);
-    println!("  block download     {d:>8.0} MiB/s  ({:.2}x cp)", d / c);
+    report(&mut t, &dir, load_before);
     println!(
         "  peak RSS: daemon {} MiB, CLI upload {} MiB, CLI download {} MiB",
         daemon_hwm >> 10,
@@ -75,7 +82,85 @@ fn main() {
     );
 }
 
-fn write_random(path: &std::path::Path, len: u64) {
+fn report(t: &mut Times, dir: &Path, load_before: String) {
+    let median = |v: &mut Vec<Duration>| {
+        let mut sorted = v.clone();
+        sorted.sort();
+        sorted[sorted.len() / 2]
+    };
+    let rate = |d: Duration| (SIZE_MB as f64) / d.as_secs_f64();
+    let (c, cs, u, d) = (
+        rate(median(&mut t.cp)),
+        rate(median(&mut t.cp_sync)),
+        rate(median(&mut t.up)),
+        rate(median(&mut t.down)),
+    );
+    println!(
+        "1 GiB through the CLI and daemon, median of {ROUNDS}, on {} (load average {load_before} before, {} after):",
+        fs_type(dir),
+        load()
+    );
+    println!("  cp                 {c:>8.0} MiB/s");
+    println!(
+        "  cp, then sync      {cs:>8.0} MiB/s  (sync alone: {:.0} ms)",
+        median(&mut t.sync).as_secs_f64() * 1e3
+    );
+    println!(
+        "  block upload       {u:>8.0} MiB/s  ({:.2}x cp, {:.2}x cp + sync)",
+        u / c,
+        u / cs
+    );
+    println!("  block download     {d:>8.0} MiB/s  ({:.2}x cp)", d / c);
+    let all = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  each round in order, s: cp {}; cp + sync {}; upload {}; download {}",
+        all(&t.cp),
+        all(&t.cp_sync),
+        all(&t.up),
+        all(&t.down)
+    );
+}
+
+/// Refuses to start where the files would not fit, rather than fill a
+/// filesystem others use.
+fn check_space(dir: &Path) {
+    let stat = nix::sys::statvfs::statvfs(dir).unwrap();
+    let free = stat.blocks_available() * stat.fragment_size();
+    assert!(
+        free >= SPACE_NEEDED,
+        "the bench needs {} GiB free in {} and there are {} MiB: point TMPDIR elsewhere",
+        SPACE_NEEDED >> 30,
+        dir.display(),
+        free >> 20
+    );
+}
+
+fn fs_type(dir: &Path) -> String {
+    use nix::sys::statfs::{EXT4_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+    let kind = statfs(dir).unwrap().filesystem_type();
+    match kind {
+        TMPFS_MAGIC => "tmpfs".into(),
+        EXT4_SUPER_MAGIC => "ext4".into(),
+        other => format!("a filesystem of type {:#x}", other.0),
+    }
+}
+
+/// The one-minute load average, since other jobs share the machine.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn write_random(path: &Path, len: u64) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -112,6 +197,29 @@ fn timed(command: &mut Command) -> (Duration, u64) {
     // SAFETY: wait4 succeeded, so it filled in the rusage.
     let usage = unsafe { usage.assume_init() };
     (took, usage.ru_maxrss as u64)
+}
+
+/// Waits until the daemon has freed the contents an upload replaced: it
+/// answers first, then closes the old file (freeing 1 GiB takes a while), and
+/// the next step should not pay for that.
+fn wait_old_contents_freed(pid: i32) {
+    let holds_old = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|target| {
+                let target = target.to_string_lossy();
+                target.contains("/block/") && target.ends_with(" (deleted)")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holds_old() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never freed the old contents"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn hwm_kb(pid: i32) -> u64 {

@@ -288,3 +288,140 @@ fn bad_names_and_sizes_are_refused() {
     );
     assert_eq!(block_dir(&host), ["ok"]);
 }
+
+/// The same contents through every path a transfer can take: from the page
+/// cache (a file, stdin redirected from one) or through memory (a pipe, the
+/// api client over `fulmar proxy`, where the client's end is not a Unix
+/// socket), into the device by splice or through memory (zlib). Each must
+/// leave or give the same bytes.
+#[test]
+fn every_transfer_path_gives_the_same_bytes() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "4"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // Not a whole number of pages, so pieces end inside a page.
+    let data = pattern(3 * MIB + 4321, 11);
+    let source = write_file(tmp.path(), "source", &data);
+    let mut want = data.clone();
+    want.resize(4 * MIB, 0);
+    let want = sha(&want);
+    let device = || sha(&std::fs::read(block_file(&host, "disk")).unwrap());
+    let upload = |how: &str, stdin: Stdio, extra: &[&str]| {
+        // Something else first, so each upload has something to replace.
+        host.ok(&[
+            "block",
+            "upload",
+            "disk",
+            &write_file(tmp.path(), "x", b"x"),
+        ]);
+        let mut args = vec!["--no-start", "block", "upload", "disk"];
+        args.extend_from_slice(extra);
+        let out = host.command(&args).stdin(stdin).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(device(), want, "uploaded {how}");
+    };
+    upload("from a file", Stdio::null(), &[&source]);
+    let file = std::fs::File::open(&source).unwrap();
+    upload("from stdin redirected from a file", file.into(), &["-"]);
+    let mut cat = std::process::Command::new("cat")
+        .arg(&source)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    upload("from a pipe", cat.stdout.take().unwrap().into(), &["-"]);
+    cat.wait().unwrap();
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&data).unwrap();
+    let zipped = write_file(tmp.path(), "z", &z.finish().unwrap());
+    upload("compressed", Stdio::null(), &["--compressed", &zipped]);
+
+    let to_file = tmp.path().join("down");
+    host.ok(&["block", "download", "disk", to_file.to_str().unwrap()]);
+    assert_eq!(sha(&std::fs::read(&to_file).unwrap()), want, "to a file");
+    let redirected = std::fs::File::create(&to_file).unwrap();
+    let out = host
+        .command(&["--no-start", "block", "download", "disk", "-"])
+        .stdout(redirected)
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(
+        sha(&std::fs::read(&to_file).unwrap()),
+        want,
+        "to stdout redirected to a file"
+    );
+    let piped = host.run(&["block", "download", "disk", "-"]);
+    assert!(piped.status.success());
+    assert_eq!(sha(&piped.stdout), want, "to a pipe");
+
+    through_the_proxy(&host, &source, &tmp.path().join("proxied"), &want);
+}
+
+/// An upload and a download with the api client over `fulmar proxy`'s
+/// stdio: the client's side of the connection is a pair of pipes, so it
+/// sends and receives through memory; progress reaches the total each way.
+fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
+    use fulmar::api::client::{Client, Progress};
+    use fulmar::api::protocol::{Reply, Request};
+    let mut command = tokio::process::Command::from(host.command(&["--no-start", "proxy"]));
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut proxy = command.spawn().unwrap();
+        let (to, from) = (proxy.stdin.take().unwrap(), proxy.stdout.take().unwrap());
+        let client = Client::over(from, to).await.unwrap();
+        let name = fulmar::api::label::Label::new("disk").unwrap();
+        let size = std::fs::metadata(source).unwrap().len();
+        let mut sent = Vec::new();
+        let reply = client
+            .send_file(
+                Request::BlockUpload {
+                    name: name.clone(),
+                    compressed: false,
+                },
+                std::fs::File::open(source).unwrap(),
+                |p| sent.push(p),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply, Reply::Transferred { bytes: size });
+        assert_progress(&sent, size);
+        assert_eq!(sha(&std::fs::read(block_file(host, "disk")).unwrap()), want);
+
+        let total = 4 * MIB as u64;
+        let mut received = Vec::new();
+        let got = client
+            .receive_file(
+                Request::BlockDownload {
+                    name,
+                    compressed: false,
+                },
+                std::fs::File::create(out).unwrap(),
+                Some(total),
+                |p| received.push(p),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, total);
+        assert_progress(&received, total);
+        assert_eq!(sha(&std::fs::read(out).unwrap()), want, "downloaded");
+        proxy.kill().await.unwrap();
+    });
+
+    fn assert_progress(seen: &[Progress], total: u64) {
+        assert!(seen.windows(2).all(|w| w[0].done <= w[1].done), "{seen:?}");
+        assert!(seen.iter().all(|p| p.total == Some(total)), "{seen:?}");
+        assert_eq!(seen.last().map(|p| p.done), Some(total), "{seen:?}");
+    }
+}

@@ -3,21 +3,28 @@
 
 use crate::api::frame::{
     CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
-    HANDSHAKE_TIMEOUT, HandshakeError, Hello, ReceiveWindow, client_handshake,
+    HANDSHAKE_TIMEOUT, HandshakeError, Hello, Pieces, Pipe, ReceiveWindow, Received,
+    client_handshake,
 };
 use crate::api::image::ImageInfo;
 use crate::api::protocol::{
     ApiError, ClientMessage, DaemonMessage, ErrorKind, Reply, Request, StreamItem,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::{mpsc, watch};
 
 /// Messages a request's receiver may hold before the connection waits for it.
 const PER_REQUEST: usize = 1024;
+/// How often a download's writer tells the caller its progress: often enough
+/// for a progress bar, seldom enough not to wake the caller for every frame.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 const OUTGOING: usize = 64;
 
 pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
@@ -43,22 +50,53 @@ pub enum ClientError {
     Sink(std::io::Error),
 }
 
+/// How far a transfer is: the bytes sent or received so far, and how many
+/// there are in all when that is known (a file's size; a device's size for a
+/// download, which the caller knows from `block-list`). What a progress
+/// callback hears after each data frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
 enum Outgoing {
     Message(u64, ClientMessage),
     Data(u64, Bytes),
+    /// A data frame of `len` bytes of `file` from `offset`, sent by the
+    /// writer from the page cache where it can.
+    File {
+        id: u64,
+        file: Arc<File>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// What reaches a request: a message, or a chunk of the data it asked for.
 enum Delivery {
     Message(DaemonMessage),
     Data(Bytes),
+    /// A data frame whose first bytes wait in the request's pipe where
+    /// `pieces` says, followed by those of `rest`.
+    Piped {
+        pieces: Pieces,
+        rest: Bytes,
+    },
+}
+
+/// Where a request's messages go, and the pipe its data frames' payloads are
+/// spliced into, for a download that takes them that way.
+struct Route {
+    tx: mpsc::Sender<Delivery>,
+    pipe: Option<Arc<Pipe>>,
 }
 
 /// Where each request's messages go; `None` once the connection is over, with
 /// the daemon's last word (a refusal) if it had one.
 #[derive(Default)]
 struct RouteTable {
-    open: Option<HashMap<u64, mpsc::Sender<Delivery>>>,
+    open: Option<HashMap<u64, Route>>,
     last_word: Option<ApiError>,
 }
 
@@ -146,17 +184,48 @@ impl Client {
     }
 
     /// Sends `request` and then `data` as its data frames, as fast as the
-    /// daemon's credit allows; `progress` hears the bytes sent so far. Returns
-    /// the reply (which may come early, when the daemon refuses).
+    /// daemon's credit allows; `progress` hears the bytes sent so far (the
+    /// total is not known). Returns the reply (which may come early, when the
+    /// daemon refuses).
     pub async fn send_data(
         &self,
         request: Request,
-        mut data: impl AsyncRead + Unpin,
-        mut progress: impl FnMut(u64),
+        data: impl AsyncRead + Unpin,
+        progress: impl FnMut(Progress),
+    ) -> Result<Reply, ClientError> {
+        self.send_from(request, Source::Stream(data), progress)
+            .await
+    }
+
+    /// Sends `request` and then the rest of `file` (from its position) as its
+    /// data frames, as [`Client::send_data`] does; the connection's writer
+    /// sends them from the page cache where it can. `progress` hears the
+    /// bytes sent and the total.
+    pub async fn send_file(
+        &self,
+        request: Request,
+        mut file: File,
+        progress: impl FnMut(Progress),
+    ) -> Result<Reply, ClientError> {
+        let start = file.stream_position().map_err(ClientError::Source)?;
+        let end = file.metadata().map_err(ClientError::Source)?.len();
+        let source = Source::<tokio::io::Empty>::File {
+            file: Arc::new(file),
+            offset: start,
+            end: end.max(start),
+        };
+        self.send_from(request, source, progress).await
+    }
+
+    async fn send_from<R: AsyncRead + Unpin>(
+        &self,
+        request: Request,
+        mut source: Source<R>,
+        mut progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
         let window = Arc::new(CreditWindow::new());
-        let (id, mut rx) = self.open_with(request, Some(window.clone())).await?;
-        let mut buf = vec![0; CHUNK_SIZE];
+        let (id, mut rx) = self.open_with(request, Some(window.clone()), None).await?;
+        let total = source.total();
         let mut sent = 0;
         loop {
             let room = tokio::select! {
@@ -168,17 +237,12 @@ impl Client {
                 // The daemon refused early (a bad first chunk, no space).
                 early = final_reply(&mut rx) => return early,
             };
-            let n = data
-                .read(&mut buf[..room])
-                .await
-                .map_err(ClientError::Source)?;
-            if n == 0 {
+            let Some((frame, n)) = source.next(id, room).await? else {
                 break;
-            }
-            self.send(Outgoing::Data(id, Bytes::copy_from_slice(&buf[..n])))
-                .await?;
+            };
+            self.send(frame).await?;
             sent += n as u64;
-            progress(sent);
+            progress(Progress { done: sent, total });
             if n < room {
                 window.grant((room - n) as u64);
             }
@@ -187,57 +251,57 @@ impl Client {
         final_reply(&mut rx).await
     }
 
-    /// Sends `request` and writes the data frames it is answered with to
-    /// `out`, granting the daemon credit as they are written, so memory stays
-    /// flat whatever the size; `progress` hears the bytes received so far.
-    pub async fn receive_data(
+    /// Sends `request` and writes the data frames it is answered with into
+    /// `out` (a file, or stdout) on a blocking thread, granting the daemon
+    /// credit as they are written, so memory stays flat whatever the size.
+    /// Payloads are spliced from the socket into `out` where the system
+    /// allows. `progress` hears the bytes received so far (every 50 ms and at
+    /// the end) and `total`, which the caller knows if anyone does (a
+    /// device's size, from `block-list`).
+    pub async fn receive_file(
         &self,
         request: Request,
-        mut out: impl AsyncWrite + Unpin,
-        mut progress: impl FnMut(u64),
+        out: File,
+        total: Option<u64>,
+        mut progress: impl FnMut(Progress),
     ) -> Result<u64, ClientError> {
-        let (id, mut rx) = self.open(request).await?;
-        let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
-        let mut received = 0;
-        loop {
-            if let Some(bytes) = window.grant() {
-                self.send(Outgoing::Message(id, ClientMessage::Credit { bytes }))
-                    .await?;
-            }
-            match rx.recv().await {
-                Some(Delivery::Data(chunk)) => {
-                    let len = chunk.len() as u64;
-                    window
-                        .received(len)
-                        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
-                    out.write_all(&chunk).await.map_err(ClientError::Sink)?;
-                    window.consumed(len);
-                    received += len;
-                    progress(received);
-                }
-                Some(Delivery::Message(DaemonMessage::End)) => break,
-                Some(Delivery::Message(DaemonMessage::Error(e))) => return Err(e.into()),
-                Some(Delivery::Message(other)) => {
-                    return Err(ClientError::Unexpected(format!("{other:?}")));
-                }
-                None => return Err(ClientError::Closed),
-            }
+        let pipe = match Pipe::new(DEFAULT_WINDOW) {
+            Ok(pipe) => pipe.map(Arc::new),
+            // Without one the payloads come through memory, only slower.
+            Err(_) => None,
+        };
+        let (id, rx) = self.open_with(request, None, pipe.clone()).await?;
+        let (done_tx, mut done) = watch::channel(0);
+        let sink = Sink {
+            id,
+            rx,
+            pipe,
+            out,
+            tx: self.tx.clone(),
+            done: done_tx,
+        };
+        let writing = tokio::task::spawn_blocking(move || sink.write_all());
+        while done.changed().await.is_ok() {
+            let done = *done.borrow_and_update();
+            progress(Progress { done, total });
         }
-        out.flush().await.map_err(ClientError::Sink)?;
-        Ok(received)
+        writing
+            .await
+            .map_err(|e| ClientError::Sink(std::io::Error::other(e.to_string())))?
     }
 
     async fn open(&self, request: Request) -> Result<(u64, mpsc::Receiver<Delivery>), ClientError> {
-        self.open_with(request, None).await
+        self.open_with(request, None, None).await
     }
 
     async fn open_with(
         &self,
         request: Request,
         window: Option<Arc<CreditWindow>>,
+        pipe: Option<Arc<Pipe>>,
     ) -> Result<(u64, mpsc::Receiver<Delivery>), ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (route, rx) = mpsc::channel(PER_REQUEST);
+        let (tx, rx) = mpsc::channel(PER_REQUEST);
         {
             let mut table = lock(&self.routes);
             let Some(open) = table.open.as_mut() else {
@@ -246,7 +310,7 @@ impl Client {
                     .clone()
                     .map_or(ClientError::Closed, ClientError::Daemon));
             };
-            open.insert(id, route);
+            open.insert(id, Route { tx, pipe });
         }
         if let Some(w) = window {
             lock(&self.credits).insert(id, w);
@@ -271,9 +335,117 @@ async fn final_reply(rx: &mut mpsc::Receiver<Delivery>) -> Result<Reply, ClientE
             Some(Delivery::Message(other)) => {
                 return Err(ClientError::Unexpected(format!("{other:?}")));
             }
-            Some(Delivery::Data(_)) => return Err(ClientError::Unexpected("data".into())),
+            Some(Delivery::Data(_) | Delivery::Piped { .. }) => {
+                return Err(ClientError::Unexpected("data".into()));
+            }
             None => return Err(ClientError::Closed),
         }
+    }
+}
+
+/// Where an upload's bytes come from.
+enum Source<R> {
+    /// A file's bytes from `offset` to `end`, which the writer sends itself.
+    File {
+        file: Arc<File>,
+        offset: u64,
+        end: u64,
+    },
+    Stream(R),
+}
+
+impl<R: AsyncRead + Unpin> Source<R> {
+    fn total(&self) -> Option<u64> {
+        match self {
+            Source::File { offset, end, .. } => Some(end - offset),
+            Source::Stream(_) => None,
+        }
+    }
+
+    /// The next data frame of stream `id`, of at most `room` bytes, and its
+    /// length; None at the end.
+    async fn next(
+        &mut self,
+        id: u64,
+        room: usize,
+    ) -> Result<Option<(Outgoing, usize)>, ClientError> {
+        let n = match self {
+            Source::File { file, offset, end } => {
+                let len = room.min(usize::try_from(*end - *offset).unwrap_or(usize::MAX));
+                let frame = Outgoing::File {
+                    id,
+                    file: file.clone(),
+                    offset: *offset,
+                    len,
+                };
+                *offset += len as u64;
+                (frame, len)
+            }
+            Source::Stream(data) => {
+                let mut buf = BytesMut::with_capacity(room);
+                let n = data.read_buf(&mut buf).await.map_err(ClientError::Source)?;
+                (Outgoing::Data(id, buf.freeze()), n)
+            }
+        };
+        Ok((n.1 > 0).then_some(n))
+    }
+}
+
+/// A download's consumer, on a blocking thread: writes its data frames into
+/// `out` and grants the daemon credit for more as it goes.
+struct Sink {
+    id: u64,
+    rx: mpsc::Receiver<Delivery>,
+    pipe: Option<Arc<Pipe>>,
+    out: File,
+    tx: mpsc::Sender<Outgoing>,
+    /// The bytes written so far, for the caller's progress: at most every
+    /// [`PROGRESS_EVERY`], and at the end.
+    done: watch::Sender<u64>,
+}
+
+impl Sink {
+    fn write_all(mut self) -> Result<u64, ClientError> {
+        let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
+        let mut received = 0;
+        let mut told = Instant::now();
+        loop {
+            if let Some(bytes) = window.grant() {
+                self.tx
+                    .blocking_send(Outgoing::Message(self.id, ClientMessage::Credit { bytes }))
+                    .map_err(|_| ClientError::Closed)?;
+            }
+            let (mut pieces, rest) = match self.rx.blocking_recv() {
+                Some(Delivery::Data(chunk)) => (Pieces::default(), chunk),
+                Some(Delivery::Piped { pieces, rest }) => (pieces, rest),
+                Some(Delivery::Message(DaemonMessage::End)) => break,
+                Some(Delivery::Message(DaemonMessage::Error(e))) => return Err(e.into()),
+                Some(Delivery::Message(other)) => {
+                    return Err(ClientError::Unexpected(format!("{other:?}")));
+                }
+                None => return Err(ClientError::Closed),
+            };
+            let len = (pieces.len() + rest.len()) as u64;
+            window
+                .received(len)
+                .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            if !pieces.is_empty() {
+                let pipe = self.pipe.as_deref().ok_or_else(|| {
+                    ClientError::Unexpected("data in a pipe this download does not have".into())
+                })?;
+                pipe.drain_into(&mut pieces, &self.out, usize::MAX)
+                    .map_err(ClientError::Sink)?;
+            }
+            self.out.write_all(&rest).map_err(ClientError::Sink)?;
+            window.consumed(len);
+            received += len;
+            if told.elapsed() >= PROGRESS_EVERY {
+                self.done.send_replace(received);
+                told = Instant::now();
+            }
+        }
+        self.done.send_replace(received);
+        Ok(received)
     }
 }
 
@@ -299,7 +471,9 @@ impl Stream {
             }
             Some(Delivery::Message(DaemonMessage::Error(e))) => Err(e.into()),
             Some(Delivery::Message(other)) => Err(ClientError::Unexpected(format!("{other:?}"))),
-            Some(Delivery::Data(_)) => Err(ClientError::Unexpected("data".into())),
+            Some(Delivery::Data(_) | Delivery::Piped { .. }) => {
+                Err(ClientError::Unexpected("data".into()))
+            }
             None => Err(ClientError::Closed),
         };
         self.done = item.is_err();
@@ -318,7 +492,7 @@ impl Drop for Stream {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
+async fn write_loop<W: AsyncWrite + Unpin + 'static>(
     mut writer: FrameWriter<W>,
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
@@ -326,6 +500,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let sent = match out {
             Outgoing::Message(id, m) => writer.send_json(id, &m).await,
             Outgoing::Data(id, bytes) => writer.send_data(id, &bytes).await,
+            Outgoing::File {
+                id,
+                file,
+                offset,
+                len,
+            } => writer.send_file(id, &file, offset, len).await,
         };
         let flushed = match sent {
             Ok(()) if rx.is_empty() => writer.flush().await,
@@ -349,7 +529,7 @@ async fn tell_everyone(routes: &Routes, message: DaemonMessage) {
             .open
             .iter_mut()
             .flat_map(|o| o.drain())
-            .map(|(_, r)| r)
+            .map(|(_, r)| r.tx)
             .collect()
     };
     for r in waiting {
@@ -359,20 +539,22 @@ async fn tell_everyone(routes: &Routes, message: DaemonMessage) {
 
 /// Routes each message to its request; on a connection error every request
 /// learns it (its receiver closes).
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: AsyncRead + Unpin + 'static>(
     mut reader: FrameReader<R>,
     routes: Routes,
     credits: Credits,
 ) {
-    while let Ok(Some(frame)) = reader.next().await {
-        if frame.kind == FrameKind::Data {
-            let route = lock(&routes)
-                .open
-                .as_ref()
-                .and_then(|o| o.get(&frame.id).cloned());
-            if let Some(r) = route {
-                let _ = r.send(Delivery::Data(frame.payload)).await;
+    let pipe_for = |id| lock(&routes).open.as_ref()?.get(&id)?.pipe.clone();
+    while let Ok(Some(received)) = reader.next_into(pipe_for).await {
+        let frame = match received {
+            Received::Piped { id, pieces, rest } => {
+                deliver(&routes, id, Delivery::Piped { pieces, rest }).await;
+                continue;
             }
+            Received::Frame(frame) => frame,
+        };
+        if frame.kind == FrameKind::Data {
+            deliver(&routes, frame.id, Delivery::Data(frame.payload)).await;
             continue;
         }
         let message = match frame.json::<DaemonMessage>() {
@@ -410,9 +592,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let open = table.open.as_mut();
             if ends {
                 lock(&credits).remove(&id).inspect(|w| w.close());
-                open.and_then(|o| o.remove(&id))
+                open.and_then(|o| o.remove(&id)).map(|r| r.tx)
             } else {
-                open.and_then(|o| o.get(&id).cloned())
+                open.and_then(|o| o.get(&id)).map(|r| r.tx.clone())
             }
         };
         if let Some(r) = route {
@@ -425,4 +607,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
     // Every request still waiting learns the connection is over.
     lock(&routes).open = None;
+}
+
+/// Hands data to the request it belongs to, if it still waits for it.
+async fn deliver(routes: &Routes, id: u64, data: Delivery) {
+    let route = lock(routes)
+        .open
+        .as_ref()
+        .and_then(|o| o.get(&id))
+        .map(|r| r.tx.clone());
+    if let Some(r) = route {
+        let _ = r.send(data).await;
+    }
 }

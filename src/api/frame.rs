@@ -7,12 +7,18 @@
 //! messages); it also holds the handshake every connection starts with and
 //! the credit window that keeps a binary stream inside the receiver's memory.
 
+mod zerocopy;
+
+pub use zerocopy::{Pieces, Pipe};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::fs::File;
 use std::io::{self, IoSlice};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -25,8 +31,9 @@ pub const HEADER_LEN: usize = 13;
 pub const MAX_JSON_PAYLOAD: usize = 16 << 20;
 /// The longest payload of a data frame.
 pub const MAX_DATA_PAYLOAD: usize = 1 << 20;
-/// What senders of binary streams put in one data frame.
-pub const CHUNK_SIZE: usize = 256 << 10;
+/// What senders of binary streams put in one data frame: as much as one
+/// may carry, so a stream costs as few frames (and system calls) as can be.
+pub const CHUNK_SIZE: usize = MAX_DATA_PAYLOAD;
 /// How many bytes of a binary stream a receiver lets be in flight.
 pub const DEFAULT_WINDOW: u64 = 4 << 20;
 /// How long either end waits for the other's Hello.
@@ -35,9 +42,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bytes the length prefix counts besides the payload: kind and id.
 const KIND_AND_ID: usize = 9;
 const LEN_PREFIX: usize = 4;
-/// Read size while no frame is pending: one full chunk frame, so a
-/// stream of them is read without growing the buffer.
-const READ_SIZE: usize = CHUNK_SIZE + HEADER_LEN;
+/// Read size while no frame is pending after a JSON frame: room for a burst
+/// of JSON frames (console lines, events) in one read.
+const READ_AHEAD: usize = 64 << 10;
 /// The writer sends its buffer once this much has gathered.
 const WRITE_BUF: usize = 64 << 10;
 /// Data payloads this large skip the write buffer (copying them would cost
@@ -198,6 +205,15 @@ pub struct Decoder {
     failed: bool,
 }
 
+/// A frame's header, once all of it has arrived.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    kind: FrameKind,
+    id: u64,
+    len: usize,
+}
+
 impl Decoder {
     pub fn new() -> Self {
         Self::default()
@@ -215,21 +231,30 @@ impl Decoder {
         decoded
     }
 
+    /// The header at the front of `buf`, checked, once all of it is there;
+    /// `buf` is left as it is.
+    #[cfg(target_os = "linux")]
+    fn head(&mut self, buf: &[u8]) -> Result<Option<Head>, FrameError> {
+        if self.failed {
+            return Err(FrameError::Unusable);
+        }
+        let head = read_head(buf);
+        self.failed = head.is_err();
+        Ok(head?.and_then(|(kind, len)| {
+            let id = buf.get(LEN_PREFIX + 1..HEADER_LEN)?.try_into().ok()?;
+            Some(Head {
+                kind,
+                id: u64::from_be_bytes(id),
+                len,
+            })
+        }))
+    }
+
     fn cut(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         self.pending = None;
-        let Some(mut prefix) = buf.get(..LEN_PREFIX) else {
+        let Some((kind, payload_len)) = read_head(buf)? else {
             return Ok(None);
         };
-        let len = prefix.get_u32();
-        let payload_len = (len as usize)
-            .checked_sub(KIND_AND_ID)
-            .ok_or(FrameError::TooShort { len })?;
-        check_len(None, payload_len as u64)?;
-        let Some(&kind_byte) = buf.get(LEN_PREFIX) else {
-            return Ok(None);
-        };
-        let kind = FrameKind::from_byte(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
-        check_len(Some(kind), payload_len as u64)?;
         let total = HEADER_LEN + payload_len;
         if buf.len() < total {
             buf.reserve(total - buf.len());
@@ -247,16 +272,54 @@ impl Decoder {
     }
 }
 
+/// The kind and payload length at the front of `buf`, checked as soon as
+/// their bytes are there: the length on its four bytes alone.
+fn read_head(buf: &[u8]) -> Result<Option<(FrameKind, usize)>, FrameError> {
+    let Some(mut prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let len = prefix.get_u32();
+    let payload_len = (len as usize)
+        .checked_sub(KIND_AND_ID)
+        .ok_or(FrameError::TooShort { len })?;
+    check_len(None, payload_len as u64)?;
+    let Some(&kind_byte) = buf.get(LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let kind = FrameKind::from_byte(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
+    check_len(Some(kind), payload_len as u64)?;
+    Ok(Some((kind, payload_len)))
+}
+
+/// What [`FrameReader::next_into`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Frame(Frame),
+    /// A data frame of stream `id` that went to the stream's pipe: its first
+    /// bytes are in the pipe where `pieces` says, the rest (what did not fit)
+    /// in `rest`.
+    Piped {
+        id: u64,
+        pieces: Pieces,
+        rest: Bytes,
+    },
+}
+
 /// Reads frames from a byte stream (a socket half, or stdin for the proxy).
 ///
-/// Payloads are cut out of the read buffer without copying. A frame's rest is
-/// read straight into room reserved for it, so a stream of large data frames
-/// costs about one read per frame and no copy beyond the kernel's.
+/// Payloads are cut out of the read buffer without copying. After a data
+/// frame the next header is read alone and a frame's rest straight into room
+/// reserved for it, so a stream of large data frames costs two reads per
+/// frame and no copy beyond the kernel's. With [`FrameReader::next_into`], a
+/// data frame's payload can skip memory altogether.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     decoder: Decoder,
+    /// The last frame was data, so the next one likely is: read only its
+    /// header, leaving its payload in the socket for a splice.
+    after_data: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -265,6 +328,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: BytesMut::new(),
             decoder: Decoder::new(),
+            after_data: false,
         }
     }
 
@@ -272,31 +336,134 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// frames. Cancel-safe: a `select!` may drop the call without losing bytes.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+            if let Some(frame) = self.decoded()? {
                 return Ok(Some(frame));
             }
-            // Reading no further than a pending frame's end keeps its
-            // successor out of its allocation, so the buffer is reused
-            // whole once the frame is dropped instead of copied from.
-            let want = self
-                .decoder
-                .pending
-                .map_or(READ_SIZE, |total| total - self.buf.len());
-            self.buf.reserve(want);
-            let mut room = (&mut self.buf).limit(want);
-            if self.inner.read_buf(&mut room).await? == 0 {
-                return match self.buf.len() {
-                    0 => Ok(None),
-                    received => Err(FrameError::ClosedMidFrame { received }),
-                };
+            if !self.fill().await? {
+                return Ok(None);
             }
         }
+    }
+
+    fn decoded(&mut self) -> Result<Option<Frame>, FrameError> {
+        let frame = self.decoder.decode(&mut self.buf)?;
+        if let Some(frame) = &frame {
+            self.after_data = frame.kind == FrameKind::Data;
+        }
+        Ok(frame)
+    }
+
+    /// Reads once; false at the peer's clean end between frames.
+    async fn fill(&mut self) -> Result<bool, FrameError> {
+        // Reading no further than a pending frame's end keeps its
+        // successor out of its allocation, so the buffer is reused
+        // whole once the frame is dropped instead of copied from.
+        let want = match self.decoder.pending {
+            Some(total) => total - self.buf.len(),
+            None if self.after_data => HEADER_LEN.saturating_sub(self.buf.len()).max(1),
+            None => READ_AHEAD,
+        };
+        self.buf.reserve(want);
+        let mut room = (&mut self.buf).limit(want);
+        if self.inner.read_buf(&mut room).await? == 0 {
+            return match self.buf.len() {
+                0 => Ok(false),
+                received => Err(FrameError::ClosedMidFrame { received }),
+            };
+        }
+        Ok(true)
     }
 
     /// What was read and not yet decoded: the evidence when a peer sends
     /// something other than frames.
     fn buffered(&self) -> &[u8] {
         &self.buf
+    }
+}
+
+impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {
+    /// As [`FrameReader::next`], but the payload of a data frame of a stream
+    /// that `pipe_for` gives a pipe goes into that pipe, as much of it as
+    /// fits, when the connection is a Unix socket on Linux; elsewhere every
+    /// frame comes whole, as from `next`. Not cancel-safe.
+    pub async fn next_into(
+        &mut self,
+        pipe_for: impl Fn(u64) -> Option<Arc<Pipe>>,
+    ) -> Result<Option<Received>, FrameError> {
+        loop {
+            #[cfg(target_os = "linux")]
+            if let Some(head) = self.decoder.head(&self.buf)?
+                && head.kind == FrameKind::Data
+                && zerocopy::unix_socket(&self.inner).is_some()
+                && let Some(pipe) = pipe_for(head.id)
+            {
+                let piped = self.splice_payload(head, &pipe).await;
+                // Half a payload consumed: the stream is out of step.
+                self.decoder.failed |= piped.is_err();
+                return piped.map(Some);
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = &pipe_for;
+            if let Some(frame) = self.decoded()? {
+                return Ok(Some(Received::Frame(frame)));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Moves the payload of the data frame whose header `head` is at the
+    /// front of the buffer into `pipe`: what was read with the header, then
+    /// straight from the socket, then (once the pipe is full) into memory.
+    #[cfg(target_os = "linux")]
+    async fn splice_payload(&mut self, head: Head, pipe: &Pipe) -> Result<Received, FrameError> {
+        self.buf.advance(HEADER_LEN);
+        self.after_data = true;
+        let mut pieces = Pieces::default();
+        let held = self.buf.len().min(head.len);
+        let mut piped = pipe.fill_from(&self.buf[..held], &mut pieces)?;
+        self.buf.advance(piped);
+        if piped == held {
+            while piped < head.len {
+                let Some(socket) = zerocopy::unix_socket(&self.inner) else {
+                    break;
+                };
+                match zerocopy::splice_from(socket, pipe, head.len - piped, &mut pieces).await? {
+                    zerocopy::Spliced::Moved(n) => piped += n,
+                    zerocopy::Spliced::PipeFull => break,
+                    zerocopy::Spliced::End => {
+                        return Err(FrameError::ClosedMidFrame {
+                            received: HEADER_LEN + piped,
+                        });
+                    }
+                }
+            }
+        }
+        let rest = self
+            .read_exact(head.len - piped, HEADER_LEN + piped)
+            .await?;
+        Ok(Received::Piped {
+            id: head.id,
+            pieces,
+            rest,
+        })
+    }
+
+    /// The next `len` bytes, which end a frame of which `before` bytes came before.
+    #[cfg(target_os = "linux")]
+    async fn read_exact(&mut self, len: usize, before: usize) -> Result<Bytes, FrameError> {
+        while self.buf.len() < len {
+            let want = len - self.buf.len();
+            self.buf.reserve(want);
+            let mut room = (&mut self.buf).limit(want);
+            if self.inner.read_buf(&mut room).await? == 0 {
+                return Err(FrameError::ClosedMidFrame {
+                    received: before + self.buf.len(),
+                });
+            }
+        }
+        Ok(self.buf.split_to(len).freeze())
     }
 }
 
@@ -307,6 +474,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 pub struct FrameWriter<W> {
     inner: W,
     buf: Vec<u8>,
+    /// Where [`FrameWriter::send_file`] reads a payload when it cannot send
+    /// it from the page cache; empty until then.
+    file_buf: Vec<u8>,
+    /// Whether the socket's send buffer was widened for file frames.
+    #[cfg(target_os = "linux")]
+    widened: bool,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -314,6 +487,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Self {
             inner,
             buf: Vec::with_capacity(WRITE_BUF),
+            file_buf: Vec::new(),
+            #[cfg(target_os = "linux")]
+            widened: false,
         }
     }
 
@@ -374,6 +550,47 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         // Do not keep the room a rare large JSON message needed.
         self.buf.shrink_to(WRITE_BUF);
         Ok(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin + 'static> FrameWriter<W> {
+    /// Sends `len` bytes of `file` from `offset` as a data frame of stream
+    /// `id`. Over a Unix socket on Linux they go from the page cache to the
+    /// socket without a copy (sendfile); otherwise they are read into memory
+    /// first, and a file too short to fill the frame sends nothing. A file
+    /// that ends early during a sendfile leaves half a frame: an error after
+    /// which the connection must be closed.
+    pub async fn send_file(
+        &mut self,
+        id: u64,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), FrameError> {
+        let header = header(FrameKind::Data, id, len)?;
+        #[cfg(target_os = "linux")]
+        if let Some(socket) = zerocopy::unix_socket(&self.inner) {
+            if !self.widened {
+                zerocopy::widen_send_buffer(socket, DEFAULT_WINDOW as usize);
+                self.widened = true;
+            }
+            self.buf.extend_from_slice(&header);
+            zerocopy::write_socket(socket, &self.buf).await?;
+            self.buf.clear();
+            return Ok(zerocopy::send_file_range(socket, file, offset, len).await?);
+        }
+        let mut data = std::mem::take(&mut self.file_buf);
+        data.resize(len, 0);
+        if let Err(e) = file.read_exact_at(&mut data, offset) {
+            self.file_buf = data;
+            return Err(e.into());
+        }
+        self.buf.extend_from_slice(&header);
+        let mut slices = [IoSlice::new(&self.buf), IoSlice::new(&data)];
+        let sent = write_all_vectored(&mut self.inner, &mut slices).await;
+        self.buf.clear();
+        self.file_buf = data;
+        Ok(sent?)
     }
 }
 
@@ -763,7 +980,6 @@ impl ReceiveWindow {
 mod tests {
     use super::*;
     use std::pin::pin;
-    use std::sync::Arc;
     use std::task::{Context, Poll, Waker};
     use tokio::io::{AsyncWriteExt, duplex};
     use tokio::sync::mpsc;
@@ -1074,6 +1290,235 @@ mod tests {
             Some(frame(FrameKind::Json, 3, b"\"fine\""))
         );
         assert_eq!(reader.next().await.unwrap(), None);
+    }
+
+    /// Bytes that differ from their neighbours, so a misplaced piece shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4093) as u8).collect()
+    }
+
+    /// A file holding `bytes`.
+    fn file_with(bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, bytes).unwrap();
+        file
+    }
+
+    /// Sends `bytes` (from a file) as data frames of stream 1 in chunks of
+    /// at most CHUNK_SIZE, a JSON frame after each, and reads them back with
+    /// a plain reader; returns the data and the JSON values received.
+    async fn through<W, R>(mut writer: FrameWriter<W>, mut reader: FrameReader<R>, bytes: &[u8])
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+        R: AsyncRead + Unpin,
+    {
+        let file = file_with(bytes);
+        let len = bytes.len();
+        let sender = tokio::spawn(async move {
+            let mut offset = 0;
+            while offset < len {
+                let n = (len - offset).min(CHUNK_SIZE);
+                writer.send_file(1, &file, offset as u64, n).await.unwrap();
+                writer.send_json(2, &offset).await.unwrap();
+                offset += n;
+            }
+            writer.flush().await.unwrap();
+        });
+        let (mut data, mut offsets) = (Vec::new(), Vec::new());
+        while let Some(frame) = reader.next().await.unwrap() {
+            match frame.kind {
+                FrameKind::Data => data.extend_from_slice(&frame.payload),
+                FrameKind::Json => offsets.push(frame.json::<usize>().unwrap()),
+            }
+        }
+        sender.await.unwrap();
+        assert!(data == bytes, "the data differs");
+        let want: Vec<usize> = (0..len).step_by(CHUNK_SIZE).collect();
+        assert_eq!(offsets, want, "the JSON frames kept their places");
+    }
+
+    #[tokio::test]
+    async fn file_frames_arrive_the_same_from_the_page_cache_and_from_memory() {
+        let bytes = pattern(3 * CHUNK_SIZE + 4321);
+        // sendfile over a Unix socket (on Linux) ...
+        let (near, far) = UnixStream::pair().unwrap();
+        let (far_read, _far_write) = far.into_split();
+        let (_near_read, near_write) = near.into_split();
+        through(
+            FrameWriter::new(near_write),
+            FrameReader::new(far_read),
+            &bytes,
+        )
+        .await;
+        // ... and pread and write on any other byte stream.
+        let (near, far) = duplex(64 << 10);
+        through(FrameWriter::new(near), FrameReader::new(far), &bytes).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_too_short_for_its_frame_sends_nothing_through_memory() {
+        let (near, far) = duplex(64 << 10);
+        let mut writer = FrameWriter::new(near);
+        let short = writer.send_file(1, &file_with(b"abc"), 0, 4).await;
+        assert!(matches!(short, Err(FrameError::Io(_))), "{short:?}");
+        writer.send_json(2, "still in step").await.unwrap();
+        writer.flush().await.unwrap();
+        drop(writer);
+        let frame = FrameReader::new(far).next().await.unwrap().unwrap();
+        assert_eq!(frame.json::<String>().unwrap(), "still in step");
+    }
+
+    /// Reads everything `pieces` holds out of `pipe`.
+    #[cfg(target_os = "linux")]
+    fn drain(pipe: &Pipe, mut pieces: Pieces) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0; 100_000];
+        while !pieces.is_empty() {
+            let n = pipe.read(&mut pieces, &mut buf).unwrap();
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// The frames of a Unix socket pair's far end, with `pipe` for stream 1:
+    /// stream 1's bytes, taken out of the pipe as they come, or, while
+    /// `stall`, only once all have come (so the pipe fills), stream 2's, and
+    /// the most stream 1 ever had in the pipe at once.
+    #[cfg(target_os = "linux")]
+    async fn receive_piped(
+        mut reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
+        pipe: Arc<Pipe>,
+        stall: bool,
+    ) -> (Vec<u8>, Vec<u8>, usize) {
+        let (mut frames, mut two, mut most) = (Vec::new(), Vec::new(), 0);
+        let mut in_pipe = 0;
+        while let Some(received) = reader
+            .next_into(|id| (id == 1).then(|| pipe.clone()))
+            .await
+            .unwrap()
+        {
+            match received {
+                Received::Piped { id, pieces, rest } => {
+                    assert_eq!(id, 1);
+                    in_pipe = if stall { in_pipe } else { 0 } + pieces.len();
+                    most = most.max(in_pipe);
+                    let piped = if stall {
+                        Either::Pieces(pieces)
+                    } else {
+                        Either::Bytes(drain(&pipe, pieces))
+                    };
+                    frames.push((piped, rest));
+                }
+                Received::Frame(frame) if frame.kind == FrameKind::Data => {
+                    assert_eq!(frame.id, 2, "stream 1 goes to its pipe");
+                    two.extend_from_slice(&frame.payload);
+                }
+                Received::Frame(frame) => assert_eq!(frame.json::<u64>().unwrap(), frame.id),
+            }
+        }
+        // Each frame's piped bytes come before its rest.
+        let mut one = Vec::new();
+        for (piped, rest) in frames {
+            match piped {
+                Either::Pieces(pieces) => one.extend_from_slice(&drain(&pipe, pieces)),
+                Either::Bytes(bytes) => one.extend_from_slice(&bytes),
+            }
+            one.extend_from_slice(&rest);
+        }
+        (one, two, most)
+    }
+
+    #[cfg(target_os = "linux")]
+    enum Either {
+        Pieces(Pieces),
+        Bytes(Vec<u8>),
+    }
+
+    /// Sends stream 1 from a file, stream 2 from memory and JSON frames,
+    /// interleaved, on the near end of a Unix socket pair.
+    #[cfg(target_os = "linux")]
+    fn send_streams(near: UnixStream, one: &[u8], two: &[u8]) -> tokio::task::JoinHandle<()> {
+        let file = file_with(one);
+        let (one_len, two) = (one.len(), two.to_vec());
+        tokio::spawn(async move {
+            let (_read, write) = near.into_split();
+            let mut writer = FrameWriter::new(write);
+            let (mut a, mut b) = (0, 0);
+            while a < one_len || b < two.len() {
+                writer.send_json(1, &1).await.unwrap();
+                let n = (one_len - a).min(CHUNK_SIZE - 1000);
+                if n > 0 {
+                    writer.send_file(1, &file, a as u64, n).await.unwrap();
+                    a += n;
+                }
+                let m = (two.len() - b).min(77_777);
+                writer.send_data(2, &two[b..b + m]).await.unwrap();
+                b += m;
+                writer.send_json(2, &2).await.unwrap();
+            }
+            writer.flush().await.unwrap();
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    use tokio::net::UnixStream;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn payloads_spliced_into_a_pipe_arrive_whole_and_in_order() {
+        let (one, two) = (pattern(5 * CHUNK_SIZE + 99), pattern(400_000));
+        let (near, far) = UnixStream::pair().unwrap();
+        let sender = send_streams(near, &one, &two);
+        let pipe = Arc::new(Pipe::new(DEFAULT_WINDOW).unwrap().unwrap());
+        let reader = FrameReader::new(far.into_split().0);
+        let (got_one, got_two, most) = receive_piped(reader, pipe, false).await;
+        sender.await.unwrap();
+        assert!(got_one == one, "stream 1 differs");
+        assert!(got_two == two, "stream 2 differs");
+        assert!(most > 0, "nothing went through the pipe");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_full_pipe_sends_the_rest_through_memory() {
+        let (one, two) = (pattern(3 * CHUNK_SIZE), pattern(1000));
+        let (near, far) = UnixStream::pair().unwrap();
+        let sender = send_streams(near, &one, &two);
+        // Two lanes of one page each, and no consumer draining them.
+        let pipe = Arc::new(Pipe::new(4096).unwrap().unwrap());
+        let reader = FrameReader::new(far.into_split().0);
+        let (got_one, got_two, most) = receive_piped(reader, pipe, true).await;
+        sender.await.unwrap();
+        assert!(got_one == one, "stream 1 differs");
+        assert!(got_two == two, "stream 2 differs");
+        assert!(most > 0, "nothing went through the pipe");
+        assert!(most <= 8192, "two one-page lanes held {most} bytes");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn spliced_payloads_drain_into_a_file() {
+        let bytes = pattern(2 * CHUNK_SIZE + 5);
+        let (near, far) = UnixStream::pair().unwrap();
+        let sender = send_streams(near, &bytes, &[]);
+        let pipe = Arc::new(Pipe::new(DEFAULT_WINDOW).unwrap().unwrap());
+        let mut reader = FrameReader::new(far.into_split().0);
+        let mut out = tempfile::tempfile().unwrap();
+        while let Some(received) = reader.next_into(|_| Some(pipe.clone())).await.unwrap() {
+            if let Received::Piped {
+                mut pieces, rest, ..
+            } = received
+            {
+                let len = pieces.len();
+                assert_eq!(pipe.drain_into(&mut pieces, &out, usize::MAX).unwrap(), len);
+                std::io::Write::write_all(&mut out, &rest).unwrap();
+            }
+        }
+        sender.await.unwrap();
+        let mut got = Vec::new();
+        std::io::Seek::rewind(&mut out).unwrap();
+        std::io::Read::read_to_end(&mut out, &mut got).unwrap();
+        assert!(got == bytes, "the file differs");
     }
 
     type Ends = (

@@ -3,9 +3,12 @@
 use crate::cli::BlockCommand;
 use crate::cli::remote::{RemoteError, label};
 use crate::cli::show;
-use fulmar::api::client::Client;
+use fulmar::api::client::{Client, Progress};
+use fulmar::api::label::Label;
 use fulmar::api::protocol::{Reply, Request};
+use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Instant;
 
@@ -52,25 +55,34 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             file,
             compressed,
         } => {
+            let name = label(name)?;
+            // Compressed, the bytes received are fewer than the device's.
+            let total = match compressed {
+                false => device_size(client, &name).await?,
+                true => None,
+            };
             let request = Request::BlockDownload {
-                name: label(name)?,
+                name,
                 compressed: *compressed,
             };
-            let mut bar = Progress::new(None);
-            if file.as_os_str() == "-" {
-                client
-                    .receive_data(request, tokio::io::stdout(), |n| bar.show(n))
-                    .await?;
+            let file_err = |source| RemoteError::File {
+                path: file.clone(),
+                source,
+            };
+            let out = if file.as_os_str() == "-" {
+                File::from(
+                    std::io::stdout()
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(file_err)?,
+                )
             } else {
-                let out =
-                    tokio::fs::File::create(file)
-                        .await
-                        .map_err(|source| RemoteError::File {
-                            path: file.clone(),
-                            source,
-                        })?;
-                client.receive_data(request, out, |n| bar.show(n)).await?;
-            }
+                File::create(file).map_err(file_err)?
+            };
+            let mut bar = Bar::new();
+            client
+                .receive_file(request, out, total, |p| bar.show(p))
+                .await?;
             bar.done();
             Ok(())
         }
@@ -122,55 +134,73 @@ async fn list(client: &Client, json: bool) -> Result<(), RemoteError> {
     show::print(&show::table(&["NAME", "SIZE_MB", "ATTACHED_TO"], &rows))
 }
 
+/// The size in bytes of block device `name`, for a download's progress; None
+/// if it is not listed (the download itself then says what is wrong).
+async fn device_size(client: &Client, name: &Label) -> Result<Option<u64>, RemoteError> {
+    let reply = client.call(Request::BlockList).await?;
+    let Reply::Blocks { blocks, .. } = reply else {
+        return Err(RemoteError::Unexpected(format!("{reply:?}")));
+    };
+    Ok(blocks
+        .iter()
+        .find(|b| &b.name == name)
+        .map(|b| b.size_mb << 20))
+}
+
 /// Sends a file (or stdin for `-`) as the request's data, with a progress bar.
+/// A regular file (stdin too, when redirected from one) goes from the page
+/// cache; a pipe through memory.
 async fn send_file(client: &Client, request: Request, path: &Path) -> Result<Reply, RemoteError> {
     let file_err = |source| RemoteError::File {
         path: path.to_owned(),
         source,
     };
-    if path.as_os_str() == "-" {
-        let mut bar = Progress::new(None);
-        let reply = client
-            .send_data(request, tokio::io::stdin(), |n| bar.show(n))
-            .await?;
-        bar.done();
-        return Ok(reply);
-    }
-    let file = tokio::fs::File::open(path).await.map_err(file_err)?;
-    let total = file.metadata().await.map_err(file_err)?.len();
-    let mut bar = Progress::new(Some(total));
-    let reply = client.send_data(request, file, |n| bar.show(n)).await?;
+    let file = if path.as_os_str() == "-" {
+        File::from(
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(file_err)?,
+        )
+    } else {
+        File::open(path).map_err(file_err)?
+    };
+    let mut bar = Bar::new();
+    let reply = if file.metadata().map_err(file_err)?.is_file() {
+        client.send_file(request, file, |p| bar.show(p)).await?
+    } else {
+        let data = tokio::fs::File::from_std(file);
+        client.send_data(request, data, |p| bar.show(p)).await?
+    };
     bar.done();
     Ok(reply)
 }
 
 /// A progress line on stderr with bytes, rate and ETA, when stderr is a
 /// terminal; nothing otherwise (scripts, pipes).
-struct Progress {
-    total: Option<u64>,
+struct Bar {
     start: Instant,
     shown: Option<Instant>,
     on_terminal: bool,
 }
 
-impl Progress {
-    fn new(total: Option<u64>) -> Progress {
-        Progress {
-            total,
+impl Bar {
+    fn new() -> Bar {
+        Bar {
             start: Instant::now(),
             shown: None,
             on_terminal: std::io::stderr().is_terminal(),
         }
     }
 
-    fn show(&mut self, done: u64) {
+    fn show(&mut self, Progress { done, total }: Progress) {
         if !self.on_terminal || self.shown.is_some_and(|t| t.elapsed().as_millis() < 100) {
             return;
         }
         self.shown = Some(Instant::now());
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
         let rate = done as f64 / secs;
-        let line = match self.total {
+        let line = match total {
             Some(total) if total > 0 => {
                 let eta = (total.saturating_sub(done)) as f64 / rate.max(1.0);
                 format!(

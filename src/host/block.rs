@@ -28,6 +28,11 @@ pub const TEMP_PREFIX: &str = ".partial_";
 /// Transfers move data in pieces this big, never whole files.
 const CHUNK: usize = 1024 * 1024;
 
+/// An upload hands what it wrote to the disk's write-back every this many
+/// bytes, so the disk writes while the rest arrives and the fsync that ends
+/// the upload finds little left to do.
+const WRITE_BACK_STEP: u64 = 8 * MIB;
+
 /// A block device file that passed the store's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockFile {
@@ -154,6 +159,8 @@ struct TempFile {
     path: PathBuf,
     file: File,
     renamed: bool,
+    /// The bytes already handed to write-back.
+    written_back: u64,
 }
 
 impl TempFile {
@@ -171,7 +178,18 @@ impl TempFile {
             path,
             file,
             renamed: false,
+            written_back: 0,
         })
+    }
+
+    /// Starts writing the bytes up to `end` to disk in the background, a
+    /// step at a time. Only a head start: the fsync in `finish` is what
+    /// makes them durable.
+    fn write_back(&mut self, end: u64) {
+        if end - self.written_back >= WRITE_BACK_STEP {
+            start_write_back(&self.file, self.written_back, end - self.written_back);
+            self.written_back = end;
+        }
     }
 
     /// Gives the file its full size (the tail stays sparse) and puts it on disk.
@@ -196,14 +214,42 @@ impl Drop for TempFile {
     }
 }
 
-/// Why a copy stopped.
-enum PumpError {
+/// Why moving bytes stopped: the source failed, or the destination.
+#[derive(Debug)]
+pub enum MoveError {
     Read(io::Error),
     Write(io::Error),
 }
 
+/// An upload's bytes, as the store takes them. `Read` gives them through
+/// memory; a source that holds them where the kernel can move them from
+/// without a copy (a pipe the daemon spliced them into) overrides
+/// [`Source::move_into`].
+pub trait Source: Read {
+    /// Moves the next of the bytes, at most `max`, into `file` at its
+    /// position and says how many (0 at the end). `buf` is scratch room for
+    /// bytes that pass through memory.
+    fn move_into(&mut self, file: &File, max: usize, buf: &mut [u8]) -> Result<usize, MoveError> {
+        let want = max.min(buf.len());
+        let n = loop {
+            match self.read(&mut buf[..want]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(MoveError::Read(e)),
+            }
+        };
+        let mut file = file;
+        file.write_all(&buf[..n]).map_err(MoveError::Write)?;
+        Ok(n)
+    }
+}
+
+impl Source for &[u8] {}
+impl Source for io::Empty {}
+impl<R: Read> Source for ZlibDecoder<R> {}
+
 /// Copies `from` into `to` in [`CHUNK`]s and says how many bytes went.
-fn pump(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, PumpError> {
+fn pump(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, MoveError> {
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     loop {
@@ -211,13 +257,30 @@ fn pump(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, PumpError> {
             Ok(0) => return Ok(done),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(PumpError::Read(e)),
+            Err(e) => return Err(MoveError::Read(e)),
         };
-        to.write_all(&buf[..n]).map_err(PumpError::Write)?;
+        to.write_all(&buf[..n]).map_err(MoveError::Write)?;
         // A read never exceeds the buffer, which fits in u64.
         done += n as u64;
     }
 }
+
+#[cfg(target_os = "linux")]
+fn start_write_back(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: takes no pointers. A failure costs only the head start: the
+    // fsync reports any error writing these bytes.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Other systems write back on their own schedule; the fsync is enough.
+#[cfg(not(target_os = "linux"))]
+fn start_write_back(_file: &File, _offset: u64, _len: u64) {}
 
 fn sync_dir(dir: &Path) -> Result<(), BlockError> {
     File::open(dir)
@@ -345,7 +408,7 @@ impl BlockStore {
         &self,
         name: &Label,
         size_mb: u64,
-        mut data: impl Read,
+        mut data: impl Source,
     ) -> Result<BlockFile, BlockError> {
         let size = bytes(size_mb)?;
         DirBuilder::new()
@@ -415,66 +478,49 @@ impl BlockStore {
 
     /// Replaces a device's contents with `data` (zlib if `compressed`) followed
     /// by zeros; the device keeps its size. All or nothing: on any error the old
-    /// contents stay. Returns the bytes of data written.
+    /// contents stay.
     pub fn upload(
         &self,
         name: &Label,
-        data: impl Read,
+        mut data: impl Source,
         compressed: bool,
-    ) -> Result<u64, BlockError> {
+    ) -> Result<Uploaded, BlockError> {
         let _claim = self.claim(name)?;
         let dev = self.get(name)?;
-        let mut data: Box<dyn Read + '_> = if compressed {
-            Box::new(ZlibDecoder::new(data))
-        } else {
-            Box::new(data)
+        let too_large = |upload_mb| BlockError::TooLarge {
+            name: name.clone(),
+            size_mb: dev.size_mb,
+            upload_mb,
         };
-        let (temp, written) = self.write_temp(name, &mut data, dev.size_mb * MIB, |upload_mb| {
-            BlockError::TooLarge {
-                name: name.clone(),
-                size_mb: dev.size_mb,
-                upload_mb,
-            }
-        })?;
+        let size = dev.size_mb * MIB;
+        let (temp, written) = if compressed {
+            self.write_temp(name, &mut ZlibDecoder::new(data), size, too_large)
+        } else {
+            self.write_temp(name, &mut data, size, too_large)
+        }?;
+        // Held open, the old file is only unlinked by the rename; its blocks
+        // and page cache are freed when the caller drops it.
+        let old = File::open(&dev.path).ok();
         temp.rename_over(&dev.path)?;
         sync_dir(&self.dir)?;
-        Ok(written)
+        Ok(Uploaded {
+            bytes: written,
+            _old: old,
+        })
     }
 
-    /// Streams a whole device into `out`, zlib-compressed if asked. Returns the
-    /// device bytes sent (before compression).
-    pub fn download(
-        &self,
-        name: &Label,
-        out: impl Write,
-        compressed: bool,
-    ) -> Result<u64, BlockError> {
-        let _claim = self.claim(name)?;
+    /// Opens a device to be sent out whole; it stays claimed until the
+    /// [`Download`] is dropped.
+    pub fn open_download(&self, name: &Label) -> Result<Download, BlockError> {
+        let claim = self.claim(name)?;
         let dev = self.get(name)?;
-        let mut file = File::open(&dev.path).map_err(io_err(&dev.path))?;
-        let send = |source| BlockError::Send {
-            name: name.clone(),
-            source,
-        };
-        let pumped = |result| match result {
-            Ok(n) => Ok(n),
-            Err(PumpError::Read(e)) => Err(io_err(&dev.path)(e)),
-            Err(PumpError::Write(e)) => Err(send(e)),
-        };
-        if compressed {
-            let mut encoder = ZlibEncoder::new(out, Compression::fast());
-            let sent = pumped(pump(&mut file, &mut encoder))?;
-            encoder
-                .finish()
-                .and_then(|mut out| out.flush())
-                .map_err(send)?;
-            Ok(sent)
-        } else {
-            let mut out = out;
-            let sent = pumped(pump(&mut file, &mut out))?;
-            out.flush().map_err(send)?;
-            Ok(sent)
-        }
+        let file = File::open(&dev.path).map_err(io_err(&dev.path))?;
+        Ok(Download {
+            _claim: claim,
+            file: Arc::new(file),
+            size: dev.size_mb * MIB,
+            dev,
+        })
     }
 
     /// Removes temp files a crash left behind; call at daemon start, before
@@ -518,7 +564,7 @@ impl BlockStore {
     fn write_temp(
         &self,
         name: &Label,
-        data: &mut dyn Read,
+        data: &mut dyn Source,
         size: u64,
         too_large: impl FnOnce(u64) -> BlockError,
     ) -> Result<(TempFile, u64), BlockError> {
@@ -527,12 +573,20 @@ impl BlockStore {
             source,
         };
         let mut temp = TempFile::create(&self.dir, name)?;
+        let mut buf = vec![0u8; CHUNK];
         // One byte past the size is enough to know the data does not fit.
-        let written = match pump(&mut data.take(size + 1), &mut temp.file) {
-            Ok(n) => n,
-            Err(PumpError::Read(e)) => return Err(receive(e)),
-            Err(PumpError::Write(e)) => return Err(self.write_error(name, &temp.path, e)),
-        };
+        let limit = size + 1;
+        let mut written = 0;
+        while written < limit {
+            let max = usize::try_from(limit - written).unwrap_or(usize::MAX);
+            match data.move_into(&temp.file, max, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(MoveError::Read(e)) => return Err(receive(e)),
+                Err(MoveError::Write(e)) => return Err(self.write_error(name, &temp.path, e)),
+            }
+            temp.write_back(written);
+        }
         if written > size {
             // Read the rest only to tell the operator how big to grow.
             let rest = io::copy(data, &mut io::sink()).map_err(receive)?;
@@ -552,6 +606,79 @@ impl BlockStore {
         } else {
             io_err(path)(e)
         }
+    }
+}
+
+/// A finished upload. The replaced contents are freed when it is dropped,
+/// which for a large device takes a while (a tenth of a second or more per
+/// GiB, its page cache and its extents), so a caller that answers someone
+/// drops it after answering.
+#[must_use = "dropping it frees the old contents: drop it once the upload is answered"]
+#[derive(Debug)]
+pub struct Uploaded {
+    /// The bytes of data written.
+    pub bytes: u64,
+    _old: Option<File>,
+}
+
+/// A device opened to be sent out whole. It stays claimed — no upload, grow
+/// or destroy of it — until dropped.
+pub struct Download {
+    _claim: Claim,
+    dev: BlockFile,
+    file: Arc<File>,
+    size: u64,
+}
+
+impl Download {
+    /// The device's file, for a sender that moves its bytes itself.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// The device's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Asks the kernel to read `len` bytes from `offset` into the page cache
+    /// ahead of a sender that must not wait for the disk itself.
+    pub fn read_ahead(&self, offset: u64, len: usize) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return;
+        };
+        // SAFETY: takes no pointers. Only a hint: a sender that finds the
+        // bytes not read yet reads them itself.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
+    /// Streams the whole device, zlib-compressed, into `out`. Returns the
+    /// device bytes read.
+    pub fn compress_into(self, out: impl Write) -> Result<u64, BlockError> {
+        let send = |source| BlockError::Send {
+            name: self.dev.name.clone(),
+            source,
+        };
+        let mut encoder = ZlibEncoder::new(out, Compression::fast());
+        let sent = match pump(&mut &*self.file, &mut encoder) {
+            Ok(n) => n,
+            Err(MoveError::Read(e)) => return Err(io_err(&self.dev.path)(e)),
+            Err(MoveError::Write(e)) => return Err(send(e)),
+        };
+        encoder
+            .finish()
+            .and_then(|mut out| out.flush())
+            .map_err(send)?;
+        Ok(sent)
     }
 }
 
@@ -651,6 +778,8 @@ mod tests {
     struct FailAfter {
         data: io::Cursor<Vec<u8>>,
     }
+
+    impl Source for FailAfter {}
 
     impl Read for FailAfter {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -790,29 +919,28 @@ mod tests {
             } else {
                 data.clone()
             };
-            let written = store
+            let uploaded = store
                 .upload(&label("disk"), sent.as_slice(), compressed)
                 .unwrap();
-            assert_eq!(written, data.len() as u64);
+            assert_eq!(uploaded.bytes, data.len() as u64);
+            drop(uploaded);
             let want = padded(&data, 4);
             let path = store.get(&label("disk")).unwrap().path;
             assert_eq!(sha(&fs::read(&path).unwrap()), sha(&want));
             assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
 
-            let mut out = Vec::new();
-            let read = store
-                .download(&label("disk"), &mut out, compressed)
-                .unwrap();
-            assert_eq!(read, 4 * MIB);
-            let got = if compressed {
-                let mut plain = Vec::new();
+            let device = store.open_download(&label("disk")).unwrap();
+            assert_eq!(device.size(), 4 * MIB);
+            let mut got = Vec::new();
+            if compressed {
+                let mut out = Vec::new();
+                assert_eq!(device.compress_into(&mut out).unwrap(), 4 * MIB);
                 ZlibDecoder::new(out.as_slice())
-                    .read_to_end(&mut plain)
+                    .read_to_end(&mut got)
                     .unwrap();
-                plain
             } else {
-                out
-            };
+                (&**device.file()).read_to_end(&mut got).unwrap();
+            }
             assert_eq!(sha(&got), sha(&want));
         }
         assert!(temps(&store).is_empty());
@@ -881,6 +1009,8 @@ mod tests {
         go: mpsc::Receiver<()>,
     }
 
+    impl Source for Gate {}
+
     impl Read for Gate {
         fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
             let _ = self.started.send(());
@@ -908,9 +1038,7 @@ mod tests {
         started.recv().unwrap();
         assert!(store.busy(&label("disk")));
         assert!(!store.busy(&label("other")));
-        let err = store
-            .download(&label("disk"), io::sink(), false)
-            .unwrap_err();
+        let err = store.open_download(&label("disk")).err().unwrap();
         assert!(matches!(err, BlockError::Busy(_)), "{err}");
         assert!(matches!(
             store.grow(&label("disk"), 2),
@@ -920,11 +1048,19 @@ mod tests {
             store.destroy(&label("disk")),
             Err(BlockError::Busy(_))
         ));
-        store.download(&label("other"), io::sink(), false).unwrap();
+        // A download holds its device until it is dropped.
+        let other = store.open_download(&label("other")).unwrap();
+        assert!(store.busy(&label("other")));
+        assert!(matches!(
+            store.upload(&label("other"), &b"x"[..], false),
+            Err(BlockError::Busy(_))
+        ));
+        drop(other);
+        assert!(!store.busy(&label("other")));
         go.send(()).unwrap();
-        assert_eq!(upload.join().unwrap().unwrap(), 0);
+        assert_eq!(upload.join().unwrap().unwrap().bytes, 0);
         assert!(!store.busy(&label("disk")));
-        store.download(&label("disk"), io::sink(), false).unwrap();
+        store.open_download(&label("disk")).unwrap();
     }
 
     #[test]

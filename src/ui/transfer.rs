@@ -10,7 +10,7 @@
 //! target and renames it only once complete, so a failed or cancelled one
 //! leaves the operator's file as it was.
 
-use crate::api::client::{Client, ClientError};
+use crate::api::client::{Client, ClientError, Progress};
 use crate::api::label::Label;
 use crate::api::protocol::{Reply, Request};
 use crate::ui::link::Connect;
@@ -22,13 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 /// How often a running transfer reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// Writes to the local file are gathered to this size first.
-const WRITE_BUFFER: usize = 1 << 20;
 
 /// What a transfer task does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,13 +290,18 @@ async fn send_file(
     if meta.is_dir() {
         return Err(TransferError::Directory(path));
     }
-    // A pipe or a device has no size to show progress against.
-    let total = meta.is_file().then_some(meta.len());
     let client = connect().await.map_err(TransferError::Connect)?;
-    let send = client.send_data(request, file, |n| {
-        reporter.progress.store(n, Ordering::Relaxed)
-    });
-    match reporter.around(send, total).await? {
+    let record = |p: Progress| reporter.progress.store(p.done, Ordering::Relaxed);
+    let reply = if meta.is_file() {
+        // A regular file goes from the page cache where the system allows.
+        let send = client.send_file(request, file.into_std().await, record);
+        reporter.around(send, Some(meta.len())).await?
+    } else {
+        // A pipe or a device has no size to show progress against.
+        let send = client.send_data(request, file, record);
+        reporter.around(send, None).await?
+    };
+    match reply {
         Reply::Block { .. } | Reply::Transferred { .. } => Ok(client),
         other => Err(TransferError::Unexpected(format!("{other:?}"))),
     }
@@ -335,17 +337,18 @@ async fn download(
         .open(&partial.path)
         .await
         .map_err(write_err)?;
-    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let request = Request::BlockDownload {
         name: name.clone(),
         compressed: false,
     };
-    let receive = client.receive_data(request, &mut out, |n| {
-        reporter.progress.store(n, Ordering::Relaxed)
-    });
+    let record = |p: Progress| reporter.progress.store(p.done, Ordering::Relaxed);
+    let receive = client.receive_file(request, file.into_std().await, total, record);
     reporter.around(receive, total).await?;
-    out.flush().await.map_err(write_err)?;
-    out.get_ref().sync_all().await.map_err(write_err)?;
+    // Durable before it takes the place of whatever `path` was.
+    let written = tokio::fs::File::open(&partial.path)
+        .await
+        .map_err(write_err)?;
+    written.sync_all().await.map_err(write_err)?;
     tokio::fs::rename(&partial.path, path)
         .await
         .map_err(write_err)?;

@@ -2,12 +2,13 @@
 //! fed by (or feeding) the request's data frames with flow control.
 
 use crate::api::block::BlockDeviceInfo;
-use crate::api::frame::{CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, ReceiveWindow};
+use crate::api::frame::{CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use crate::api::label::Label;
 use crate::api::protocol::{ApiError, DaemonMessage, ErrorKind, InvalidBlock, Reply};
-use crate::host::block::{BlockError, Listed};
-use crate::host::daemon::session::{Context, Inbound, Out, Replies};
-use bytes::Bytes;
+use crate::host::block::{BlockError, Download, Listed, MoveError, Source, Uploaded};
+use crate::host::daemon::session::{Context, Inbound, Inflow, Out, Replies};
+use bytes::{Buf, Bytes};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -91,7 +92,7 @@ pub async fn create(
     size_mb: u64,
     with_data: bool,
     out: &Replies,
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: Inflow,
 ) -> Result<Reply, ApiError> {
     check_disk(ctx, size_mb)?;
     let store = ctx.sup.block_store().clone();
@@ -110,18 +111,35 @@ pub async fn create(
     })
 }
 
-pub async fn upload(
+/// Answers `transferred` once the new contents are in place, and frees the
+/// old ones only after that.
+pub async fn upload(ctx: &Context, name: Label, compressed: bool, out: Replies, inbound: Inflow) {
+    let uploaded = receive_upload(ctx, name, compressed, &out, inbound).await;
+    match uploaded {
+        Ok(uploaded) => {
+            let bytes = uploaded.bytes;
+            out.send(DaemonMessage::Reply(Reply::Transferred { bytes }))
+                .await;
+            // Freeing a large file blocks for a while: not on the async threads.
+            let _ = tokio::task::spawn_blocking(move || drop(uploaded)).await;
+        }
+        Err(e) => {
+            out.send(DaemonMessage::Error(e)).await;
+        }
+    }
+}
+
+async fn receive_upload(
     ctx: &Context,
     name: Label,
     compressed: bool,
     out: &Replies,
-    inbound: mpsc::Receiver<Inbound>,
-) -> Result<Reply, ApiError> {
+    inbound: Inflow,
+) -> Result<Uploaded, ApiError> {
     attached(ctx, &name)?;
     let store = ctx.sup.block_store().clone();
     let data = Incoming::open(out.clone(), inbound).await;
-    let bytes = blocking(move || Ok(store.upload(&name, data, compressed)?)).await?;
-    Ok(Reply::Transferred { bytes })
+    blocking(move || Ok(store.upload(&name, data, compressed)?)).await
 }
 
 /// Streams the device out as data frames, then `end`; an error instead ends it.
@@ -137,9 +155,19 @@ pub async fn download(
         out: out.clone(),
         credit,
         handle: Handle::current(),
-        buf: Vec::with_capacity(CHUNK_SIZE),
+        buf: Vec::new(),
     };
-    let sent = blocking(move || Ok(store.download(&name, sink, compressed)?)).await;
+    let sent = blocking(move || {
+        let device = store.open_download(&name)?;
+        if compressed {
+            device.compress_into(sink)?;
+        } else {
+            sink.send_file(&device)
+                .map_err(|source| BlockError::Send { name, source })?;
+        }
+        Ok(())
+    })
+    .await;
     out.send(match sent {
         Ok(_) => DaemonMessage::End,
         Err(e) => DaemonMessage::Error(e),
@@ -169,62 +197,113 @@ pub async fn destroy(ctx: &Context, name: Label) -> Result<Reply, ApiError> {
     Ok(Reply::Done)
 }
 
-/// A request's data frames as a blocking `Read`, granting the client credit as
-/// they are consumed; a client that goes away is a read error, so the store
-/// keeps what it had.
+/// A request's data frames as the store's [`Source`], granting the client
+/// credit as they are consumed; a client that goes away is a read error, so
+/// the store keeps what it had. Payloads that came through the request's pipe
+/// are spliced from it into the store's file.
 struct Incoming {
     out: Replies,
     rx: mpsc::Receiver<Inbound>,
+    pipe: Option<Arc<Pipe>>,
     window: ReceiveWindow,
+    /// Where the current frame's bytes still in the pipe are; they come
+    /// before `chunk`.
+    pieces: Pieces,
     chunk: Bytes,
     ended: bool,
 }
 
 impl Incoming {
-    async fn open(out: Replies, rx: mpsc::Receiver<Inbound>) -> Incoming {
+    async fn open(out: Replies, inflow: Inflow) -> Incoming {
         let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
         if let Some(bytes) = window.grant() {
             out.send(DaemonMessage::Credit { bytes }).await;
         }
         Incoming {
             out,
-            rx,
+            rx: inflow.rx,
+            pipe: inflow.pipe,
             window,
+            pieces: Pieces::default(),
             chunk: Bytes::new(),
             ended: false,
         }
     }
-}
 
-impl Read for Incoming {
-    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
+    /// Waits until some of the data is at hand; false at its end.
+    fn wait(&mut self) -> io::Result<bool> {
+        while self.pieces.is_empty() && self.chunk.is_empty() {
             if self.ended {
-                return Ok(0);
+                return Ok(false);
             }
-            match self.rx.blocking_recv() {
-                Some(Inbound::Data(chunk)) => {
-                    self.window
-                        .received(chunk.len() as u64)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                    self.chunk = chunk;
+            let (pieces, chunk) = match self.rx.blocking_recv() {
+                Some(Inbound::Data(chunk)) => (Pieces::default(), chunk),
+                Some(Inbound::Piped { pieces, rest }) => (pieces, rest),
+                Some(Inbound::End) => {
+                    self.ended = true;
+                    continue;
                 }
-                Some(Inbound::End) => self.ended = true,
                 None => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the client went away before the end of the data",
                     ));
                 }
-            }
+            };
+            self.window
+                .received((pieces.len() + chunk.len()) as u64)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            (self.pieces, self.chunk) = (pieces, chunk);
         }
-        let n = dst.len().min(self.chunk.len());
-        dst[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(true)
+    }
+
+    /// The store is done with `n` bytes: grants more credit when due.
+    fn consumed(&mut self, n: usize) {
         self.window.consumed(n as u64);
         if let Some(bytes) = self.window.grant() {
-            // Gone clients are noticed by the next read.
+            // Gone clients are noticed by the next wait.
             let _ = self.out.blocking_send(DaemonMessage::Credit { bytes });
         }
+    }
+}
+
+impl Read for Incoming {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        if !self.wait()? {
+            return Ok(0);
+        }
+        let n = if !self.pieces.is_empty() {
+            let pipe = self.pipe.as_deref().ok_or_else(no_pipe)?;
+            pipe.read(&mut self.pieces, dst)?
+        } else {
+            let n = dst.len().min(self.chunk.len());
+            dst[..n].copy_from_slice(&self.chunk.split_to(n));
+            n
+        };
+        self.consumed(n);
+        Ok(n)
+    }
+}
+
+impl Source for Incoming {
+    fn move_into(&mut self, file: &File, max: usize, _: &mut [u8]) -> Result<usize, MoveError> {
+        if !self.wait().map_err(MoveError::Read)? {
+            return Ok(0);
+        }
+        let n = if !self.pieces.is_empty() {
+            let pipe = self.pipe.as_deref().ok_or_else(no_pipe);
+            pipe.map_err(MoveError::Read)?
+                .drain_into(&mut self.pieces, file, max)
+                .map_err(MoveError::Write)?
+        } else {
+            let n = max.min(self.chunk.len());
+            let mut file = file;
+            file.write_all(&self.chunk[..n]).map_err(MoveError::Write)?;
+            self.chunk.advance(n);
+            n
+        };
+        self.consumed(n);
         Ok(n)
     }
 }
@@ -239,23 +318,55 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// Sends the whole device as data frames that the connection's writer
+    /// fills from the device's file, each only with the client's credit.
+    fn send_file(&self, device: &Download) -> io::Result<()> {
+        let mut offset = 0;
+        while offset < device.size() {
+            let left = usize::try_from(device.size() - offset).unwrap_or(usize::MAX);
+            let len = self.reserve(left.min(CHUNK_SIZE))?;
+            // The writer is async: spare it the wait for the disk.
+            device.read_ahead(offset, len);
+            let file = Out::File {
+                id: self.out.id(),
+                file: device.file().clone(),
+                offset,
+                len,
+            };
+            if self.out.tx().blocking_send(file).is_err() {
+                return Err(gone());
+            }
+            offset += len as u64;
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` bytes of the client's credit, waiting for some.
+    fn reserve(&self, max: usize) -> io::Result<usize> {
+        self.handle
+            .block_on(self.credit.reserve(max))
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
+    }
+
     fn send_buffered(&mut self) -> io::Result<()> {
         let mut rest = Bytes::from(std::mem::take(&mut self.buf));
         while !rest.is_empty() {
-            let n = self
-                .handle
-                .block_on(self.credit.reserve(rest.len()))
-                .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))?;
+            let n = self.reserve(rest.len())?;
             if !self.out.blocking_data(rest.split_to(n)) {
-                return Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the client went away",
-                ));
+                return Err(gone());
             }
         }
         self.buf = Vec::with_capacity(CHUNK_SIZE);
         Ok(())
     }
+}
+
+fn no_pipe() -> io::Error {
+    io::Error::other("data arrived in a pipe this upload does not have")
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
 }
 
 impl Write for Outgoing {

@@ -3,13 +3,13 @@
 //! own task, so a slow stream never holds up another request.
 
 use crate::api::frame::{
-    CreditWindow, Frame, FrameError, FrameKind, FrameReader, FrameWriter, HANDSHAKE_TIMEOUT,
-    server_handshake,
+    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
+    HANDSHAKE_TIMEOUT, Pipe, Received, server_handshake,
 };
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
 use crate::host::daemon::access::Access;
 use crate::host::daemon::blocks;
-use crate::host::daemon::session::{self, Context, Inbound, Out, Replies};
+use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -64,14 +64,14 @@ pub async fn serve_requests<R, W>(
     writer: FrameWriter<W>,
     ctx: Arc<Context>,
 ) where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(OUTGOING);
     let writing = tokio::spawn(write_frames(writer, rx));
     let mut requests = Requests::default();
     loop {
-        let frame = match reader.next().await {
+        let frame = match reader.next_into(|id| requests.pipe(id)).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -96,7 +96,7 @@ pub async fn serve_requests<R, W>(
     let _ = writing.await;
 }
 
-async fn write_frames<W: AsyncWrite + Unpin>(
+async fn write_frames<W: AsyncWrite + Unpin + 'static>(
     mut writer: FrameWriter<W>,
     mut rx: mpsc::Receiver<Out>,
 ) {
@@ -104,6 +104,12 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         let sent = match out {
             Out::Message(id, message) => writer.send_json(id, &message).await,
             Out::Data(id, bytes) => writer.send_data(id, &bytes).await,
+            Out::File {
+                id,
+                file,
+                offset,
+                len,
+            } => writer.send_file(id, &file, offset, len).await,
         };
         // Flush once the queue is drained, so bursts go out in few writes.
         let flushed = match sent {
@@ -122,6 +128,9 @@ struct Running {
     inbound: mpsc::Sender<Inbound>,
     /// The client's credit, for a request that sends it data.
     credit: Option<Arc<CreditWindow>>,
+    /// Where the payloads of the client's data frames go, for a request
+    /// that takes them that way.
+    pipe: Option<Arc<Pipe>>,
 }
 
 #[derive(Default)]
@@ -130,14 +139,26 @@ struct Requests {
 }
 
 impl Requests {
+    /// The pipe of request `id`, if it takes its data that way.
+    fn pipe(&self, id: u64) -> Option<Arc<Pipe>> {
+        self.running.get(&id)?.pipe.clone()
+    }
+
     /// Acts on one frame; an error means the client broke the protocol.
     async fn dispatch(
         &mut self,
-        frame: Frame,
+        received: Received,
         ctx: &Arc<Context>,
         tx: &mpsc::Sender<Out>,
     ) -> Result<(), String> {
         self.running.retain(|_, r| !r.task.is_finished());
+        let frame = match received {
+            Received::Frame(frame) => frame,
+            Received::Piped { id, pieces, rest } => {
+                self.inbound(id, Inbound::Piped { pieces, rest }).await;
+                return Ok(());
+            }
+        };
         let id = frame.id;
         if frame.kind == FrameKind::Data {
             self.inbound(id, Inbound::Data(frame.payload)).await;
@@ -149,7 +170,12 @@ impl Requests {
                 if self.running.contains_key(&id) {
                     return Err(format!("request id {id} is already in use"));
                 }
-                let (inbound, incoming) = mpsc::channel(INCOMING);
+                let (inbound, rx) = mpsc::channel(INCOMING);
+                let pipe = block_data(&request).then(new_pipe).flatten();
+                let incoming = Inflow {
+                    rx,
+                    pipe: pipe.clone(),
+                };
                 let ctx = ctx.clone();
                 let replies = Replies::new(id, tx.clone());
                 let mut credit = None;
@@ -174,6 +200,7 @@ impl Requests {
                         task,
                         inbound,
                         credit,
+                        pipe,
                     },
                 );
             }
@@ -210,6 +237,31 @@ impl Requests {
             if let Some(w) = r.credit {
                 w.close();
             }
+        }
+    }
+}
+
+/// Whether `request` sends block device contents, which are spliced from the
+/// socket into the device's new file where the system allows.
+fn block_data(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::BlockUpload { .. }
+            | Request::BlockCreate {
+                with_data: true,
+                ..
+            }
+    )
+}
+
+/// A pipe for a request's data; without one (not Linux, or no descriptors
+/// left) its payloads come through memory, which works as well, only slower.
+fn new_pipe() -> Option<Arc<Pipe>> {
+    match Pipe::new(DEFAULT_WINDOW) {
+        Ok(pipe) => pipe.map(Arc::new),
+        Err(e) => {
+            tracing::debug!("no pipe for an upload, its data comes through memory: {e}");
+            None
         }
     }
 }

@@ -3,7 +3,7 @@
 //! own request's outgoing messages and, for uploads, its incoming data.
 
 use crate::api::console::ConsoleEvent;
-use crate::api::frame::{DEFAULT_WINDOW, ReceiveWindow};
+use crate::api::frame::{DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use crate::api::label::Label;
 use crate::api::protocol::{
     ApiError, DaemonMessage, ErrorKind, NamedStats, Reply, Request, StreamItem,
@@ -12,6 +12,7 @@ use crate::host::daemon::{Persist, blocks};
 use crate::host::image::{self, Compression};
 use crate::host::supervisor::{Supervisor, SupervisorError};
 use bytes::Bytes;
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,13 +23,34 @@ use tokio::sync::{broadcast, mpsc};
 pub enum Out {
     Message(u64, DaemonMessage),
     Data(u64, Bytes),
+    /// A data frame of `len` bytes of `file` from `offset`, sent by the
+    /// writer from the page cache where it can.
+    File {
+        id: u64,
+        file: Arc<File>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// What a client sends on a request's id after the request itself.
 #[derive(Debug)]
 pub enum Inbound {
     Data(Bytes),
+    /// A data frame whose first bytes wait in the request's pipe where
+    /// `pieces` says, followed by those of `rest`.
+    Piped {
+        pieces: Pieces,
+        rest: Bytes,
+    },
     End,
+}
+
+/// A request's incoming data: its frames in order, and the pipe that the
+/// connection splices their payloads into, when the request has one.
+pub struct Inflow {
+    pub rx: mpsc::Receiver<Inbound>,
+    pub pipe: Option<Arc<Pipe>>,
 }
 
 /// A request's way back to its client.
@@ -71,26 +93,21 @@ pub struct Context {
 }
 
 /// Serves one request to its end: one reply or error, or a stream then `End`.
-pub async fn handle(
-    ctx: &Context,
-    request: Request,
-    out: Replies,
-    inbound: mpsc::Receiver<Inbound>,
-) {
+pub async fn handle(ctx: &Context, request: Request, out: Replies, inbound: Inflow) {
     let answer = match request {
         Request::Console {
             name,
             since,
             follow,
         } => return console(ctx, &name, since, follow, out).await,
-        Request::PutImage { compressed } => put_image(ctx, compressed, &out, inbound).await,
+        Request::PutImage { compressed } => put_image(ctx, compressed, &out, inbound.rx).await,
         Request::BlockCreate {
             name,
             size_mb,
             with_data,
         } => blocks::create(ctx, name, size_mb, with_data, &out, inbound).await,
         Request::BlockUpload { name, compressed } => {
-            blocks::upload(ctx, name, compressed, &out, inbound).await
+            return blocks::upload(ctx, name, compressed, out, inbound).await;
         }
         other => {
             let changes = matches!(
@@ -275,6 +292,13 @@ async fn put_image(
                 window.consumed(len);
             }
             Some(Inbound::End) => break,
+            // Only block uploads are given a pipe.
+            Some(Inbound::Piped { .. }) => {
+                return Err(ApiError::new(
+                    ErrorKind::Host,
+                    "an image upload was handed a pipe it does not have",
+                ));
+            }
             None => {
                 return Err(ApiError::new(
                     ErrorKind::Protocol,
