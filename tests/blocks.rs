@@ -5,35 +5,17 @@ mod support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use nix::sys::signal::Signal;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use support::bytes::{pattern, sha, sha_of};
 use support::daemon::{Host, eventually};
 use support::images::Spec;
 
 const MIB: usize = 1 << 20;
 
-/// Bytes that differ everywhere, so a misplaced chunk shows.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
-fn block_file(host: &Host, name: &str) -> PathBuf {
-    host.data.path().join("block").join(name)
-}
 
 /// Every file in the block directory, to show nothing was left behind.
 fn block_dir(host: &Host) -> Vec<String> {
@@ -73,7 +55,7 @@ fn round_trips_keep_every_byte() {
         }
         host.ok(&args);
         assert_eq!(
-            sha(&std::fs::read(block_file(&host, &name)).unwrap()),
+            sha_of(&host.block_file(&name)),
             sha(&data),
             "{name}"
         );
@@ -130,7 +112,7 @@ fn failed_uploads_keep_the_old_contents() {
     host.ok(&["block", "create", "disk", "4", "--data", &initial]);
     let intact = |host: &Host, why: &str| {
         assert_eq!(
-            sha(&std::fs::read(block_file(host, "disk")).unwrap()),
+            sha_of(&host.block_file("disk")),
             sha(&old),
             "{why}"
         );
@@ -223,7 +205,7 @@ fn a_full_disk_keeps_the_old_contents() {
         &write_file(tmp.path(), "new", &pattern(4 * MIB, 6)),
     ]);
     assert!(err.to_lowercase().contains("space"), "{err}");
-    assert_eq!(sha(&std::fs::read(mount.join("disk")).unwrap()), sha(&old));
+    assert_eq!(sha_of(&mount.join("disk")), sha(&old));
     let mut left: Vec<String> = std::fs::read_dir(&mount)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -306,7 +288,7 @@ fn every_transfer_path_gives_the_same_bytes() {
     let mut want = data.clone();
     want.resize(4 * MIB, 0);
     let want = sha(&want);
-    let device = || sha(&std::fs::read(block_file(&host, "disk")).unwrap());
+    let device = || sha_of(&host.block_file("disk"));
     let upload = |how: &str, stdin: Stdio, extra: &[&str]| {
         // Something else first, so each upload has something to replace.
         host.ok(&[
@@ -342,7 +324,7 @@ fn every_transfer_path_gives_the_same_bytes() {
 
     let to_file = tmp.path().join("down");
     host.ok(&["block", "download", "disk", to_file.to_str().unwrap()]);
-    assert_eq!(sha(&std::fs::read(&to_file).unwrap()), want, "to a file");
+    assert_eq!(sha_of(&to_file), want, "to a file");
     let redirected = std::fs::File::create(&to_file).unwrap();
     let out = host
         .command(&["--no-start", "block", "download", "disk", "-"])
@@ -351,7 +333,7 @@ fn every_transfer_path_gives_the_same_bytes() {
         .unwrap();
     assert!(out.success());
     assert_eq!(
-        sha(&std::fs::read(&to_file).unwrap()),
+        sha_of(&to_file),
         want,
         "to stdout redirected to a file"
     );
@@ -397,7 +379,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
             .unwrap();
         assert_eq!(reply, Reply::Transferred { bytes: size });
         assert_progress(&sent, size);
-        assert_eq!(sha(&std::fs::read(block_file(host, "disk")).unwrap()), want);
+        assert_eq!(sha_of(&host.block_file("disk")), want);
 
         let total = 4 * MIB as u64;
         let mut received = Vec::new();
@@ -415,7 +397,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
             .unwrap();
         assert_eq!(got, total);
         assert_progress(&received, total);
-        assert_eq!(sha(&std::fs::read(out).unwrap()), want, "downloaded");
+        assert_eq!(sha_of(&out), want, "downloaded");
         proxy.kill().await.unwrap();
     });
 

@@ -11,13 +11,13 @@ use fulmar::api::label::Label;
 use fulmar::api::protocol::{Reply, Request};
 use fulmar::api::unikernel::UnikernelInfo;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use support::bytes::{pattern, sha_of};
 use support::daemon::{Host, eventually};
 use support::images::Spec;
 use support::netns;
@@ -247,18 +247,7 @@ fn submit_is_refused_while_a_manifest_device_is_unbound() {
     assert!(devices[0]["attached_to"].is_null(), "{devices:#?}");
 }
 
-fn random(len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut bytes)
-        .unwrap();
-    bytes
-}
 
-fn sha_of(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
 
 /// The TUI on `host` showing its block devices, `disk` among them.
 fn blocks_screen(host: &Host) -> Pty {
@@ -290,7 +279,7 @@ fn a_file_uploaded_and_downloaded_through_the_blocks_screen_comes_back_the_same(
     host.ok(&["block", "create", "disk", "4"]);
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source.img");
-    std::fs::write(&source, random(4 * MIB)).unwrap();
+    std::fs::write(&source, pattern(4 * MIB, 7)).unwrap();
     let back = tmp.path().join("back.img");
 
     let tui = blocks_screen(&host);
@@ -359,7 +348,7 @@ fn an_upload_cancelled_midway_leaves_the_old_contents() {
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = tmp.path().join("old.img");
-    std::fs::write(&old, random(4 * MIB)).unwrap();
+    std::fs::write(&old, pattern(4 * MIB, 21)).unwrap();
     host.ok(&[
         "block",
         "create",
@@ -380,7 +369,7 @@ fn an_upload_cancelled_midway_leaves_the_old_contents() {
     let tui = blocks_screen(&host);
     answer_path(&tui, b"u", "upload into disk", "", &fifo);
     let pipe = open_writer(&fifo);
-    feed(&pipe, &random(MIB));
+    feed(&pipe, &pattern(MIB, 22));
     tui.wait_until("the upload's gauge", PATIENCE, |s| {
         let text = s.contents();
         text.contains("TRANSFERS")

@@ -7,40 +7,22 @@ mod support;
 use fulmar::api::label::Label;
 use fulmar::ui::message::{TransferKind, Update};
 use fulmar::ui::transfer::{Job, Transfers};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use support::bytes::{pattern, sha, sha_of};
 use support::daemon::{Host, eventually};
 use tokio::sync::mpsc;
 
 const MIB: usize = 1 << 20;
 
-/// Bytes that differ everywhere, so a misplaced chunk shows.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 fn label(name: &str) -> Label {
     Label::new(name).unwrap()
 }
 
-fn block_file(host: &Host, name: &str) -> PathBuf {
-    host.data.path().join("block").join(name)
-}
 
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -116,7 +98,7 @@ async fn uploads_and_downloads_keep_every_byte() {
         "the block list is refreshed: {updates:?}"
     );
     assert_eq!(
-        sha(&std::fs::read(block_file(&host, "disk")).unwrap()),
+        sha_of(&host.block_file("disk")),
         sha(&data)
     );
 
@@ -132,7 +114,7 @@ async fn uploads_and_downloads_keep_every_byte() {
         u,
         Update::Transfer { kind: TransferKind::Download, total: Some(t), .. } if *t == data.len() as u64
     )));
-    assert_eq!(sha(&std::fs::read(&back).unwrap()), sha(&data));
+    assert_eq!(sha_of(&back), sha(&data));
     assert_eq!(
         files_in(tmp.path()),
         ["back.img", "source.img"],
@@ -152,7 +134,7 @@ async fn uploads_and_downloads_keep_every_byte() {
     assert_eq!(std::fs::read(&back).unwrap(), b"mine");
     let updates = run(&host, download(true)).await;
     assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
-    assert_eq!(sha(&std::fs::read(&back).unwrap()), sha(&data));
+    assert_eq!(sha_of(&back), sha(&data));
 
     // A new device filled from a file.
     let updates = run(
@@ -166,7 +148,7 @@ async fn uploads_and_downloads_keep_every_byte() {
     .await;
     assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
     assert_eq!(
-        sha(&std::fs::read(block_file(&host, "copy")).unwrap()),
+        sha_of(&host.block_file("copy")),
         sha(&data)
     );
 
@@ -185,7 +167,7 @@ async fn uploads_and_downloads_keep_every_byte() {
         "{err}"
     );
     assert_eq!(
-        sha(&std::fs::read(block_file(&host, "disk")).unwrap()),
+        sha_of(&host.block_file("disk")),
         sha(&data)
     );
 }
@@ -249,7 +231,7 @@ async fn a_cancelled_upload_leaves_the_old_contents() {
         files_in(&blocks) == ["disk"]
     });
     assert_eq!(
-        sha(&std::fs::read(block_file(&host, "disk")).unwrap()),
+        sha_of(&host.block_file("disk")),
         sha(&old)
     );
     assert!(

@@ -97,6 +97,11 @@ impl Host {
         serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
     }
 
+    /// Where the daemon keeps block device `name`.
+    pub fn block_file(&self, name: &str) -> PathBuf {
+        self.data.path().join("block").join(name)
+    }
+
     /// `name`'s state as `list --json` says it; "" when it is not listed.
     pub fn state_of(&self, name: &str) -> String {
         self.list()

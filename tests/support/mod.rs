@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: generated images, the test tender.
 #![allow(dead_code)] // each test crate uses a different part of it
 
+pub mod bytes;
 pub mod daemon;
 pub mod elf;
 pub mod images;

@@ -1,0 +1,25 @@
+//! Test data and its fingerprint, for the transfer tests.
+
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Bytes that differ everywhere (xorshift), so a misplaced chunk shows.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn sha_of(path: &Path) -> String {
+    sha(&std::fs::read(path).unwrap())
+}
