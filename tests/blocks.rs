@@ -14,9 +14,6 @@ use support::images::Spec;
 
 const MIB: usize = 1 << 20;
 
-
-
-
 /// Every file in the block directory, to show nothing was left behind.
 fn block_dir(host: &Host) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(host.data.path().join("block"))
@@ -54,11 +51,7 @@ fn round_trips_keep_every_byte() {
             args.push("--compressed");
         }
         host.ok(&args);
-        assert_eq!(
-            sha_of(&host.block_file(&name)),
-            sha(&data),
-            "{name}"
-        );
+        assert_eq!(sha_of(&host.block_file(&name)), sha(&data), "{name}");
         let back = tmp.path().join(format!("{name}.back"));
         let mut args = vec!["block", "download", &name, back.to_str().unwrap()];
         if compressed {
@@ -111,11 +104,7 @@ fn failed_uploads_keep_the_old_contents() {
     let initial = write_file(tmp.path(), "old", &old);
     host.ok(&["block", "create", "disk", "4", "--data", &initial]);
     let intact = |host: &Host, why: &str| {
-        assert_eq!(
-            sha_of(&host.block_file("disk")),
-            sha(&old),
-            "{why}"
-        );
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{why}");
         assert_eq!(block_dir(host), ["disk"], "{why} left a file behind");
     };
     // Oversize.
@@ -332,11 +321,7 @@ fn every_transfer_path_gives_the_same_bytes() {
         .status()
         .unwrap();
     assert!(out.success());
-    assert_eq!(
-        sha_of(&to_file),
-        want,
-        "to stdout redirected to a file"
-    );
+    assert_eq!(sha_of(&to_file), want, "to stdout redirected to a file");
     let piped = host.run(&["block", "download", "disk", "-"]);
     assert!(piped.status.success());
     assert_eq!(sha(&piped.stdout), want, "to a pipe");
@@ -397,7 +382,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
             .unwrap();
         assert_eq!(got, total);
         assert_progress(&received, total);
-        assert_eq!(sha_of(&out), want, "downloaded");
+        assert_eq!(sha_of(out), want, "downloaded");
         proxy.kill().await.unwrap();
     });
 

@@ -12,7 +12,7 @@ use fulmar::api::protocol::{Reply, Request};
 use fulmar::api::unikernel::UnikernelInfo;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -246,8 +246,6 @@ fn submit_is_refused_while_a_manifest_device_is_unbound() {
         serde_json::from_str(&host.ok(&["block", "list", "--json"])).unwrap();
     assert!(devices[0]["attached_to"].is_null(), "{devices:#?}");
 }
-
-
 
 /// The TUI on `host` showing its block devices, `disk` among them.
 fn blocks_screen(host: &Host) -> Pty {

@@ -8,7 +8,7 @@ use fulmar::api::label::Label;
 use fulmar::ui::message::{TransferKind, Update};
 use fulmar::ui::transfer::{Job, Transfers};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use support::bytes::{pattern, sha, sha_of};
@@ -17,12 +17,9 @@ use tokio::sync::mpsc;
 
 const MIB: usize = 1 << 20;
 
-
-
 fn label(name: &str) -> Label {
     Label::new(name).unwrap()
 }
-
 
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -97,10 +94,7 @@ async fn uploads_and_downloads_keep_every_byte() {
         updates.iter().any(|u| matches!(u, Update::Blocks(_))),
         "the block list is refreshed: {updates:?}"
     );
-    assert_eq!(
-        sha_of(&host.block_file("disk")),
-        sha(&data)
-    );
+    assert_eq!(sha_of(&host.block_file("disk")), sha(&data));
 
     let back = tmp.path().join("back.img");
     let download = |overwrite| Job::Download {
@@ -147,10 +141,7 @@ async fn uploads_and_downloads_keep_every_byte() {
     )
     .await;
     assert_eq!(outcome(&updates), Ok(()), "{updates:?}");
-    assert_eq!(
-        sha_of(&host.block_file("copy")),
-        sha(&data)
-    );
+    assert_eq!(sha_of(&host.block_file("copy")), sha(&data));
 
     // A file that is not there is reported, and the device is untouched.
     let updates = run(
@@ -166,10 +157,7 @@ async fn uploads_and_downloads_keep_every_byte() {
         err.contains("cannot read") && err.contains("missing.img"),
         "{err}"
     );
-    assert_eq!(
-        sha_of(&host.block_file("disk")),
-        sha(&data)
-    );
+    assert_eq!(sha_of(&host.block_file("disk")), sha(&data));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,10 +218,7 @@ async fn a_cancelled_upload_leaves_the_old_contents() {
     eventually("the daemon drops the partial upload", || {
         files_in(&blocks) == ["disk"]
     });
-    assert_eq!(
-        sha_of(&host.block_file("disk")),
-        sha(&old)
-    );
+    assert_eq!(sha_of(&host.block_file("disk")), sha(&old));
     assert!(
         !transfers.cancel(&label("disk")),
         "nothing is left to cancel"
