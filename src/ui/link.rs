@@ -249,11 +249,12 @@ impl Link {
         };
         let updates = self.updates.clone();
         tokio::spawn(async move {
-            let outcome =
-                tokio::task::spawn_blocking(move || save_new_file(&path, text.as_bytes()))
-                    .await
-                    .map_err(|e| format!("the save was interrupted: {e}"))
-                    .and_then(|saved| saved.map_err(|e| e.to_string()));
+            let outcome = tokio::task::spawn_blocking(move || {
+                save_new_file(&local_path(&path), text.as_bytes())
+            })
+            .await
+            .map_err(|e| format!("the save was interrupted: {e}"))
+            .and_then(|saved| saved.map_err(|e| e.to_string()));
             let _ = updates.send(Update::Done { what, outcome }).await;
         });
     }
@@ -343,6 +344,15 @@ pub enum SaveError {
     },
 }
 
+/// A path as the operator types it: `~` or `~/...` at the start means their
+/// home, as in their shell; anything else is taken as it is.
+pub fn local_path(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
 /// Writes `bytes` into a new file at `path`, readable by its owner only; an
 /// existing file (or symlink) there is left alone and refused, and a file
 /// left half-written by an error is removed.
@@ -418,5 +428,18 @@ mod tests {
         let err = save_new_file(&path, b"x").unwrap_err();
         assert!(matches!(err, SaveError::Write { .. }), "{err}");
         assert!(err.to_string().contains("directory exists"), "{err}");
+    }
+    #[test]
+    fn a_tilde_means_home() {
+        let Some(home) = std::env::var_os("HOME") else {
+            eprintln!("skipped: HOME is not set");
+            return;
+        };
+        assert_eq!(
+            local_path(Path::new("~/d.img")),
+            Path::new(&home).join("d.img")
+        );
+        assert_eq!(local_path(Path::new("/x/~/d")), Path::new("/x/~/d"));
+        assert_eq!(local_path(Path::new("rel/d")), Path::new("rel/d"));
     }
 }

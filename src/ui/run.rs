@@ -351,6 +351,10 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
+            // Keys and updates race in the loop: quit only once every line was taken.
+            while updates.capacity() < updates.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             input.send(key("q")).unwrap();
         })
         .await;

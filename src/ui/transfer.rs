@@ -13,7 +13,7 @@
 use crate::api::client::{Client, ClientError, Progress};
 use crate::api::label::Label;
 use crate::api::protocol::{Reply, Request};
-use crate::ui::link::Connect;
+use crate::ui::link::{Connect, local_path};
 use crate::ui::message::{Command, TransferKind, Update};
 use std::collections::HashMap;
 use std::future::Future;
@@ -261,7 +261,7 @@ async fn carry_out(
             path,
             overwrite,
         } => {
-            let path = local(path);
+            let path = local_path(path);
             if !overwrite && exists(&path).await? {
                 return Ok(Finished::WouldOverwrite(path));
             }
@@ -280,7 +280,7 @@ async fn send_file(
     path: &Path,
     reporter: &Reporter<'_>,
 ) -> Result<Client, TransferError> {
-    let path = local(path);
+    let path = local_path(path);
     let read_err = |source| TransferError::Read {
         path: path.clone(),
         source,
@@ -467,14 +467,6 @@ pub fn change(client: &Arc<Client>, command: &Command, updates: &mpsc::Sender<Up
     });
 }
 
-/// The operator's path as typed, with a leading `~/` meaning their home.
-fn local(path: &Path) -> PathBuf {
-    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => Path::new(&home).join(rest),
-        _ => path.to_owned(),
-    }
-}
-
 async fn exists(path: &Path) -> Result<bool, TransferError> {
     match tokio::fs::metadata(path).await {
         Ok(meta) if meta.is_dir() => Err(TransferError::Directory(path.to_owned())),
@@ -518,17 +510,6 @@ mod tests {
         let path = kept.path.clone();
         drop(kept);
         assert!(path.exists());
-    }
-
-    #[test]
-    fn a_tilde_means_home() {
-        let Some(home) = std::env::var_os("HOME") else {
-            eprintln!("skipped: HOME is not set");
-            return;
-        };
-        assert_eq!(local(Path::new("~/d.img")), Path::new(&home).join("d.img"));
-        assert_eq!(local(Path::new("/x/~/d")), Path::new("/x/~/d"));
-        assert_eq!(local(Path::new("rel/d")), Path::new("rel/d"));
     }
 
     #[test]

@@ -7,8 +7,9 @@ use crate::api::client::{Client, ClientError};
 use crate::api::image::InspectReport;
 use crate::api::label::Label;
 use crate::api::protocol::{ApiError, ErrorKind, Reply, Request};
+use crate::ui::link::local_path;
 use crate::ui::message::{Command, FormReply, Update};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -74,14 +75,6 @@ impl FormCommand {
     }
 }
 
-/// `~/` at the start means the operator's home, as in their shell.
-fn expand(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
-    }
-}
-
 /// Every entry of the typed path's directory whose name starts with what was
 /// typed after the last `/`, written as typed, directories with a trailing
 /// `/`, sorted. Hidden entries only when the name typed starts with `.`.
@@ -93,7 +86,7 @@ pub fn complete(typed: &str) -> Result<Vec<String>, String> {
     let dir = if dir_typed.is_empty() {
         PathBuf::from(".")
     } else {
-        expand(dir_typed)
+        local_path(Path::new(dir_typed))
     };
     let entries =
         std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -114,7 +107,7 @@ pub fn complete(typed: &str) -> Result<Vec<String>, String> {
 
 /// Sends the image file at `path` to the daemon, which checks and keeps it.
 async fn inspect(client: &Client, path: &str) -> Result<InspectReport, String> {
-    let file = tokio::fs::File::open(expand(path))
+    let file = tokio::fs::File::open(local_path(Path::new(path)))
         .await
         .map_err(|e| format!("cannot read {path}: {e}"))?;
     let request = Request::PutImage { compressed: false };
@@ -198,15 +191,5 @@ mod tests {
         assert_eq!(outcome.unwrap_err().message, OFFLINE);
         let restart = Command::Restart(Label::new("web").unwrap());
         assert!(matches!(FormCommand::of(restart.clone()), Err(c) if c == restart));
-    }
-
-    #[test]
-    fn a_tilde_means_home() {
-        let Some(home) = std::env::var_os("HOME") else {
-            eprintln!("skipped: HOME is not set");
-            return;
-        };
-        assert_eq!(expand("~/x.hvt"), PathBuf::from(home).join("x.hvt"));
-        assert_eq!(expand("x/~/y"), PathBuf::from("x/~/y"));
     }
 }
