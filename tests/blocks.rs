@@ -356,6 +356,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                 Request::BlockUpload {
                     name: name.clone(),
                     compressed: false,
+                    local_fd: None,
                 },
                 std::fs::File::open(source).unwrap(),
                 |p| sent.push(p),
@@ -373,6 +374,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                 Request::BlockDownload {
                     name,
                     compressed: false,
+                    local_fd: None,
                 },
                 std::fs::File::create(out).unwrap(),
                 Some(total),
