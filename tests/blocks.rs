@@ -622,3 +622,32 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
     });
     assert_eq!(sha_of(&host.block_file("disk")), old);
 }
+
+/// A file the daemon cannot take (here a descriptor the client does not
+/// have) only means the data comes as frames: the transfer still works.
+#[test]
+fn a_file_the_daemon_cannot_take_falls_back_to_frames() {
+    use fulmar::api::protocol::{Reply, Request};
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "1"]);
+    let (rt, client) = local_client(&host);
+    let data = pattern(MIB / 2 + 7, 70);
+    let request = Request::BlockUpload {
+        name: fulmar::api::label::Label::new("disk").unwrap(),
+        compressed: false,
+        local_fd: Some(i32::MAX),
+    };
+    let reply = rt
+        .block_on(client.send_data(request, &data[..], |_| {}))
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Transferred {
+            bytes: data.len() as u64
+        }
+    );
+    let mut want = data.clone();
+    want.resize(MIB, 0);
+    assert_eq!(sha_of(&host.block_file("disk")), sha(&want));
+}

@@ -309,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn block_transfers_lend_no_file_unless_they_say_so() {
+        let old = r#"{"request":"block-upload","name":"disk","compressed":false}"#;
+        let request: Request = serde_json::from_str(old).unwrap();
+        let Request::BlockUpload { local_fd, .. } = &request else {
+            panic!("{request:?}");
+        };
+        assert_eq!(*local_fd, None);
+        assert_eq!(serde_json::to_string(&request).unwrap(), old);
+        let lent = Request::BlockDownload {
+            name: Label::new("disk").unwrap(),
+            compressed: false,
+            local_fd: Some(7),
+        };
+        let json = serde_json::to_string(&lent).unwrap();
+        assert!(json.contains(r#""local_fd":7"#), "{json}");
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), lent);
+    }
+
+    #[test]
     fn invalid_requests_carry_their_problems() {
         let mut e = ApiError::new(ErrorKind::Invalid, "cannot create web");
         e.problems = vec![

@@ -1296,4 +1296,120 @@ mod tests {
         let full = file.metadata().unwrap().len();
         file.set_len(full.saturating_sub(256 * 1024)).unwrap();
     }
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn local_files_are_copied_whole_and_heard_piece_by_piece() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let name = label("disk");
+        store.create(&name, 20).unwrap();
+        // Several copy steps, the last one short.
+        let data = pattern(2 * LOCAL_STEP + 4321, 7);
+        let mut heard = Vec::new();
+        let source = LocalFile::new(file_of(&data), |done| {
+            heard.push(done);
+            Ok(())
+        })
+        .unwrap();
+        let uploaded = store.upload(&name, source, false).unwrap();
+        assert_eq!(uploaded.bytes, data.len() as u64);
+        let step = LOCAL_STEP as u64;
+        assert_eq!(heard, [step, 2 * step, data.len() as u64]);
+        let mut want = data.clone();
+        want.resize(20 * MIB as usize, 0);
+        let dev = store.get(&name).unwrap();
+        assert_eq!(sha(&fs::read(&dev.path).unwrap()), sha(&want));
+        assert!(temps(&store).is_empty());
+
+        let out = tempfile::tempfile().unwrap();
+        let mut heard = Vec::new();
+        let copied = store
+            .open_download(&name)
+            .unwrap()
+            .copy_into(&out, |done| {
+                heard.push(done);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(copied, 20 * MIB);
+        assert_eq!(heard.last(), Some(&(20 * MIB)));
+        let mut back = Vec::new();
+        (&out).read_to_end(&mut back).unwrap();
+        assert_eq!(sha(&back), sha(&want));
+    }
+
+    #[test]
+    fn local_files_too_big_or_stopped_change_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let name = label("disk");
+        let old = pattern(MIB as usize, 8);
+        store.create_with_data(&name, 1, &old[..]).unwrap();
+        let path = store.get(&name).unwrap().path;
+
+        let heard = std::cell::Cell::new(0);
+        let big = LocalFile::new(file_of(&pattern(MIB as usize + 1, 9)), |_| {
+            heard.set(heard.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(
+            store.upload(&name, big, false),
+            Err(BlockError::TooLarge { upload_mb: 2, .. })
+        ));
+        assert_eq!(heard.get(), 0, "refused only after copying");
+
+        store.grow(&name, 40).unwrap();
+        let old = fs::read(&path).unwrap();
+        let data = pattern(3 * LOCAL_STEP, 10);
+        let stopped = LocalFile::new(file_of(&data), |done| match done {
+            0..LOCAL_STEP_U64 => Ok(()),
+            _ => Err(io::Error::new(io::ErrorKind::BrokenPipe, "gone")),
+        })
+        .unwrap();
+        assert!(matches!(
+            store.upload(&name, stopped, false),
+            Err(BlockError::Receive { .. })
+        ));
+        assert_eq!(sha(&fs::read(&path).unwrap()), sha(&old));
+        assert!(temps(&store).is_empty());
+        assert!(!store.busy(&name));
+
+        let out = tempfile::tempfile().unwrap();
+        let download = store.open_download(&name).unwrap();
+        let err = download.copy_into(&out, |_| Err(io::Error::other("gone")));
+        assert!(matches!(err, Err(BlockError::Send { .. })), "{err:?}");
+        assert!(!store.busy(&name));
+    }
+
+    const LOCAL_STEP_U64: u64 = LOCAL_STEP as u64;
+
+    /// Across filesystems the kernel may refuse to copy (EXDEV): the bytes
+    /// then go through a buffer, by offset all the same.
+    #[test]
+    fn copies_across_filesystems_too() {
+        let Ok(mut from) = tempfile::tempfile_in("/dev/shm") else {
+            println!("skipped: no /dev/shm to copy from");
+            return;
+        };
+        let data = pattern(3 * CHUNK + 5, 11);
+        from.write_all(&data).unwrap();
+        let to = tempfile::tempfile().unwrap();
+        let mut done = 0;
+        while done < data.len() {
+            let n = copy_range(&from, done as u64, &to, done as u64 + 3, data.len()).unwrap();
+            assert!(n > 0);
+            done += n;
+        }
+        let mut back = Vec::new();
+        (&to).read_to_end(&mut back).unwrap();
+        assert_eq!(back[..3], [0, 0, 0]);
+        assert_eq!(sha(&back[3..]), sha(&data));
+    }
 }
