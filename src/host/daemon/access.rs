@@ -8,7 +8,7 @@
 use nix::unistd::{Gid, Group, Uid, User};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 #[derive(Debug, Clone)]
 pub struct Access {
@@ -46,6 +46,7 @@ impl Peer {
     /// The peer of `socket`, where the system can name it (Linux 6.5 and later).
     #[cfg(target_os = "linux")]
     pub fn of(socket: &impl AsRawFd) -> io::Result<Peer> {
+        use std::os::fd::FromRawFd;
         // The value of SO_PEERPIDFD on every architecture fulmar runs on
         // (only alpha, mips, parisc and sparc number it otherwise).
         const SO_PEERPIDFD: libc::c_int = 77;
@@ -88,6 +89,7 @@ impl Peer {
     /// or ptrace rules such as yama forbid it).
     #[cfg(target_os = "linux")]
     pub fn take(&self, fd: i32) -> io::Result<File> {
+        use std::os::fd::FromRawFd;
         // SAFETY: takes no pointers; the pidfd is open for the call.
         let r = unsafe {
             libc::syscall(
@@ -107,6 +109,7 @@ impl Peer {
 
     #[cfg(not(target_os = "linux"))]
     pub fn take(&self, _fd: i32) -> io::Result<File> {
+        // Never made here: `of` has no pidfd to give.
         let _ = &self.pidfd;
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
