@@ -592,7 +592,7 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
         "--data",
         &write_file(tmp.path(), "old", &old),
     ]);
-    let old = sha_of(&host.block_file("disk"));
+    let old = sha(&old);
     // Big enough that the copy is far from done when the client goes.
     let big = tmp.path().join("big");
     let piece = pattern(MIB, 61);
@@ -617,10 +617,38 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
     // The connection closes as a killed client's would.
     drop(client);
     drop(rt);
+    // A grow waits for no transfer: it is refused until the upload let go.
     eventually("the daemon drops the upload", || {
-        block_dir(&host) == ["disk"]
+        host.run(&["block", "grow", "disk", "513"]).status.success()
     });
-    assert_eq!(sha_of(&host.block_file("disk")), old);
+    let intact = |host: &Host, why: &str| {
+        assert_eq!(block_dir(host), ["disk"], "{why}");
+        let device = std::fs::read(host.block_file("disk")).unwrap();
+        assert_eq!(sha(&device[..MIB]), old, "{why}: the old contents");
+        assert!(
+            device[MIB..].iter().all(|&b| b == 0),
+            "{why}: new bytes got in"
+        );
+    };
+    intact(&host, "client gone");
+
+    // The daemon killed -9 mid-copy, then started again: only its temp file
+    // is left, and the start removes it.
+    let (rt, client) = local_client(&host);
+    let (started, mut copying) = tokio::sync::mpsc::unbounded_channel();
+    let file = std::fs::File::open(&big).unwrap();
+    let upload = rt.spawn(async move {
+        client
+            .send_file(upload_request("disk"), file, |p| {
+                let _ = started.send(p);
+            })
+            .await
+    });
+    rt.block_on(copying.recv()).unwrap();
+    host.signal_daemon(Signal::SIGKILL);
+    assert!(rt.block_on(upload).unwrap().is_err());
+    host.start(&[]);
+    intact(&host, "daemon killed");
 }
 
 /// A file the daemon cannot take (here a descriptor the client does not
@@ -650,4 +678,24 @@ fn a_file_the_daemon_cannot_take_falls_back_to_frames() {
     let mut want = data.clone();
     want.resize(MIB, 0);
     assert_eq!(sha_of(&host.block_file("disk")), sha(&want));
+    // Nor does stdout opened to append (`>>`), which the daemon could not
+    // write by offset: the CLI does not lend it.
+    let tmp = tempfile::tempdir().unwrap();
+    let appended = tmp.path().join("appended");
+    std::fs::write(&appended, b"before").unwrap();
+    let stdout = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&appended)
+        .unwrap();
+    let out = host
+        .command(&["--no-start", "block", "download", "disk", "-"])
+        .stdout(stdout)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha_of(&appended), sha(&[&b"before"[..], &want].concat()));
 }

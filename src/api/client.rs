@@ -237,10 +237,17 @@ impl Client {
     /// transfer, and `file` is a regular file used from its start. Says
     /// whether it did. FULMAR_NO_LOCAL_FD=1 in the environment never lends.
     fn lend(&self, request: &mut Request, file: &File, meta: &std::fs::Metadata, at: u64) -> bool {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
         use std::os::fd::AsRawFd;
+        // The daemon writes by offset, which a file opened to append (stdout
+        // redirected with `>>`) refuses: such a file takes the socket path.
+        let appends = fcntl(file, FcntlArg::F_GETFL).map_or(true, |flags| {
+            OFlag::from_bits_retain(flags).contains(OFlag::O_APPEND)
+        });
         if !self.local
             || !meta.is_file()
             || at != 0
+            || appends
             || std::env::var_os("FULMAR_NO_LOCAL_FD").is_some_and(|v| v == "1")
         {
             return false;

@@ -266,7 +266,7 @@ impl Lent {
     /// file, a wrong access mode is the client's to fix; it is never reopened.
     /// Says the file's size.
     fn check(&self, file: &File, direction: Direction) -> Result<u64, ApiError> {
-        use std::os::fd::AsRawFd;
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
         let meta = file.metadata().map_err(lent_err)?;
         if !meta.is_file() {
             return Err(ApiError::new(
@@ -274,16 +274,13 @@ impl Lent {
                 "the file lent for this transfer is not a regular file: send its data as frames instead",
             ));
         }
-        // SAFETY: takes no pointers; the descriptor is open for the call.
-        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-        if flags < 0 {
-            return Err(lent_err(io::Error::last_os_error()));
-        }
-        let mode = flags & libc::O_ACCMODE;
+        let flags = fcntl(file, FcntlArg::F_GETFL).map_err(|e| lent_err(e.into()))?;
+        let flags = OFlag::from_bits_retain(flags);
+        let mode = flags & OFlag::O_ACCMODE;
         let (ok, what) = match direction {
-            Direction::Read => (mode != libc::O_WRONLY, "reading"),
+            Direction::Read => (mode != OFlag::O_WRONLY, "reading"),
             Direction::Write => (
-                mode != libc::O_RDONLY && flags & libc::O_APPEND == 0,
+                mode != OFlag::O_RDONLY && !flags.contains(OFlag::O_APPEND),
                 "writing (and not for appending)",
             ),
         };
