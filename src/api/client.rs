@@ -170,10 +170,11 @@ impl Client {
     pub async fn stream(&self, request: Request) -> Result<Stream, ClientError> {
         let (id, rx) = self.open(request).await?;
         Ok(Stream {
-            id,
             rx,
-            tx: self.tx.clone(),
-            done: false,
+            pending: Pending {
+                id,
+                tx: Some(self.tx.clone()),
+            },
         })
     }
 
@@ -578,8 +579,8 @@ impl Sink {
     }
 }
 
-/// A request still under way; dropped before its answer (`tx` still set),
-/// it cancels the request.
+/// A request or stream still under way; dropped before its end (`tx` still
+/// set), it cancels it.
 struct Pending {
     id: u64,
     tx: Option<mpsc::Sender<Outgoing>>,
@@ -596,22 +597,19 @@ impl Drop for Pending {
 
 /// A streaming request's items; dropping it cancels the stream.
 pub struct Stream {
-    id: u64,
     rx: mpsc::Receiver<Delivery>,
-    tx: mpsc::Sender<Outgoing>,
-    done: bool,
+    /// Done (no cancel on drop) once it ended or failed.
+    pending: Pending,
 }
 
 impl Stream {
     /// The next item; `None` when the stream has ended.
     pub async fn next(&mut self) -> Option<Result<StreamItem, ClientError>> {
-        if self.done {
-            return None;
-        }
+        self.pending.tx.as_ref()?;
         let item = match self.rx.recv().await {
             Some(Delivery::Message(DaemonMessage::Item(item))) => Ok(item),
             Some(Delivery::Message(DaemonMessage::End)) => {
-                self.done = true;
+                self.pending.tx = None;
                 return None;
             }
             Some(Delivery::Message(DaemonMessage::Error(e))) => Err(e.into()),
@@ -621,19 +619,10 @@ impl Stream {
             }
             None => Err(ClientError::Closed),
         };
-        self.done = item.is_err();
-        Some(item)
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        if !self.done {
-            // The connection may be gone; then there is nothing to cancel.
-            let _ = self
-                .tx
-                .try_send(Outgoing::Message(self.id, ClientMessage::Cancel));
+        if item.is_err() {
+            self.pending.tx = None;
         }
+        Some(item)
     }
 }
 
