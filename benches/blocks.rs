@@ -1,6 +1,8 @@
 //! Block transfers (issue 5): a 1 GiB upload and download through the CLI and
 //! the daemon, against `cp` of the same file on the same filesystem in the
-//! same run; peak resident memory of the daemon and of the CLI.
+//! same run; peak resident memory of the daemon and of the CLI. The CLI lends
+//! the daemon its file (one copy in the kernel, as `cp`'s); the same
+//! transfers with FULMAR_NO_LOCAL_FD=1 go through the socket, for comparison.
 //!
 //! `cargo bench --bench blocks`; with `TMPDIR=/dev/shm` the data directory,
 //! and so `cp` too, is on a tmpfs.
@@ -28,6 +30,8 @@ struct Times {
     sync: Vec<Duration>,
     up: Vec<Duration>,
     down: Vec<Duration>,
+    up_socket: Vec<Duration>,
+    down_socket: Vec<Duration>,
 }
 
 fn main() {
@@ -56,21 +60,29 @@ fn main() {
         t.cp_sync.push(cp + sync);
         t.sync.push(sync);
         std::fs::remove_file(&copy).unwrap();
-        let (time, rss) = timed(&mut host.command(&["--no-start", "block", "upload", "disk", src]));
-        t.up.push(time);
-        up_rss = up_rss.max(rss);
-        // Untimed, as the removals of cp's copies are.
-        wait_old_contents_freed(host.daemon_pid());
-        let (time, rss) = timed(&mut host.command(&[
-            "--no-start",
-            "block",
-            "download",
-            "disk",
-            out.to_str().unwrap(),
-        ]));
-        t.down.push(time);
-        down_rss = down_rss.max(rss);
-        std::fs::remove_file(&out).unwrap();
+        for lend in [true, false] {
+            let cli = |args: &[&str]| {
+                let mut c = host.command(&[&["--no-start", "block"], args].concat());
+                if !lend {
+                    c.env("FULMAR_NO_LOCAL_FD", "1");
+                }
+                c
+            };
+            let (time, rss) = timed(&mut cli(&["upload", "disk", src]));
+            if lend { &mut t.up } else { &mut t.up_socket }.push(time);
+            up_rss = up_rss.max(rss);
+            // Untimed, as the removals of cp's copies are.
+            wait_old_contents_freed(host.daemon_pid());
+            let (time, rss) = timed(&mut cli(&["download", "disk", out.to_str().unwrap()]));
+            if lend {
+                &mut t.down
+            } else {
+                &mut t.down_socket
+            }
+            .push(time);
+            down_rss = down_rss.max(rss);
+            std::fs::remove_file(&out).unwrap();
+        }
     }
     let daemon_hwm = hwm_kb(host.daemon_pid());
     report(&mut t, &dir, load_before);
@@ -95,6 +107,10 @@ fn report(t: &mut Times, dir: &Path, load_before: String) {
         rate(median(&mut t.up)),
         rate(median(&mut t.down)),
     );
+    let (us, ds) = (
+        rate(median(&mut t.up_socket)),
+        rate(median(&mut t.down_socket)),
+    );
     println!(
         "1 GiB through the CLI and daemon, median of {ROUNDS}, on {} (load average {load_before} before, {} after):",
         fs_type(dir),
@@ -111,6 +127,12 @@ fn report(t: &mut Times, dir: &Path, load_before: String) {
         u / cs
     );
     println!("  block download     {d:>8.0} MiB/s  ({:.2}x cp)", d / c);
+    println!(
+        "  through the socket: upload {us:.0} MiB/s ({:.2}x cp, {:.2}x cp + sync), download {ds:.0} MiB/s ({:.2}x cp)",
+        us / c,
+        us / cs,
+        ds / c
+    );
     let all = |v: &[Duration]| {
         v.iter()
             .map(|d| format!("{:.2}", d.as_secs_f64()))
@@ -118,11 +140,13 @@ fn report(t: &mut Times, dir: &Path, load_before: String) {
             .join(" ")
     };
     println!(
-        "  each round in order, s: cp {}; cp + sync {}; upload {}; download {}",
+        "  each round in order, s: cp {}; cp + sync {}; upload {}; download {}; socket upload {}; socket download {}",
         all(&t.cp),
         all(&t.cp_sync),
         all(&t.up),
-        all(&t.down)
+        all(&t.down),
+        all(&t.up_socket),
+        all(&t.down_socket)
     );
 }
 

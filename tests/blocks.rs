@@ -356,6 +356,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                 Request::BlockUpload {
                     name: name.clone(),
                     compressed: false,
+                    local_fd: None,
                 },
                 std::fs::File::open(source).unwrap(),
                 |p| sent.push(p),
@@ -373,6 +374,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                 Request::BlockDownload {
                     name,
                     compressed: false,
+                    local_fd: None,
                 },
                 std::fs::File::create(out).unwrap(),
                 Some(total),
@@ -391,4 +393,309 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
         assert!(seen.iter().all(|p| p.total == Some(total)), "{seen:?}");
         assert_eq!(seen.last().map(|p| p.done), Some(total), "{seen:?}");
     }
+}
+
+/// A runtime and an api client on the daemon's own socket, the way the CLI
+/// and the TUI connect: a client that may lend the daemon its files.
+fn local_client(host: &Host) -> (tokio::runtime::Runtime, fulmar::api::client::Client) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(host.socket())
+            .await
+            .unwrap();
+        let (read, write) = stream.into_split();
+        fulmar::api::client::Client::over(read, write)
+            .await
+            .unwrap()
+    });
+    (rt, client)
+}
+
+fn upload_request(name: &str) -> fulmar::api::protocol::Request {
+    fulmar::api::protocol::Request::BlockUpload {
+        name: fulmar::api::label::Label::new(name).unwrap(),
+        compressed: false,
+        local_fd: None,
+    }
+}
+
+fn download_request(name: &str) -> fulmar::api::protocol::Request {
+    fulmar::api::protocol::Request::BlockDownload {
+        name: fulmar::api::label::Label::new(name).unwrap(),
+        compressed: false,
+        local_fd: None,
+    }
+}
+
+/// Uploads and downloads that the daemon copies itself from and into the
+/// client's own files, checked byte for byte against the path through the
+/// socket (forced with FULMAR_NO_LOCAL_FD=1). That the daemon copied is
+/// seen from the outside: its progress starts at 0 before any byte moved
+/// (the client's own counts only data frames sent), and it writes the
+/// client's file by offset, so the file's position (shared with the client)
+/// stays where it was.
+#[test]
+fn lent_files_are_copied_by_the_daemon_byte_for_byte() {
+    use fulmar::api::client::Progress;
+    use fulmar::api::protocol::Reply;
+    use std::io::Seek;
+    let mut host = Host::new();
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (rt, client) = local_client(&host);
+    for (i, len) in [MIB, 64 * MIB, 3 * MIB + 4321, 1].into_iter().enumerate() {
+        let size_mb = len.div_ceil(MIB);
+        let name = format!("lent{i}");
+        host.ok(&["block", "create", &name, &size_mb.to_string()]);
+        let data = pattern(len, 40 + i as u64);
+        let source = write_file(tmp.path(), &name, &data);
+        let mut want = data.clone();
+        want.resize(size_mb * MIB, 0);
+        let want = sha(&want);
+
+        let mut sent: Vec<Progress> = Vec::new();
+        let file = std::fs::File::open(&source).unwrap();
+        let reply = rt
+            .block_on(client.send_file(upload_request(&name), file, |p| sent.push(p)))
+            .unwrap();
+        assert_eq!(reply, Reply::Transferred { bytes: len as u64 });
+        assert_eq!(sent.first().map(|p| p.done), Some(0), "{name}: {sent:?}");
+        assert_eq!(sent.last().map(|p| p.done), Some(len as u64), "{name}");
+        assert!(sent.iter().all(|p| p.total == Some(len as u64)), "{sent:?}");
+        assert!(sent.windows(2).all(|w| w[0].done <= w[1].done), "{sent:?}");
+        assert_eq!(sha_of(&host.block_file(&name)), want, "{name} uploaded");
+
+        let back = tmp.path().join(format!("{name}.back"));
+        let out = std::fs::File::create(&back).unwrap();
+        let mut shared = out.try_clone().unwrap();
+        let total = (size_mb * MIB) as u64;
+        let mut received: Vec<Progress> = Vec::new();
+        let got = rt
+            .block_on(
+                client.receive_file(download_request(&name), out, Some(total), |p| {
+                    received.push(p)
+                }),
+            )
+            .unwrap();
+        assert_eq!(got, total);
+        assert_eq!(received.last().map(|p| p.done), Some(total), "{name}");
+        assert_eq!(shared.stream_position().unwrap(), 0, "{name}: not lent");
+        assert_eq!(sha_of(&back), want, "{name} downloaded");
+
+        // The same through the socket.
+        let socket = |args: &[&str]| {
+            let out = host
+                .command(&[&["--no-start"], args].concat())
+                .env("FULMAR_NO_LOCAL_FD", "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        socket(&["block", "download", &name, back.to_str().unwrap()]);
+        assert_eq!(sha_of(&back), want, "{name} downloaded through the socket");
+        host.ok(&["block", "upload", &name, &write_file(tmp.path(), "x", b"x")]);
+        socket(&["block", "upload", &name, &source]);
+        assert_eq!(
+            sha_of(&host.block_file(&name)),
+            want,
+            "{name} through the socket"
+        );
+        // And a device created with data, by the CLI, lent.
+        let made = format!("{name}c");
+        host.ok(&[
+            "block",
+            "create",
+            &made,
+            &size_mb.to_string(),
+            "--data",
+            &source,
+        ]);
+        assert_eq!(sha_of(&host.block_file(&made)), want, "{made} created");
+    }
+}
+
+/// A lent file that does not fit, or is open the wrong way, is refused before
+/// anything changes: the daemon holds the client's own open file, so it can
+/// only read what the client opened for reading and write what it opened for
+/// writing, and it never reopens the file to get round that.
+#[test]
+fn lent_files_that_cannot_serve_are_refused() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let old = pattern(2 * MIB, 50);
+    host.ok(&[
+        "block",
+        "create",
+        "disk",
+        "2",
+        "--data",
+        &write_file(tmp.path(), "old", &old),
+    ]);
+    let intact = |why: &str| {
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{why}");
+        assert_eq!(block_dir(&host), ["disk"], "{why} left a file behind");
+    };
+    let (rt, client) = local_client(&host);
+
+    let big = write_file(tmp.path(), "big", &pattern(2 * MIB + 1, 51));
+    let file = std::fs::File::open(&big).unwrap();
+    let err = rt
+        .block_on(client.send_file(upload_request("disk"), file, |_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("grow it first"), "{err}");
+    intact("oversize");
+
+    let write_only = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    let err = rt
+        .block_on(client.send_file(upload_request("disk"), write_only, |_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not open for reading"), "{err}");
+    intact("a write-only file to upload");
+
+    let before = std::fs::read(&big).unwrap();
+    let read_only = std::fs::File::open(&big).unwrap();
+    let err = rt
+        .block_on(client.receive_file(download_request("disk"), read_only, None, |_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not open for writing"), "{err}");
+    assert_eq!(
+        std::fs::read(&big).unwrap(),
+        before,
+        "the read-only file was written"
+    );
+}
+
+/// A client that goes away while the daemon copies its file leaves the old
+/// contents and no temp file.
+#[test]
+fn a_client_gone_mid_copy_keeps_the_old_contents() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let old = pattern(MIB, 60);
+    host.ok(&[
+        "block",
+        "create",
+        "disk",
+        "512",
+        "--data",
+        &write_file(tmp.path(), "old", &old),
+    ]);
+    let old = sha(&old);
+    // Big enough that the copy is far from done when the client goes.
+    let big = tmp.path().join("big");
+    let piece = pattern(MIB, 61);
+    let mut file = std::fs::File::create(&big).unwrap();
+    for _ in 0..512 {
+        file.write_all(&piece).unwrap();
+    }
+    drop(file);
+
+    let (rt, client) = local_client(&host);
+    let (started, mut copying) = tokio::sync::mpsc::unbounded_channel();
+    let file = std::fs::File::open(&big).unwrap();
+    rt.block_on(async {
+        let upload = client.send_file(upload_request("disk"), file, |p| {
+            let _ = started.send(p);
+        });
+        tokio::select! {
+            done = upload => panic!("the upload ended first: {done:?}"),
+            _ = copying.recv() => {}
+        }
+    });
+    // The connection closes as a killed client's would.
+    drop(client);
+    drop(rt);
+    // A grow waits for no transfer: it is refused until the upload let go.
+    eventually("the daemon drops the upload", || {
+        host.run(&["block", "grow", "disk", "513"]).status.success()
+    });
+    let intact = |host: &Host, why: &str| {
+        assert_eq!(block_dir(host), ["disk"], "{why}");
+        let device = std::fs::read(host.block_file("disk")).unwrap();
+        assert_eq!(sha(&device[..MIB]), old, "{why}: the old contents");
+        assert!(
+            device[MIB..].iter().all(|&b| b == 0),
+            "{why}: new bytes got in"
+        );
+    };
+    intact(&host, "client gone");
+
+    // The daemon killed -9 mid-copy, then started again: only its temp file
+    // is left, and the start removes it.
+    let (rt, client) = local_client(&host);
+    let (started, mut copying) = tokio::sync::mpsc::unbounded_channel();
+    let file = std::fs::File::open(&big).unwrap();
+    let upload = rt.spawn(async move {
+        client
+            .send_file(upload_request("disk"), file, |p| {
+                let _ = started.send(p);
+            })
+            .await
+    });
+    rt.block_on(copying.recv()).unwrap();
+    host.signal_daemon(Signal::SIGKILL);
+    assert!(rt.block_on(upload).unwrap().is_err());
+    host.start(&[]);
+    intact(&host, "daemon killed");
+}
+
+/// A file the daemon cannot take (here a descriptor the client does not
+/// have) only means the data comes as frames: the transfer still works.
+#[test]
+fn a_file_the_daemon_cannot_take_falls_back_to_frames() {
+    use fulmar::api::protocol::{Reply, Request};
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "1"]);
+    let (rt, client) = local_client(&host);
+    let data = pattern(MIB / 2 + 7, 70);
+    let request = Request::BlockUpload {
+        name: fulmar::api::label::Label::new("disk").unwrap(),
+        compressed: false,
+        local_fd: Some(i32::MAX),
+    };
+    let reply = rt
+        .block_on(client.send_data(request, &data[..], |_| {}))
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Transferred {
+            bytes: data.len() as u64
+        }
+    );
+    let mut want = data.clone();
+    want.resize(MIB, 0);
+    assert_eq!(sha_of(&host.block_file("disk")), sha(&want));
+    // Nor does stdout opened to append (`>>`), which the daemon could not
+    // write by offset: the CLI does not lend it.
+    let tmp = tempfile::tempdir().unwrap();
+    let appended = tmp.path().join("appended");
+    std::fs::write(&appended, b"before").unwrap();
+    let stdout = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&appended)
+        .unwrap();
+    let out = host
+        .command(&["--no-start", "block", "download", "disk", "-"])
+        .stdout(stdout)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha_of(&appended), sha(&[&b"before"[..], &want].concat()));
 }

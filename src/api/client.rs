@@ -106,6 +106,9 @@ type Credits = Arc<Mutex<HashMap<u64, Arc<CreditWindow>>>>;
 /// A connection to the daemon. Cheap to share: requests take `&self`.
 pub struct Client {
     daemon: Hello,
+    /// Whether the daemon is on this host, at the other end of a Unix
+    /// socket, so that the client may lend it files (see [`lend`]).
+    local: bool,
     tx: mpsc::Sender<Outgoing>,
     routes: Routes,
     credits: Credits,
@@ -124,6 +127,11 @@ impl Client {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        // Only the daemon's own socket reaches a process that can take this
+        // one's files; `ssh HOST fulmar proxy`'s stdio never does.
+        let local = (&read as &dyn std::any::Any)
+            .downcast_ref::<tokio::net::unix::OwnedReadHalf>()
+            .is_some();
         let mut reader = FrameReader::new(read);
         let mut writer = FrameWriter::new(write);
         let daemon =
@@ -138,6 +146,7 @@ impl Client {
         tokio::spawn(read_loop(reader, routes.clone(), credits.clone()));
         Ok(Client {
             daemon,
+            local,
             tx,
             routes,
             credits,
@@ -161,10 +170,11 @@ impl Client {
     pub async fn stream(&self, request: Request) -> Result<Stream, ClientError> {
         let (id, rx) = self.open(request).await?;
         Ok(Stream {
-            id,
             rx,
-            tx: self.tx.clone(),
-            done: false,
+            pending: Pending {
+                id,
+                tx: Some(self.tx.clone()),
+            },
         })
     }
 
@@ -193,7 +203,7 @@ impl Client {
         data: impl AsyncRead + Unpin,
         progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
-        self.send_from(request, Source::Stream(data), progress)
+        self.send_from(request, Source::Stream(data), false, progress)
             .await
     }
 
@@ -201,30 +211,92 @@ impl Client {
     /// data frames, as [`Client::send_data`] does; the connection's writer
     /// sends them from the page cache where it can. `progress` hears the
     /// bytes sent and the total.
+    ///
+    /// A block upload to a daemon on this host lends it `file` instead, when
+    /// the daemon can take it, and the daemon copies it in the kernel; then
+    /// `progress` hears the daemon's progress.
     pub async fn send_file(
         &self,
-        request: Request,
+        mut request: Request,
         mut file: File,
         progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
         let start = file.stream_position().map_err(ClientError::Source)?;
-        let end = file.metadata().map_err(ClientError::Source)?.len();
+        let meta = file.metadata().map_err(ClientError::Source)?;
+        let lent = self.lend(&mut request, &file, &meta, start);
+        let end = meta.len();
         let source = Source::<tokio::io::Empty>::File {
             file: Arc::new(file),
             offset: start,
             end: end.max(start),
         };
-        self.send_from(request, source, progress).await
+        self.send_from(request, source, lent, progress).await
+    }
+
+    /// Names `file` in `request` for the daemon to take, where it could: the
+    /// daemon is on this host, the request is a plain (not zlib) block
+    /// transfer, and `file` is a regular file used from its start. Says
+    /// whether it did. FULMAR_NO_LOCAL_FD=1 in the environment never lends.
+    fn lend(&self, request: &mut Request, file: &File, meta: &std::fs::Metadata, at: u64) -> bool {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use std::os::fd::AsRawFd;
+        // The daemon writes by offset, which a file opened to append (stdout
+        // redirected with `>>`) refuses: such a file takes the socket path.
+        let appends = fcntl(file, FcntlArg::F_GETFL).map_or(true, |flags| {
+            OFlag::from_bits_retain(flags).contains(OFlag::O_APPEND)
+        });
+        if !self.local
+            || !meta.is_file()
+            || at != 0
+            || appends
+            || std::env::var_os("FULMAR_NO_LOCAL_FD").is_some_and(|v| v == "1")
+        {
+            return false;
+        }
+        let local_fd = match request {
+            Request::BlockUpload {
+                compressed: false,
+                local_fd,
+                ..
+            }
+            | Request::BlockDownload {
+                compressed: false,
+                local_fd,
+                ..
+            }
+            | Request::BlockCreate {
+                with_data: true,
+                local_fd,
+                ..
+            } => local_fd,
+            _ => return false,
+        };
+        *local_fd = Some(file.as_raw_fd());
+        true
     }
 
     async fn send_from<R: AsyncRead + Unpin>(
         &self,
         request: Request,
         mut source: Source<R>,
+        lent: bool,
         mut progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
         let window = Arc::new(CreditWindow::new());
         let (id, mut rx) = self.open_with(request, Some(window.clone()), None).await?;
+        if lent {
+            // The daemon's first word says whether it took the file: progress
+            // if it did, credit for data frames if not.
+            tokio::select! {
+                biased;
+                first = rx.recv() => return self.follow_copy(id, first, rx, progress).await,
+                room = window.reserve(CHUNK_SIZE) => {
+                    if let Ok(room) = room {
+                        window.grant(room as u64);
+                    }
+                }
+            }
+        }
         let total = source.total();
         let mut sent = 0;
         loop {
@@ -251,6 +323,49 @@ impl Client {
         final_reply(&mut rx).await
     }
 
+    /// Follows a copy the daemon makes itself from a lent file, from its
+    /// `first` word to its reply; the request is cancelled if this is dropped
+    /// before that, so the daemon stops copying.
+    async fn follow_copy(
+        &self,
+        id: u64,
+        first: Option<Delivery>,
+        mut rx: mpsc::Receiver<Delivery>,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Reply, ClientError> {
+        let mut pending = Pending {
+            id,
+            tx: Some(self.tx.clone()),
+        };
+        let mut next = first;
+        let answer = loop {
+            match next {
+                Some(Delivery::Message(DaemonMessage::Item(StreamItem::Progress {
+                    done,
+                    total,
+                }))) => {
+                    progress(Progress {
+                        done,
+                        total: Some(total),
+                    });
+                }
+                Some(Delivery::Message(DaemonMessage::Reply(reply))) => break Ok(reply),
+                Some(Delivery::Message(DaemonMessage::Error(e))) => break Err(e.into()),
+                Some(Delivery::Message(DaemonMessage::Credit { .. })) => {}
+                Some(Delivery::Message(other)) => {
+                    break Err(ClientError::Unexpected(format!("{other:?}")));
+                }
+                Some(Delivery::Data(_) | Delivery::Piped { .. }) => {
+                    break Err(ClientError::Unexpected("data".into()));
+                }
+                None => break Err(ClientError::Closed),
+            }
+            next = rx.recv().await;
+        };
+        pending.tx = None;
+        answer
+    }
+
     /// Sends `request` and writes the data frames it is answered with into
     /// `out` (a file, or stdout) on a blocking thread, granting the daemon
     /// credit as they are written, so memory stays flat whatever the size.
@@ -258,13 +373,20 @@ impl Client {
     /// allows. `progress` hears the bytes received so far (every 50 ms and at
     /// the end) and `total`, which the caller knows if anyone does (a
     /// device's size, from `block-list`).
+    ///
+    /// A plain download from a daemon on this host into a regular file lends
+    /// the daemon `out` instead, when it can take it, and the daemon copies
+    /// into it in the kernel; `progress` then hears the daemon's progress.
     pub async fn receive_file(
         &self,
-        request: Request,
-        out: File,
+        mut request: Request,
+        mut out: File,
         total: Option<u64>,
         mut progress: impl FnMut(Progress),
     ) -> Result<u64, ClientError> {
+        if let (Ok(meta), Ok(at)) = (out.metadata(), out.stream_position()) {
+            self.lend(&mut request, &out, &meta, at);
+        }
         let pipe = match Pipe::new(DEFAULT_WINDOW) {
             Ok(pipe) => pipe.map(Arc::new),
             // Without one the payloads come through memory, only slower.
@@ -420,6 +542,14 @@ impl Sink {
                 Some(Delivery::Piped { pieces, rest }) => (pieces, rest),
                 Some(Delivery::Message(DaemonMessage::End)) => break,
                 Some(Delivery::Message(DaemonMessage::Error(e))) => return Err(e.into()),
+                // The daemon copies into `out` itself (a lent file).
+                Some(Delivery::Message(DaemonMessage::Item(StreamItem::Progress {
+                    done, ..
+                }))) => {
+                    received = done;
+                    self.done.send_replace(done);
+                    continue;
+                }
                 Some(Delivery::Message(other)) => {
                     return Err(ClientError::Unexpected(format!("{other:?}")));
                 }
@@ -449,24 +579,37 @@ impl Sink {
     }
 }
 
+/// A request or stream still under way; dropped before its end (`tx` still
+/// set), it cancels it.
+struct Pending {
+    id: u64,
+    tx: Option<mpsc::Sender<Outgoing>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // The connection may be gone; then there is nothing to cancel.
+            let _ = tx.try_send(Outgoing::Message(self.id, ClientMessage::Cancel));
+        }
+    }
+}
+
 /// A streaming request's items; dropping it cancels the stream.
 pub struct Stream {
-    id: u64,
     rx: mpsc::Receiver<Delivery>,
-    tx: mpsc::Sender<Outgoing>,
-    done: bool,
+    /// Done (no cancel on drop) once it ended or failed.
+    pending: Pending,
 }
 
 impl Stream {
     /// The next item; `None` when the stream has ended.
     pub async fn next(&mut self) -> Option<Result<StreamItem, ClientError>> {
-        if self.done {
-            return None;
-        }
+        self.pending.tx.as_ref()?;
         let item = match self.rx.recv().await {
             Some(Delivery::Message(DaemonMessage::Item(item))) => Ok(item),
             Some(Delivery::Message(DaemonMessage::End)) => {
-                self.done = true;
+                self.pending.tx = None;
                 return None;
             }
             Some(Delivery::Message(DaemonMessage::Error(e))) => Err(e.into()),
@@ -476,19 +619,10 @@ impl Stream {
             }
             None => Err(ClientError::Closed),
         };
-        self.done = item.is_err();
-        Some(item)
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        if !self.done {
-            // The connection may be gone; then there is nothing to cancel.
-            let _ = self
-                .tx
-                .try_send(Outgoing::Message(self.id, ClientMessage::Cancel));
+        if item.is_err() {
+            self.pending.tx = None;
         }
+        Some(item)
     }
 }
 

@@ -83,18 +83,41 @@ pub enum Request {
         name: Label,
         size_mb: u64,
         with_data: bool,
+        /// One of the client's own open file descriptors holding the data
+        /// (with `with_data`; a regular file, open for reading, read from offset 0), which the
+        /// daemon may take with `pidfd_getfd(2)` and copy in the kernel. It
+        /// answers [`StreamItem::Progress`] first if it did, [`DaemonMessage::Credit`]
+        /// (send data frames as usual) if it did not. Only a client on the
+        /// daemon's own Unix socket offers one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_fd: Option<i32>,
     },
     /// Replaces a block device's contents from data frames that follow; the
     /// old contents stay unless the whole upload succeeds.
     BlockUpload {
         name: Label,
         compressed: bool,
+        /// One of the client's own open file descriptors holding the data
+        /// (a regular file, open for reading, read from offset 0), which the
+        /// daemon may take with `pidfd_getfd(2)` and copy in the kernel. It
+        /// answers [`StreamItem::Progress`] first if it did, [`DaemonMessage::Credit`]
+        /// (send data frames as usual) if it did not. Only a client on the
+        /// daemon's own Unix socket offers one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_fd: Option<i32>,
     },
     /// The device's contents as data frames, paced by the client's credit,
     /// then `end`.
     BlockDownload {
         name: Label,
         compressed: bool,
+        /// One of the client's own open file descriptors to write the
+        /// contents into (a regular file, open for writing, from offset 0),
+        /// which the daemon may take with `pidfd_getfd(2)` and fill in the
+        /// kernel, sending [`StreamItem::Progress`] and then `end` instead of
+        /// data frames. Only a client on the daemon's own Unix socket offers one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_fd: Option<i32>,
     },
     /// Makes a block device larger (never smaller).
     BlockGrow {
@@ -186,8 +209,18 @@ pub struct NamedStats {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "item", content = "body", rename_all = "kebab-case")]
 pub enum StreamItem {
-    Console { event: ConsoleEvent },
-    Event { event: Event },
+    Console {
+        event: ConsoleEvent,
+    },
+    Event {
+        event: Event,
+    },
+    /// A block transfer the daemon copies itself (see `local_fd`): `done`
+    /// of `total` bytes so far, every 50 ms or so and at the end.
+    Progress {
+        done: u64,
+        total: u64,
+    },
 }
 
 /// The kind of failure, for scripts and for choosing what to show.
@@ -273,6 +306,25 @@ mod tests {
         });
         let json = serde_json::to_string(&reply).unwrap();
         assert_eq!(serde_json::from_str::<DaemonMessage>(&json).unwrap(), reply);
+    }
+
+    #[test]
+    fn block_transfers_lend_no_file_unless_they_say_so() {
+        let old = r#"{"request":"block-upload","name":"disk","compressed":false}"#;
+        let request: Request = serde_json::from_str(old).unwrap();
+        let Request::BlockUpload { local_fd, .. } = &request else {
+            panic!("{request:?}");
+        };
+        assert_eq!(*local_fd, None);
+        assert_eq!(serde_json::to_string(&request).unwrap(), old);
+        let lent = Request::BlockDownload {
+            name: Label::new("disk").unwrap(),
+            compressed: false,
+            local_fd: Some(7),
+        };
+        let json = serde_json::to_string(&lent).unwrap();
+        assert!(json.contains(r#""local_fd":7"#), "{json}");
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), lent);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
                 name: label(name)?,
                 size_mb: *size_mb,
                 with_data: data.is_some(),
+                local_fd: None,
             };
             let reply = match data {
                 Some(path) => send_file(client, request, path).await?,
@@ -42,6 +43,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             let request = Request::BlockUpload {
                 name: label(name)?,
                 compressed: *compressed,
+                local_fd: None,
             };
             match send_file(client, request, file).await? {
                 Reply::Transferred { bytes } => {
@@ -64,6 +66,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             let request = Request::BlockDownload {
                 name,
                 compressed: *compressed,
+                local_fd: None,
             };
             let file_err = |source| RemoteError::File {
                 path: file.clone(),

@@ -222,7 +222,7 @@ pub async fn console(
             StreamItem::Console {
                 event: ConsoleEvent::Dropped { count },
             } => format!("[fulmar] {count} lines dropped: this client fell behind").into_bytes(),
-            StreamItem::Event { .. } => continue,
+            StreamItem::Event { .. } | StreamItem::Progress { .. } => continue,
         };
         out.write_all(&text).await.map_err(RemoteError::Output)?;
         out.write_all(b"\n").await.map_err(RemoteError::Output)?;

@@ -14,7 +14,7 @@ use flate2::write::ZlibEncoder;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,10 @@ const CHUNK: usize = 1024 * 1024;
 /// bytes, so the disk writes while the rest arrives and the fsync that ends
 /// the upload finds little left to do.
 const WRITE_BACK_STEP: u64 = 8 * MIB;
+
+/// A copy in the kernel moves this much at a time, so that a cancelled
+/// transfer stops soon and progress is heard often.
+const LOCAL_STEP: usize = WRITE_BACK_STEP as usize;
 
 /// A block device file that passed the store's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +230,12 @@ pub enum MoveError {
 /// without a copy (a pipe the daemon spliced them into) overrides
 /// [`Source::move_into`].
 pub trait Source: Read {
+    /// How many bytes there are, when known before they move, so that too
+    /// many are refused before any is written.
+    fn size(&self) -> Option<u64> {
+        None
+    }
+
     /// Moves the next of the bytes, at most `max`, into `file` at its
     /// position and says how many (0 at the end). `buf` is scratch room for
     /// bytes that pass through memory.
@@ -240,6 +250,62 @@ pub trait Source: Read {
         };
         let mut file = file;
         file.write_all(&buf[..n]).map_err(MoveError::Write)?;
+        Ok(n)
+    }
+}
+
+/// An upload's bytes in a regular file the daemon holds open (the client's
+/// own, taken with `pidfd_getfd`), from offset 0 to its size, copied into the
+/// device's file in the kernel. `each` hears the bytes copied so far after
+/// every piece; an error from it (the client went away) stops the copy.
+pub struct LocalFile<F> {
+    file: File,
+    offset: u64,
+    size: u64,
+    each: F,
+}
+
+impl<F: FnMut(u64) -> io::Result<()>> LocalFile<F> {
+    /// `file` must be a regular file open for reading; its size is taken now.
+    pub fn new(file: File, each: F) -> io::Result<LocalFile<F>> {
+        let size = file.metadata()?.len();
+        Ok(LocalFile {
+            file,
+            offset: 0,
+            size,
+            each,
+        })
+    }
+}
+
+impl<F> Read for LocalFile<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<F: FnMut(u64) -> io::Result<()>> Source for LocalFile<F> {
+    fn size(&self) -> Option<u64> {
+        Some(self.size)
+    }
+
+    fn move_into(&mut self, file: &File, max: usize, _: &mut [u8]) -> Result<usize, MoveError> {
+        let left = usize::try_from(self.size.saturating_sub(self.offset)).unwrap_or(usize::MAX);
+        let want = max.min(left).min(LOCAL_STEP);
+        if want == 0 {
+            return Ok(0);
+        }
+        let mut to = file;
+        let at = to.stream_position().map_err(MoveError::Write)?;
+        let n = copy_range(&self.file, self.offset, file, at, want)?;
+        // `copy_range` writes by offset: the file's position follows by hand.
+        to.seek(io::SeekFrom::Start(at + n as u64))
+            .map_err(MoveError::Write)?;
+        self.offset += n as u64;
+        (self.each)(self.offset).map_err(MoveError::Read)?;
         Ok(n)
     }
 }
@@ -262,6 +328,74 @@ fn pump(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64, MoveError> {
         to.write_all(&buf[..n]).map_err(MoveError::Write)?;
         // A read never exceeds the buffer, which fits in u64.
         done += n as u64;
+    }
+}
+
+/// Copies up to `len` bytes of `from` at `from_at` into `to` at `to_at`,
+/// neither file's position moving, and says how many (0: `from` ended).
+/// In the kernel with copy_file_range(2) where the two files allow it (the
+/// same filesystem, or one that supports copies across), else through a buffer.
+fn copy_range(
+    from: &File,
+    from_at: u64,
+    to: &File,
+    to_at: u64,
+    len: usize,
+) -> Result<usize, MoveError> {
+    #[cfg(target_os = "linux")]
+    if let Some(n) = kernel_copy(from, from_at, to, to_at, len)? {
+        return Ok(n);
+    }
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len.min(CHUNK)];
+    let n = loop {
+        match from.read_at(&mut buf, from_at) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => break other.map_err(MoveError::Read)?,
+        }
+    };
+    to.write_all_at(&buf[..n], to_at)
+        .map_err(MoveError::Write)?;
+    Ok(n)
+}
+
+/// copy_file_range(2), or None where these two files cannot use it.
+#[cfg(target_os = "linux")]
+fn kernel_copy(
+    from: &File,
+    from_at: u64,
+    to: &File,
+    to_at: u64,
+    len: usize,
+) -> Result<Option<usize>, MoveError> {
+    use std::os::fd::AsRawFd;
+    let bad = |_| MoveError::Read(io::Error::from_raw_os_error(libc::EINVAL));
+    let mut off_in = libc::loff_t::try_from(from_at).map_err(bad)?;
+    let mut off_out = libc::loff_t::try_from(to_at).map_err(bad)?;
+    loop {
+        // SAFETY: both descriptors are open for the call; the offsets are
+        // locals that outlive it.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                len,
+                0,
+            )
+        };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(Some(n));
+        }
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(None),
+            // Which side failed is not told; a full disk is the writer's.
+            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => Err(MoveError::Write(e)),
+            _ => Err(MoveError::Read(e)),
+        };
     }
 }
 
@@ -572,6 +706,9 @@ impl BlockStore {
             name: name.clone(),
             source,
         };
+        if let Some(known) = data.size().filter(|&n| n > size) {
+            return Err(too_large(known.div_ceil(MIB)));
+        }
         let mut temp = TempFile::create(&self.dir, name)?;
         let mut buf = vec![0u8; CHUNK];
         // One byte past the size is enough to know the data does not fit.
@@ -659,6 +796,33 @@ impl Download {
                 libc::POSIX_FADV_WILLNEED,
             );
         }
+    }
+
+    /// Copies the whole device into `out` (a regular file open for writing)
+    /// from offset 0, in the kernel where it can; `each` hears the bytes
+    /// copied so far after every piece, and an error from it stops the copy.
+    pub fn copy_into(
+        self,
+        out: &File,
+        mut each: impl FnMut(u64) -> io::Result<()>,
+    ) -> Result<u64, BlockError> {
+        let send = |source| BlockError::Send {
+            name: self.dev.name.clone(),
+            source,
+        };
+        let mut done = 0;
+        while done < self.size {
+            let left = usize::try_from(self.size - done).unwrap_or(usize::MAX);
+            let n = match copy_range(&self.file, done, out, done, left.min(LOCAL_STEP)) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(MoveError::Read(e)) => return Err(io_err(&self.dev.path)(e)),
+                Err(MoveError::Write(e)) => return Err(send(e)),
+            };
+            done += n as u64;
+            each(done).map_err(send)?;
+        }
+        Ok(done)
     }
 
     /// Streams the whole device, zlib-compressed, into `out`. Returns the
@@ -1131,5 +1295,121 @@ mod tests {
         }
         let full = file.metadata().unwrap().len();
         file.set_len(full.saturating_sub(256 * 1024)).unwrap();
+    }
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn local_files_are_copied_whole_and_heard_piece_by_piece() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let name = label("disk");
+        store.create(&name, 20).unwrap();
+        // Several copy steps, the last one short.
+        let data = pattern(2 * LOCAL_STEP + 4321, 7);
+        let mut heard = Vec::new();
+        let source = LocalFile::new(file_of(&data), |done| {
+            heard.push(done);
+            Ok(())
+        })
+        .unwrap();
+        let uploaded = store.upload(&name, source, false).unwrap();
+        assert_eq!(uploaded.bytes, data.len() as u64);
+        let step = LOCAL_STEP as u64;
+        assert_eq!(heard, [step, 2 * step, data.len() as u64]);
+        let mut want = data.clone();
+        want.resize(20 * MIB as usize, 0);
+        let dev = store.get(&name).unwrap();
+        assert_eq!(sha(&fs::read(&dev.path).unwrap()), sha(&want));
+        assert!(temps(&store).is_empty());
+
+        let out = tempfile::tempfile().unwrap();
+        let mut heard = Vec::new();
+        let copied = store
+            .open_download(&name)
+            .unwrap()
+            .copy_into(&out, |done| {
+                heard.push(done);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(copied, 20 * MIB);
+        assert_eq!(heard.last(), Some(&(20 * MIB)));
+        let mut back = Vec::new();
+        (&out).read_to_end(&mut back).unwrap();
+        assert_eq!(sha(&back), sha(&want));
+    }
+
+    #[test]
+    fn local_files_too_big_or_stopped_change_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlockStore::new(tmp.path());
+        let name = label("disk");
+        let old = pattern(MIB as usize, 8);
+        store.create_with_data(&name, 1, &old[..]).unwrap();
+        let path = store.get(&name).unwrap().path;
+
+        let heard = std::cell::Cell::new(0);
+        let big = LocalFile::new(file_of(&pattern(MIB as usize + 1, 9)), |_| {
+            heard.set(heard.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(
+            store.upload(&name, big, false),
+            Err(BlockError::TooLarge { upload_mb: 2, .. })
+        ));
+        assert_eq!(heard.get(), 0, "refused only after copying");
+
+        store.grow(&name, 40).unwrap();
+        let old = fs::read(&path).unwrap();
+        let data = pattern(3 * LOCAL_STEP, 10);
+        let stopped = LocalFile::new(file_of(&data), |done| match done {
+            0..LOCAL_STEP_U64 => Ok(()),
+            _ => Err(io::Error::new(io::ErrorKind::BrokenPipe, "gone")),
+        })
+        .unwrap();
+        assert!(matches!(
+            store.upload(&name, stopped, false),
+            Err(BlockError::Receive { .. })
+        ));
+        assert_eq!(sha(&fs::read(&path).unwrap()), sha(&old));
+        assert!(temps(&store).is_empty());
+        assert!(!store.busy(&name));
+
+        let out = tempfile::tempfile().unwrap();
+        let download = store.open_download(&name).unwrap();
+        let err = download.copy_into(&out, |_| Err(io::Error::other("gone")));
+        assert!(matches!(err, Err(BlockError::Send { .. })), "{err:?}");
+        assert!(!store.busy(&name));
+    }
+
+    const LOCAL_STEP_U64: u64 = LOCAL_STEP as u64;
+
+    /// Across filesystems the kernel may refuse to copy (EXDEV): the bytes
+    /// then go through a buffer, by offset all the same.
+    #[test]
+    fn copies_across_filesystems_too() {
+        let Ok(mut from) = tempfile::tempfile_in("/dev/shm") else {
+            println!("skipped: no /dev/shm to copy from");
+            return;
+        };
+        let data = pattern(3 * CHUNK + 5, 11);
+        from.write_all(&data).unwrap();
+        let to = tempfile::tempfile().unwrap();
+        let mut done = 0;
+        while done < data.len() {
+            let n = copy_range(&from, done as u64, &to, done as u64 + 3, data.len()).unwrap();
+            assert!(n > 0);
+            done += n;
+        }
+        let mut back = Vec::new();
+        (&to).read_to_end(&mut back).unwrap();
+        assert_eq!(back[..3], [0, 0, 0]);
+        assert_eq!(sha(&back[3..]), sha(&data));
     }
 }

@@ -246,6 +246,7 @@ async fn carry_out(
                 name: name.clone(),
                 size_mb: *size_mb,
                 with_data: true,
+                local_fd: None,
             };
             send_file(connect, request, data, &reporter).await?
         }
@@ -253,6 +254,7 @@ async fn carry_out(
             let request = Request::BlockUpload {
                 name: name.clone(),
                 compressed: false,
+                local_fd: None,
             };
             send_file(connect, request, path, &reporter).await?
         }
@@ -340,6 +342,7 @@ async fn download(
     let request = Request::BlockDownload {
         name: name.clone(),
         compressed: false,
+        local_fd: None,
     };
     let record = |p: Progress| reporter.progress.store(p.done, Ordering::Relaxed);
     let receive = client.receive_file(request, file.into_std().await, total, record);
@@ -451,6 +454,7 @@ pub fn change(client: &Arc<Client>, command: &Command, updates: &mpsc::Sender<Up
             name,
             size_mb,
             with_data: false,
+            local_fd: None,
         },
         Command::BlockDestroy(name) => Request::BlockDestroy { name },
         _ => return,

@@ -4,15 +4,20 @@
 use crate::api::block::BlockDeviceInfo;
 use crate::api::frame::{CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use crate::api::label::Label;
-use crate::api::protocol::{ApiError, DaemonMessage, ErrorKind, InvalidBlock, Reply};
-use crate::host::block::{BlockError, Download, Listed, MoveError, Source, Uploaded};
+use crate::api::protocol::{ApiError, DaemonMessage, ErrorKind, InvalidBlock, Reply, StreamItem};
+use crate::host::block::{BlockError, Download, Listed, LocalFile, MoveError, Source, Uploaded};
 use crate::host::daemon::session::{Context, Inbound, Inflow, Out, Replies};
 use bytes::{Buf, Bytes};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+
+/// How often a copy of a lent file tells the client its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
 impl From<BlockError> for ApiError {
     fn from(e: BlockError) -> ApiError {
@@ -92,11 +97,14 @@ pub async fn create(
     size_mb: u64,
     with_data: bool,
     out: &Replies,
-    inbound: Inflow,
+    mut inbound: Inflow,
 ) -> Result<Reply, ApiError> {
     check_disk(ctx, size_mb)?;
     let store = ctx.sup.block_store().clone();
-    let file = if with_data {
+    let file = if let Some(lent) = inbound.local.take() {
+        let data = Lent::source(lent, out.clone(), inbound.rx).await?;
+        blocking(move || Ok(store.create_with_data(&name, size_mb, data)?)).await?
+    } else if with_data {
         let data = Incoming::open(out.clone(), inbound).await;
         blocking(move || Ok(store.create_with_data(&name, size_mb, data)?)).await?
     } else {
@@ -134,10 +142,14 @@ async fn receive_upload(
     name: Label,
     compressed: bool,
     out: &Replies,
-    inbound: Inflow,
+    mut inbound: Inflow,
 ) -> Result<Uploaded, ApiError> {
     attached(ctx, &name)?;
     let store = ctx.sup.block_store().clone();
+    if let Some(lent) = inbound.local.take() {
+        let data = Lent::source(lent, out.clone(), inbound.rx).await?;
+        return blocking(move || Ok(store.upload(&name, data, false)?)).await;
+    }
     let data = Incoming::open(out.clone(), inbound).await;
     blocking(move || Ok(store.upload(&name, data, compressed)?)).await
 }
@@ -149,8 +161,25 @@ pub async fn download(
     compressed: bool,
     out: Replies,
     credit: Arc<CreditWindow>,
+    mut inbound: Inflow,
 ) {
     let store = ctx.sup.block_store().clone();
+    if let Some(lent) = inbound.local.take() {
+        let tracker = Lent::new(out.clone(), inbound.rx);
+        let copied = blocking(move || {
+            tracker.check(&lent, Direction::Write)?;
+            let device = store.open_download(&name)?;
+            let each = tracker.progress(device.size());
+            Ok(device.copy_into(&lent, each)?)
+        })
+        .await;
+        out.send(match copied {
+            Ok(_) => DaemonMessage::End,
+            Err(e) => DaemonMessage::Error(e),
+        })
+        .await;
+        return;
+    }
     let sink = Outgoing {
         out: out.clone(),
         credit,
@@ -195,6 +224,101 @@ pub async fn destroy(ctx: &Context, name: Label) -> Result<Reply, ApiError> {
     let store = ctx.sup.block_store().clone();
     blocking(move || Ok(store.destroy(&name)?)).await?;
     Ok(Reply::Done)
+}
+
+/// Which way a lent file is used.
+#[derive(Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// A block transfer through a file the client lent (see
+/// [`crate::host::daemon::access::Peer::take`]): no data frames, but the
+/// daemon tells the client its progress, and stops once the client cancels
+/// or goes away (its request's inbound channel closes).
+struct Lent {
+    out: Replies,
+    rx: mpsc::Receiver<Inbound>,
+}
+
+impl Lent {
+    fn new(out: Replies, rx: mpsc::Receiver<Inbound>) -> Lent {
+        Lent { out, rx }
+    }
+
+    /// An upload's source in `file`, checked; the client hears the first
+    /// progress, which tells it to send no data frames.
+    async fn source(
+        file: File,
+        out: Replies,
+        rx: mpsc::Receiver<Inbound>,
+    ) -> Result<LocalFile<impl FnMut(u64) -> io::Result<()>>, ApiError> {
+        let lent = Lent::new(out.clone(), rx);
+        let total = lent.check(&file, Direction::Read)?;
+        out.send(DaemonMessage::Item(StreamItem::Progress { done: 0, total }))
+            .await;
+        LocalFile::new(file, lent.progress(total)).map_err(lent_err)
+    }
+
+    /// Refuses a file the daemon cannot use this way: not a regular file, or
+    /// not open for `direction`. Since the daemon holds the client's own open
+    /// file, a wrong access mode is the client's to fix; it is never reopened.
+    /// Says the file's size.
+    fn check(&self, file: &File, direction: Direction) -> Result<u64, ApiError> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let meta = file.metadata().map_err(lent_err)?;
+        if !meta.is_file() {
+            return Err(ApiError::new(
+                ErrorKind::Invalid,
+                "the file lent for this transfer is not a regular file: send its data as frames instead",
+            ));
+        }
+        let flags = fcntl(file, FcntlArg::F_GETFL).map_err(|e| lent_err(e.into()))?;
+        let flags = OFlag::from_bits_retain(flags);
+        let mode = flags & OFlag::O_ACCMODE;
+        let (ok, what) = match direction {
+            Direction::Read => (mode != OFlag::O_WRONLY, "reading"),
+            Direction::Write => (
+                mode != OFlag::O_RDONLY && !flags.contains(OFlag::O_APPEND),
+                "writing (and not for appending)",
+            ),
+        };
+        if !ok {
+            return Err(ApiError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "the file lent for this transfer is not open for {what}: open it for {what} and try again"
+                ),
+            ));
+        }
+        Ok(meta.len())
+    }
+
+    /// What hears each piece of a copy of `total` bytes: a progress item to
+    /// the client every [`PROGRESS_EVERY`] and at the end, and an error once
+    /// the client cancelled or went away, which stops the copy.
+    fn progress(mut self, total: u64) -> impl FnMut(u64) -> io::Result<()> {
+        let mut told = Instant::now();
+        move |done| {
+            if let Err(TryRecvError::Disconnected) = self.rx.try_recv() {
+                return Err(gone());
+            }
+            if done >= total || told.elapsed() >= PROGRESS_EVERY {
+                told = Instant::now();
+                self.out
+                    .blocking_send(DaemonMessage::Item(StreamItem::Progress { done, total }));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lent_err(e: io::Error) -> ApiError {
+    ApiError::new(
+        ErrorKind::Host,
+        format!("cannot use the file lent for this transfer: {e}"),
+    )
 }
 
 /// A request's data frames as the store's [`Source`], granting the client

@@ -7,7 +7,7 @@ use crate::api::frame::{
     HANDSHAKE_TIMEOUT, Pipe, Received, server_handshake,
 };
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
-use crate::host::daemon::access::Access;
+use crate::host::daemon::access::{Access, Peer};
 use crate::host::daemon::blocks;
 use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
 use std::collections::HashMap;
@@ -28,6 +28,10 @@ pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 /// Serves a client on the daemon's socket, refusing peers that `access` does not allow.
 pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
     let peer = stream.peer_cred();
+    // Taken now, while the peer is surely the process that connected.
+    let lender = Peer::of(&stream)
+        .inspect_err(|e| tracing::debug!("no pidfd for a client, so it lends no files: {e}"))
+        .ok();
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
@@ -55,21 +59,26 @@ pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
         let _ = writer.flush().await;
         return;
     }
-    serve_requests(reader, writer, ctx).await;
+    serve_requests(reader, writer, ctx, lender).await;
 }
 
-/// The request loop, over any byte stream (the proxy's stdio in tests too).
+/// The request loop, over any byte stream; `lender` is the client's process
+/// when it is on this host and may lend the daemon its files.
 pub async fn serve_requests<R, W>(
     mut reader: FrameReader<R>,
     writer: FrameWriter<W>,
     ctx: Arc<Context>,
+    lender: Option<Peer>,
 ) where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(OUTGOING);
     let writing = tokio::spawn(write_frames(writer, rx));
-    let mut requests = Requests::default();
+    let mut requests = Requests {
+        running: HashMap::new(),
+        lender,
+    };
     loop {
         let frame = match reader.next_into(|id| requests.pipe(id)).await {
             Ok(Some(frame)) => frame,
@@ -133,9 +142,9 @@ struct Running {
     pipe: Option<Arc<Pipe>>,
 }
 
-#[derive(Default)]
 struct Requests {
     running: HashMap<u64, Running>,
+    lender: Option<Peer>,
 }
 
 impl Requests {
@@ -175,6 +184,7 @@ impl Requests {
                 let incoming = Inflow {
                     rx,
                     pipe: pipe.clone(),
+                    local: self.borrow(&request),
                 };
                 let ctx = ctx.clone();
                 let replies = Replies::new(id, tx.clone());
@@ -183,11 +193,14 @@ impl Requests {
                     // Subscribed here, before the next frame is read, so that
                     // whatever the client asks next is seen by the stream.
                     Request::Events => tokio::spawn(session::events(ctx.sup.events(), replies)),
-                    Request::BlockDownload { name, compressed } => {
+                    Request::BlockDownload {
+                        name, compressed, ..
+                    } => {
                         let window = Arc::new(CreditWindow::new());
                         credit = Some(window.clone());
                         tokio::spawn(async move {
-                            blocks::download(&ctx, name, compressed, replies, window).await
+                            blocks::download(&ctx, name, compressed, replies, window, incoming)
+                                .await
                         })
                     }
                     request => tokio::spawn(async move {
@@ -221,6 +234,41 @@ impl Requests {
             }
         }
         Ok(())
+    }
+
+    /// The file the client lends for `request`, if it lends one the daemon
+    /// can copy itself (not zlib) and the kernel lets the daemon take it.
+    /// Anything that stops that only means the data comes as frames: decided
+    /// here, before any of it moves.
+    fn borrow(&self, request: &Request) -> Option<std::fs::File> {
+        let fd = match request {
+            Request::BlockUpload {
+                compressed: false,
+                local_fd,
+                ..
+            }
+            | Request::BlockDownload {
+                compressed: false,
+                local_fd,
+                ..
+            }
+            | Request::BlockCreate {
+                with_data: true,
+                local_fd,
+                ..
+            } => (*local_fd)?,
+            _ => return None,
+        };
+        let taken = self.lender.as_ref()?.take(fd);
+        taken
+            .inspect(|_| tracing::debug!(fd, "copying a block transfer with the client's own file"))
+            .inspect_err(|e| {
+                tracing::debug!(
+                    fd,
+                    "cannot take the client's file, its data comes as frames: {e}"
+                )
+            })
+            .ok()
     }
 
     /// Data for a request that has already answered (e.g. refused an upload

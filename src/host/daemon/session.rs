@@ -47,10 +47,15 @@ pub enum Inbound {
 }
 
 /// A request's incoming data: its frames in order, and the pipe that the
-/// connection splices their payloads into, when the request has one.
+/// connection splices their payloads into, when the request has one. `rx`
+/// closes when the client cancels the request or goes away.
 pub struct Inflow {
     pub rx: mpsc::Receiver<Inbound>,
     pub pipe: Option<Arc<Pipe>>,
+    /// The client's own file for a block transfer, taken from its process
+    /// (see `local_fd` in the protocol), when it lent one and the daemon could
+    /// take it; then no data frames come.
+    pub local: Option<File>,
 }
 
 /// A request's way back to its client.
@@ -105,8 +110,11 @@ pub async fn handle(ctx: &Context, request: Request, out: Replies, inbound: Infl
             name,
             size_mb,
             with_data,
+            ..
         } => blocks::create(ctx, name, size_mb, with_data, &out, inbound).await,
-        Request::BlockUpload { name, compressed } => {
+        Request::BlockUpload {
+            name, compressed, ..
+        } => {
             return blocks::upload(ctx, name, compressed, out, inbound).await;
         }
         other => {
