@@ -253,23 +253,8 @@ impl Client {
         {
             return false;
         }
-        let local_fd = match request {
-            Request::BlockUpload {
-                compressed: false,
-                local_fd,
-                ..
-            }
-            | Request::BlockDownload {
-                compressed: false,
-                local_fd,
-                ..
-            }
-            | Request::BlockCreate {
-                with_data: true,
-                local_fd,
-                ..
-            } => local_fd,
-            _ => return false,
+        let Some(local_fd) = request.lent_file() else {
+            return false;
         };
         *local_fd = Some(file.as_raw_fd());
         true

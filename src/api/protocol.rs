@@ -129,6 +129,31 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Where a plain (not zlib) block transfer names a file the client lends
+    /// (docs/protocol.md, "Lent files"); `None` for requests that take none.
+    pub fn lent_file(&mut self) -> Option<&mut Option<i32>> {
+        match self {
+            Request::BlockUpload {
+                compressed: false,
+                local_fd,
+                ..
+            }
+            | Request::BlockDownload {
+                compressed: false,
+                local_fd,
+                ..
+            }
+            | Request::BlockCreate {
+                with_data: true,
+                local_fd,
+                ..
+            } => Some(local_fd),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", content = "body", rename_all = "kebab-case")]
 pub enum ClientMessage {

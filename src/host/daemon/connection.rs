@@ -175,7 +175,7 @@ impl Requests {
         }
         let message: ClientMessage = frame.json().map_err(|e: FrameError| e.to_string())?;
         match message {
-            ClientMessage::Request(request) => {
+            ClientMessage::Request(mut request) => {
                 if self.running.contains_key(&id) {
                     return Err(format!("request id {id} is already in use"));
                 }
@@ -184,7 +184,7 @@ impl Requests {
                 let incoming = Inflow {
                     rx,
                     pipe: pipe.clone(),
-                    local: self.borrow(&request),
+                    local: self.borrow(&mut request),
                 };
                 let ctx = ctx.clone();
                 let replies = Replies::new(id, tx.clone());
@@ -240,25 +240,9 @@ impl Requests {
     /// can copy itself (not zlib) and the kernel lets the daemon take it.
     /// Anything that stops that only means the data comes as frames: decided
     /// here, before any of it moves.
-    fn borrow(&self, request: &Request) -> Option<std::fs::File> {
-        let fd = match request {
-            Request::BlockUpload {
-                compressed: false,
-                local_fd,
-                ..
-            }
-            | Request::BlockDownload {
-                compressed: false,
-                local_fd,
-                ..
-            }
-            | Request::BlockCreate {
-                with_data: true,
-                local_fd,
-                ..
-            } => (*local_fd)?,
-            _ => return None,
-        };
+    fn borrow(&self, request: &mut Request) -> Option<std::fs::File> {
+        // Taken out: the number means nothing past this point.
+        let fd = request.lent_file()?.take()?;
         let taken = self.lender.as_ref()?.take(fd);
         taken
             .inspect(|_| tracing::debug!(fd, "copying a block transfer with the client's own file"))
