@@ -60,18 +60,7 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
-enum Outgoing {
-    Message(u64, ClientMessage),
-    Data(u64, Bytes),
-    /// A data frame of `len` bytes of `file` from `offset`, sent by the
-    /// writer from the page cache where it can.
-    File {
-        id: u64,
-        file: Arc<File>,
-        offset: u64,
-        len: usize,
-    },
-}
+type Outgoing = crate::api::frame::Outgoing<ClientMessage>;
 
 /// What reaches a request: a message, or a chunk of the data it asked for.
 enum Delivery {
@@ -142,7 +131,8 @@ impl Client {
             last_word: None,
         }));
         let credits = Credits::default();
-        tokio::spawn(write_loop(writer, rx));
+        // A failed write ends the connection; the reader reports it to the requests.
+        tokio::spawn(async move { crate::api::frame::write_frames(writer, rx).await.ok() });
         tokio::spawn(read_loop(reader, routes.clone(), credits.clone()));
         Ok(Client {
             daemon,
@@ -608,31 +598,6 @@ impl Stream {
             self.pending.tx = None;
         }
         Some(item)
-    }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin + 'static>(
-    mut writer: FrameWriter<W>,
-    mut rx: mpsc::Receiver<Outgoing>,
-) {
-    while let Some(out) = rx.recv().await {
-        let sent = match out {
-            Outgoing::Message(id, m) => writer.send_json(id, &m).await,
-            Outgoing::Data(id, bytes) => writer.send_data(id, &bytes).await,
-            Outgoing::File {
-                id,
-                file,
-                offset,
-                len,
-            } => writer.send_file(id, &file, offset, len).await,
-        };
-        let flushed = match sent {
-            Ok(()) if rx.is_empty() => writer.flush().await,
-            other => other,
-        };
-        if flushed.is_err() {
-            return;
-        }
     }
 }
 

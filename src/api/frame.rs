@@ -976,6 +976,52 @@ impl ReceiveWindow {
     }
 }
 
+/// One frame for a connection's writer task: a message (`M` is what this
+/// end speaks), a chunk of data, or data to send from a file.
+#[derive(Debug)]
+pub enum Outgoing<M> {
+    Message(u64, M),
+    Data(u64, Bytes),
+    /// A data frame of `len` bytes of `file` from `offset`, sent by the
+    /// writer from the page cache where it can.
+    File {
+        id: u64,
+        file: Arc<File>,
+        offset: u64,
+        len: usize,
+    },
+}
+
+/// A connection's writer: sends what `rx` brings until every sender is gone
+/// (`Ok`) or the connection fails. It flushes once the queue is drained, so
+/// bursts go out in few writes.
+pub async fn write_frames<W, M>(
+    mut writer: FrameWriter<W>,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing<M>>,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + 'static,
+    M: Serialize,
+{
+    while let Some(out) = rx.recv().await {
+        let sent = match out {
+            Outgoing::Message(id, message) => writer.send_json(id, &message).await,
+            Outgoing::Data(id, bytes) => writer.send_data(id, &bytes).await,
+            Outgoing::File {
+                id,
+                file,
+                offset,
+                len,
+            } => writer.send_file(id, &file, offset, len).await,
+        };
+        match sent {
+            Ok(()) if rx.is_empty() => writer.flush().await?,
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,29 +106,11 @@ pub async fn serve_requests<R, W>(
 }
 
 async fn write_frames<W: AsyncWrite + Unpin + 'static>(
-    mut writer: FrameWriter<W>,
-    mut rx: mpsc::Receiver<Out>,
+    writer: FrameWriter<W>,
+    rx: mpsc::Receiver<Out>,
 ) {
-    while let Some(out) = rx.recv().await {
-        let sent = match out {
-            Out::Message(id, message) => writer.send_json(id, &message).await,
-            Out::Data(id, bytes) => writer.send_data(id, &bytes).await,
-            Out::File {
-                id,
-                file,
-                offset,
-                len,
-            } => writer.send_file(id, &file, offset, len).await,
-        };
-        // Flush once the queue is drained, so bursts go out in few writes.
-        let flushed = match sent {
-            Ok(()) if rx.is_empty() => writer.flush().await,
-            other => other,
-        };
-        if let Err(e) = flushed {
-            tracing::info!("cannot write to a client: {e}");
-            return;
-        }
+    if let Err(e) = crate::api::frame::write_frames(writer, rx).await {
+        tracing::info!("cannot write to a client: {e}");
     }
 }
 

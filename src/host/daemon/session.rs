@@ -19,19 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
 /// One frame to send, for the connection's writer.
-#[derive(Debug)]
-pub enum Out {
-    Message(u64, DaemonMessage),
-    Data(u64, Bytes),
-    /// A data frame of `len` bytes of `file` from `offset`, sent by the
-    /// writer from the page cache where it can.
-    File {
-        id: u64,
-        file: Arc<File>,
-        offset: u64,
-        len: usize,
-    },
-}
+pub type Out = crate::api::frame::Outgoing<DaemonMessage>;
 
 /// What a client sends on a request's id after the request itself.
 #[derive(Debug)]
