@@ -294,6 +294,14 @@ mod tests {
         }
     }
 
+    /// Waits until the loop has taken every update sent so far: keys and
+    /// updates race in the loop, and a key must not overtake what it acts on.
+    async fn drained(updates: &mpsc::Sender<Update>) {
+        while updates.capacity() < updates.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn connect(updates: &mpsc::Sender<Update>, list: Vec<UnikernelInfo>) {
         let connected = Update::Connected {
             daemon: "test".into(),
@@ -338,6 +346,7 @@ mod tests {
         let started = Instant::now();
         let ran = run_loop(|input, updates| async move {
             connect(&updates, vec![running("web", 0)]).await;
+            drained(&updates).await;
             input.send(key(":")).unwrap();
             typed("console web")
                 .into_iter()
@@ -351,10 +360,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
-            // Keys and updates race in the loop: quit only once every line was taken.
-            while updates.capacity() < updates.max_capacity() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            drained(&updates).await;
             input.send(key("q")).unwrap();
         })
         .await;
