@@ -402,15 +402,9 @@ fn local_client(host: &Host) -> (tokio::runtime::Runtime, fulmar::api::client::C
         .enable_all()
         .build()
         .unwrap();
-    let client = rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(host.socket())
-            .await
-            .unwrap();
-        let (read, write) = stream.into_split();
-        fulmar::api::client::Client::over(read, write)
-            .await
-            .unwrap()
-    });
+    let client = rt
+        .block_on(support::daemon::client_at(host.socket()))
+        .unwrap();
     (rt, client)
 }
 

@@ -4,7 +4,7 @@
 
 mod support;
 
-use fulmar::api::client::{Client, ClientError};
+use fulmar::api::client::ClientError;
 use fulmar::api::image::{DeviceKind, Target, TenderReport};
 use fulmar::api::label::Label;
 use fulmar::api::protocol::{ErrorKind, Reply, Request};
@@ -23,23 +23,8 @@ fn image() -> String {
     Spec::new(Target::Hvt, &[]).path().display().to_string()
 }
 
-/// Runs `body` with a client of `host`'s daemon.
-fn with_client<T>(host: &Host, body: impl AsyncFnOnce(Client) -> T) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(host.socket())
-            .await
-            .unwrap();
-        let (read, write) = stream.into_split();
-        body(Client::over(read, write).await.unwrap()).await
-    })
-}
-
 fn info(host: &Host, name: &str) -> UnikernelInfo {
-    with_client(host, async |client| {
+    host.with_client(async |client| {
         match client
             .call(Request::Info { name: label(name) })
             .await
@@ -52,7 +37,7 @@ fn info(host: &Host, name: &str) -> UnikernelInfo {
 }
 
 fn reconfigure(host: &Host, config: UnikernelConfig) -> Result<UnikernelInfo, ClientError> {
-    with_client(host, async |client| {
+    host.with_client(async |client| {
         client
             .call(Request::Reconfigure { config })
             .await
@@ -193,7 +178,7 @@ fn put_image_names_the_tender_or_why_there_is_none() {
     let mut host = Host::new();
     host.start(&[]);
     let report = |spec: Spec| {
-        with_client(&host, async |client| {
+        host.with_client(async |client| {
             let file = tokio::fs::File::open(spec.path()).await.unwrap();
             match client
                 .send_data(Request::PutImage { compressed: false }, file, |_| {})

@@ -5,7 +5,6 @@
 
 mod support;
 
-use fulmar::api::client::Client;
 use fulmar::api::image::{DeviceKind, Target};
 use fulmar::api::label::Label;
 use fulmar::api::protocol::{Reply, Request};
@@ -116,17 +115,7 @@ fn bind_first(tui: &Pty, device: &str, offered: &str, choice: &str) {
 
 /// What the daemon reports of unikernel `name`.
 fn info(host: &Host, name: &str) -> UnikernelInfo {
-    // Current-thread: inside a network namespace, async code must stay on its thread.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let reply = rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(host.socket())
-            .await
-            .unwrap();
-        let (read, write) = stream.into_split();
-        let client = Client::over(read, write).await.unwrap();
+    let reply = host.with_client(async |client| {
         let name = Label::new(name).unwrap();
         client.call(Request::Info { name }).await.unwrap()
     });

@@ -2,6 +2,7 @@
 //! the test tender on its PATH, driven through the real CLI.
 
 use crate::support::tender::Tenders;
+use fulmar::api::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -125,18 +126,17 @@ impl Host {
     /// Fresh connections to this daemon, as the TUI's link makes them.
     pub fn connector(&self) -> fulmar::ui::link::Connect {
         let socket = self.socket();
-        Box::new(move || {
-            let socket = socket.clone();
-            Box::pin(async move {
-                let stream = tokio::net::UnixStream::connect(&socket)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (read, write) = stream.into_split();
-                fulmar::api::client::Client::over(read, write)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
+        Box::new(move || Box::pin(client_at(socket.clone())))
+    }
+
+    /// Runs `body` with an api client of this daemon, on a current-thread
+    /// runtime (inside a network namespace, async code must stay on its thread).
+    pub fn with_client<T>(&self, body: impl AsyncFnOnce(Client) -> T) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { body(client_at(self.socket()).await.unwrap()).await })
     }
 
     pub fn daemon_pid(&self) -> i32 {
@@ -187,6 +187,15 @@ impl Drop for Host {
             let _ = child.wait();
         }
     }
+}
+
+/// An api client on the daemon socket at `socket`, as the CLI and TUI connect.
+pub async fn client_at(socket: PathBuf) -> Result<Client, String> {
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (read, write) = stream.into_split();
+    Client::over(read, write).await.map_err(|e| e.to_string())
 }
 
 /// Waits until `check` holds, failing the test after a while.
