@@ -537,6 +537,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Sends everything buffered, then tells the peer nothing more will come.
+    pub async fn shutdown(&mut self) -> Result<(), FrameError> {
+        self.write_buffered().await?;
+        self.inner.shutdown().await?;
+        Ok(())
+    }
+
     async fn write_if_full(&mut self) -> Result<(), FrameError> {
         if self.buf.len() >= WRITE_BUF {
             self.write_buffered().await?;

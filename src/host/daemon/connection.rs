@@ -12,6 +12,7 @@ use crate::host::daemon::blocks;
 use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -54,12 +55,36 @@ pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
                 "{who} may not use this fulmar daemon: ask its administrator to add you to the socket's group"
             ),
         ));
-        // The client may be gone already; it was refused either way.
-        let _ = writer.send_json(0, &refusal).await;
-        let _ = writer.flush().await;
+        refuse(reader, writer, &refusal).await;
         return;
     }
     serve_requests(reader, writer, ctx, lender).await;
+}
+
+/// How long a refused client may go on sending before the daemon hangs up.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Tells a client why it is refused, then reads and drops what it sends until
+/// it hangs up (for at most [`LINGER`]). A client writes its request without
+/// waiting for an answer; if the daemon closed at once, that write could fail
+/// before the client ever read the refusal, and it would only learn that the
+/// connection closed.
+async fn refuse<R, W>(
+    mut reader: FrameReader<R>,
+    mut writer: FrameWriter<W>,
+    refusal: &DaemonMessage,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // The client may be gone already; it was refused either way.
+    if writer.send_json(0, refusal).await.is_err() || writer.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(Some(_)) = reader.next().await {}
+    })
+    .await;
 }
 
 /// The request loop, over any byte stream; `lender` is the client's process
@@ -277,5 +302,56 @@ fn new_pipe() -> Option<Arc<Pipe>> {
             tracing::debug!("no pipe for an upload, its data comes through memory: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal() -> DaemonMessage {
+        DaemonMessage::Error(ApiError::new(ErrorKind::Denied, "not you"))
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_that_writes_late_still_reads_why() {
+        let (client, daemon) = UnixStream::pair().unwrap();
+        let (read, write) = daemon.into_split();
+        let refusing = tokio::spawn(async move {
+            refuse(FrameReader::new(read), FrameWriter::new(write), &refusal()).await;
+        });
+        // The refusal is on its way before the client sends its request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (read, write) = client.into_split();
+        let mut writer = FrameWriter::new(write);
+        writer.send_json(1, &"a request").await.unwrap();
+        writer
+            .flush()
+            .await
+            .expect("the daemon still reads what a refused client sends");
+        let mut reader = FrameReader::new(read);
+        let frame = reader.next().await.unwrap().expect("the refusal");
+        assert_eq!(frame.json::<DaemonMessage>().unwrap(), refusal());
+        assert!(
+            reader.next().await.unwrap().is_none(),
+            "then the daemon hangs up"
+        );
+        drop(writer);
+        refusing.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_client_cannot_hold_the_connection() {
+        let (client, daemon) = UnixStream::pair().unwrap();
+        let (read, write) = daemon.into_split();
+        let refusing = tokio::spawn(async move {
+            refuse(FrameReader::new(read), FrameWriter::new(write), &refusal()).await;
+        });
+        // The client never hangs up; the daemon does, after LINGER.
+        tokio::time::timeout(LINGER * 2, refusing)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(client);
     }
 }
