@@ -158,3 +158,32 @@ async fn the_link_mirrors_the_daemon_and_survives_its_restart() {
     .await;
     assert_eq!(stopped.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_console_follows_a_unikernel_created_again_under_its_name() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let image = Spec::new(Target::Hvt, &[]).path();
+    let image = image.to_str().unwrap();
+    let (tx, mut updates) = mpsc::channel(1024);
+    let commands = link::spawn(host.connector(), tx);
+    next(&mut updates, "connected", |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    // Watched before it exists, as a pane left open can be.
+    commands
+        .send(Command::Watch(Label::new("web").unwrap()))
+        .unwrap();
+    for word in ["first", "second"] {
+        let print = format!("print={word}");
+        host.ok(&["create", "web", image, "--", &print, "sleep-forever"]);
+        let seen = next(&mut updates, &format!("web's {word} life"), |u| {
+            console_text(u).filter(|(_, _, text)| text == word)
+        })
+        .await;
+        assert_eq!(seen.2, word);
+        host.ok(&["destroy", "web"]);
+        host.ok(&["remove", "web"]);
+    }
+}

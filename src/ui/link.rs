@@ -185,6 +185,7 @@ impl Link {
                             return ended;
                         }
                     }
+                    self.refollow(client, consoles);
                 }
                 _ = stats.tick() => {
                     if let Err(ended) = self.fetch(client, Request::Stats { name: None }).await {
@@ -300,6 +301,16 @@ impl Link {
                 .map_err(|e| e.to_string());
             let _ = updates.send(Update::Done { what, outcome }).await;
         });
+    }
+
+    /// Follows again the watched consoles whose stream ended: their unikernel
+    /// was removed (or not there yet) and may have been created since.
+    fn refollow(&self, client: &Arc<Client>, consoles: &mut HashMap<Label, JoinHandle<()>>) {
+        for (name, task) in consoles.iter_mut() {
+            if task.is_finished() {
+                *task = self.follow(client, name.clone());
+            }
+        }
     }
 
     /// Streams `name`'s console (history, then live) into updates. Lines seen
