@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use support::daemon::Host;
 
 const SIZE_MB: u64 = 1024;
-const ROUNDS: usize = 5;
+/// Odd, so the median is a round; many, since on a shared VM a round now and
+/// then takes several times as long, `cp`'s as well as fulmar's.
+const ROUNDS: usize = 11;
 /// Uncounted rounds first: the first transfers find the page cache and the
 /// daemon cold, as the first `cp` does.
 const WARM_UP: usize = 1;
@@ -132,6 +134,22 @@ fn report(t: &mut Times, dir: &Path, load_before: String) {
         us / c,
         us / cs,
         ds / c
+    );
+    // Each round's transfer against that round's `cp`, which ran just
+    // before it: a slow spell of the machine then weighs on both alike.
+    let paired = |v: &[Duration]| {
+        let mut ratios: Vec<f64> =
+            t.cp.iter()
+                .zip(v)
+                .map(|(cp, x)| cp.as_secs_f64() / x.as_secs_f64())
+                .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
+    println!(
+        "  round by round, the median of cp's time over the transfer's: upload {:.2}x, download {:.2}x",
+        paired(&t.up),
+        paired(&t.down)
     );
     let all = |v: &[Duration]| {
         v.iter()
