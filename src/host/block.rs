@@ -1280,21 +1280,8 @@ mod tests {
 
     #[test]
     fn a_full_disk_keeps_the_old_contents() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_owned();
-        // The shared namespace helper gives this thread a mount namespace of
-        // its own (and says why it skips without root), so the tmpfs mounted
-        // there stays invisible to the host.
-        crate::host::netns::run(move || {
-            nix::mount::mount(
-                Some("tmpfs"),
-                &root,
-                Some("tmpfs"),
-                nix::mount::MsFlags::empty(),
-                Some("size=3m,mode=0700"),
-            )
-            .expect("mount a tmpfs in the test's namespace");
-            let store = BlockStore::new(&root);
+        on_a_3_mib_tmpfs(|root| {
+            let store = BlockStore::new(root);
             let old = pattern(MIB as usize, 10);
             let dev = store
                 .create_with_data(&label("disk"), 2, old.as_slice())
@@ -1316,18 +1303,8 @@ mod tests {
 
     #[test]
     fn a_lent_file_too_big_for_the_disk_is_refused_before_any_byte_moves() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_owned();
-        crate::host::netns::run(move || {
-            nix::mount::mount(
-                Some("tmpfs"),
-                &root,
-                Some("tmpfs"),
-                nix::mount::MsFlags::empty(),
-                Some("size=3m,mode=0700"),
-            )
-            .expect("mount a tmpfs in the test's namespace");
-            let store = BlockStore::new(&root);
+        on_a_3_mib_tmpfs(|root| {
+            let store = BlockStore::new(root);
             let dev = store.create(&label("disk"), 2).unwrap();
             // Room for the first MiB of the data, not for all of it.
             let filler = root.join("filler");
@@ -1350,6 +1327,25 @@ mod tests {
             assert_eq!(pieces, 0, "no piece was copied");
             assert!(fs::read(&dev.path).unwrap().iter().all(|&b| b == 0));
             assert!(temps(&store).is_empty());
+        });
+    }
+
+    /// Runs `test` on a tmpfs of 3 MiB of its own, mounted in a mount
+    /// namespace of the test's thread (the shared namespace helper, which
+    /// says why it skips without root), so the host never sees it.
+    fn on_a_3_mib_tmpfs(test: impl FnOnce(&Path) + Send + 'static) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        crate::host::netns::run(move || {
+            nix::mount::mount(
+                Some("tmpfs"),
+                &root,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=3m,mode=0700"),
+            )
+            .expect("mount a tmpfs in the test's namespace");
+            test(&root);
         });
     }
 
