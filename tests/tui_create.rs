@@ -271,6 +271,8 @@ fn a_file_uploaded_and_downloaded_through_the_blocks_screen_comes_back_the_same(
 
     let tui = blocks_screen(&host);
     answer_path(&tui, b"u", "upload into disk", "", &source);
+    tui.wait_for("Replace the contents of disk?", PATIENCE);
+    tui.confirm("Upload into disk");
     tui.wait_for(
         &format!("upload {} to disk: done", source.display()),
         PATIENCE,
@@ -355,6 +357,7 @@ fn an_upload_cancelled_midway_leaves_the_old_contents() {
 
     let tui = blocks_screen(&host);
     answer_path(&tui, b"u", "upload into disk", "", &fifo);
+    tui.confirm("Upload into disk");
     let pipe = open_writer(&fifo);
     feed(&pipe, &pattern(MIB, 22));
     tui.wait_until("the upload's gauge", PATIENCE, |s| {

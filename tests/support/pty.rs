@@ -216,6 +216,15 @@ impl Pty {
         });
     }
 
+    /// Moves a dialog's focus from Cancel to the button `yes` and presses it.
+    pub fn confirm(&self, yes: &str) {
+        self.send_keys(b"\x1b[C");
+        self.wait_until(&format!("the {yes:?} button focused"), PATIENCE, |screen| {
+            focused_button(screen).contains(yes)
+        });
+        self.send_keys(b"\r");
+    }
+
     /// Waits until `check` holds for the screen; fails with the screen if it never does.
     pub fn wait_until(
         &self,
@@ -380,4 +389,22 @@ impl Drop for Pty {
             let _ = reader.join();
         }
     }
+}
+
+/// The text of the dialog button drawn with the focused style (inverse
+/// colours: a background where the rest has none).
+pub fn focused_button(screen: &vt100::Screen) -> String {
+    let (rows, cols) = screen.size();
+    let mut text = String::new();
+    for row in 0..rows {
+        let line: String = (0..cols)
+            .filter_map(|col| screen.cell(row, col))
+            .filter(|cell| cell.bgcolor() != vt100::Color::Default)
+            .map(|cell| cell.contents().to_string())
+            .collect();
+        if line.contains("[ ") {
+            text.push_str(&line);
+        }
+    }
+    text
 }

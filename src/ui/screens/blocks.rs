@@ -151,13 +151,7 @@ impl BlocksView {
                 ask(cx, Question::DownloadPath, prompt, initial);
             }
             Action::BlockDestroy => {
-                let size = cx
-                    .model
-                    .blocks
-                    .iter()
-                    .flatten()
-                    .find(|b| b.name == name)
-                    .map_or(0, |b| b.size_mb);
+                let size = listed_size_mb(cx.model, &name);
                 cx.effect(Effect::Confirm(Confirm {
                     title: format!("Destroy block device {name}?"),
                     lines: vec![
@@ -224,6 +218,33 @@ fn ask(cx: &mut Cx, question: Question, prompt: String, initial: String) {
         prompt,
         initial,
     }));
+}
+
+/// The size of block device `name`, as last listed (0 if it is not).
+fn listed_size_mb(model: &Model, name: &Label) -> u64 {
+    model
+        .blocks
+        .iter()
+        .flatten()
+        .find(|b| &b.name == name)
+        .map_or(0, |b| b.size_mb)
+}
+
+/// The dialog before an upload replaces a device's contents.
+fn ask_upload(model: &Model, name: Label, path: PathBuf) -> Confirm {
+    let size = listed_size_mb(model, &name);
+    Confirm {
+        title: format!("Replace the contents of {name}?"),
+        lines: vec![
+            format!(
+                "{name} ({size} MB) gets the contents of {}, then zeros to its end.",
+                path.display()
+            ),
+            "The old contents stay until the upload is complete; a cancel keeps them.".into(),
+        ],
+        yes: format!("Upload into {name}"),
+        then: Then::Send(Command::BlockUpload { name, path }),
+    }
 }
 
 /// The dialog for a download that would replace a file.
@@ -354,14 +375,14 @@ impl View for BlocksView {
                     return cx.effect(Notice::error("no file named: nothing was transferred"));
                 }
                 let path = PathBuf::from(path);
-                cx.effect(Effect::Send(match question {
-                    Question::UploadPath => Command::BlockUpload { name, path },
-                    _ => Command::BlockDownload {
+                cx.effect(match question {
+                    Question::UploadPath => Effect::Confirm(ask_upload(cx.model, name, path)),
+                    _ => Effect::Send(Command::BlockDownload {
                         name,
                         path,
                         overwrite: false,
-                    },
-                }));
+                    }),
+                });
             }
             _ => self.on_create_answer(question, &answer, cx),
         }
@@ -690,8 +711,25 @@ mod tests {
         );
         h.type_text("/tmp/new.img");
         h.press(&["enter"]);
-        // An empty answer sends nothing.
+        let screen = h.screen();
+        assert!(
+            screen.contains("Replace the contents of spare?"),
+            "{screen}"
+        );
+        // Enter on the default button keeps the contents.
+        h.press(&["enter"]);
+        assert!(
+            !h.screen().contains("Replace the contents"),
+            "the dialog is gone"
+        );
+        assert_eq!(sent_after_open(&h), []);
+        // An empty answer sends nothing, and asks nothing.
         h.press(&["u", "enter"]);
+        assert!(!h.screen().contains("Replace the contents"));
+        assert_eq!(sent_after_open(&h), []);
+        h.press(&["u"]);
+        h.type_text("/tmp/new.img");
+        h.press(&["enter", "right", "enter"]);
         assert_eq!(
             sent_after_open(&h),
             [Command::BlockUpload {
@@ -699,6 +737,15 @@ mod tests {
                 path: "/tmp/new.img".into(),
             }]
         );
+    }
+
+    #[test]
+    fn blocks_confirm_upload() {
+        at_both_sizes("blocks_confirm_upload", |h| {
+            h.press(&["u"]);
+            h.type_text("/var/images/disk.img");
+            h.press(&["enter"]);
+        });
     }
 
     #[test]
