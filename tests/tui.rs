@@ -8,7 +8,7 @@ use fulmar::api::image::Target;
 use fulmar::ui::theme::{Theme, ThemeName};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use support::daemon::Host;
+use support::daemon::{Host, eventually};
 use support::images::Spec;
 use support::pty::{PATIENCE, Pty};
 
@@ -152,6 +152,29 @@ fn losing_the_daemon_shows_a_banner_keeps_the_list_and_recovers_by_itself() {
 
 /// What the test tender's `escape` step prints, as the TUI must show it.
 const ESCAPED: &str = r"\x1b]0;fulmar test title\x07\x1b]52;c;ZnVsbWFy\x07\x1b[2J\x1b[H\x1b[31mred\x1b[0m \x1b[1;4;32mbold green\x1b[0m \x1b[38;5;208morange\x1b[0m\x1b[5;10Hmoved\x07\x1b[0m";
+
+#[test]
+fn fulmar_console_on_a_terminal_shows_escape_sequences_as_text() {
+    let host = host_with(&[("loud", &["print=plain before", "escape", "exit=0"])]);
+    eventually("loud exits", || host.state_of("loud") == "exited");
+    let mut console = Pty::fulmar(&host, &["console", "loud"], 300, 10);
+    assert!(console.wait_exit(PATIENCE).success());
+    console.wait_for(ESCAPED, PATIENCE);
+    let terminal = console.terminal();
+    assert!(
+        terminal.screen().contents().contains("plain before"),
+        "nothing was cleared"
+    );
+    let asked = terminal.parser.callbacks();
+    assert!(asked.titles.is_empty(), "{:?}", asked.titles);
+    assert!(asked.clipboard.is_empty(), "{:?}", asked.clipboard);
+    assert_eq!(asked.bells, 0);
+    assert!(
+        !terminal.raw.contains(&0x1b),
+        "escape sequences written: {:?}",
+        String::from_utf8_lossy(&terminal.raw)
+    );
+}
 
 #[test]
 fn a_unikernel_printing_escape_sequences_cannot_change_the_terminal() {
