@@ -260,6 +260,46 @@ fn bad_names_and_sizes_are_refused() {
     assert_eq!(block_dir(&host), ["ok"]);
 }
 
+/// No command line can carry a NUL, but a hand-made client can send one: the
+/// daemon refuses the name, says why, and creates nothing.
+#[tokio::test]
+async fn a_name_with_nul_from_a_hand_made_client_is_refused() {
+    use fulmar::api::frame::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, client_handshake};
+    use fulmar::api::label::Label;
+    use fulmar::api::protocol::{ClientMessage, DaemonMessage, ErrorKind, Request};
+    let mut host = Host::new();
+    host.start(&[]);
+    let stream = tokio::net::UnixStream::connect(host.socket())
+        .await
+        .unwrap();
+    let (read, write) = stream.into_split();
+    let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
+    client_handshake(&mut reader, &mut writer, "hand-made", HANDSHAKE_TIMEOUT)
+        .await
+        .unwrap();
+    let create = ClientMessage::Request(Request::BlockCreate {
+        name: Label::new("ab").unwrap(),
+        size_mb: 1,
+        with_data: false,
+        local_fd: None,
+    });
+    let json = serde_json::to_string(&create)
+        .unwrap()
+        .replace(r#""ab""#, r#""a\u0000b""#);
+    let with_nul: serde_json::Value = serde_json::from_str(&json).unwrap();
+    writer.send_json(1, &with_nul).await.unwrap();
+    writer.flush().await.unwrap();
+    let frame = reader.next().await.unwrap().expect("an answer");
+    match frame.json::<DaemonMessage>().unwrap() {
+        DaemonMessage::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::Protocol, "{e:?}");
+            assert!(e.message.contains("'\\0'"), "{}", e.message);
+        }
+        other => panic!("the daemon answered {other:?}"),
+    }
+    assert_eq!(host.ok(&["block", "list", "--json"]).trim(), "[]");
+}
+
 /// The same contents through every path a transfer can take: from the page
 /// cache (a file, stdin redirected from one) or through memory (a pipe, the
 /// api client over `fulmar proxy`, where the client's end is not a Unix
