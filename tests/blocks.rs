@@ -260,6 +260,41 @@ fn bad_names_and_sizes_are_refused() {
     assert_eq!(block_dir(&host), ["ok"]);
 }
 
+#[test]
+fn transfers_show_progress_on_a_terminal_and_nothing_otherwise() {
+    use support::pty::{PATIENCE, Pty};
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["block", "create", "disk", "64"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source.img");
+    std::fs::write(&source, pattern(64 * MIB, 31)).unwrap();
+    let back = tmp.path().join("back.img");
+    let (source, back) = (source.to_str().unwrap(), back.to_str().unwrap());
+    for args in [["upload", "disk", source], ["download", "disk", back]] {
+        let mut cli = Pty::fulmar(&host, &[&["block"][..], &args].concat(), 120, 6);
+        assert!(cli.wait_exit(PATIENCE).success(), "{}", cli.screen_text());
+        let text = cli.screen_text();
+        // The line left on the terminal is the end, with a rate.
+        let bar = text
+            .lines()
+            .find(|l| l.contains(" of 64.0 MiB"))
+            .unwrap_or_else(|| panic!("no progress line for {args:?}:\n{text}"));
+        assert!(bar.starts_with("100%: 64.0 MiB of 64.0 MiB, "), "{bar}");
+        assert!(bar.contains("/s, 0s left"), "{bar}");
+        std::fs::remove_file(back).ok();
+        // Not a terminal (a script, a pipe): nothing but the result.
+        let piped = host.run(&[&["block"][..], &args].concat());
+        assert!(piped.status.success());
+        assert!(
+            piped.stderr.is_empty(),
+            "{args:?}: {:?}",
+            String::from_utf8_lossy(&piped.stderr)
+        );
+        std::fs::remove_file(back).ok();
+    }
+}
+
 /// No command line can carry a NUL, but a hand-made client can send one: the
 /// daemon refuses the name, says why, and creates nothing.
 #[tokio::test]

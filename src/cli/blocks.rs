@@ -6,11 +6,12 @@ use crate::cli::show;
 use fulmar::api::client::{Client, Progress};
 use fulmar::api::label::Label;
 use fulmar::api::protocol::{Reply, Request};
+use fulmar::ui::format;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteError> {
     match command {
@@ -179,53 +180,57 @@ async fn send_file(client: &Client, request: Request, path: &Path) -> Result<Rep
     Ok(reply)
 }
 
-/// A progress line on stderr with bytes, rate and ETA, when stderr is a
-/// terminal; nothing otherwise (scripts, pipes).
+/// A progress line on stderr with bytes, rate and time left, when stderr is
+/// a terminal; nothing otherwise (scripts, pipes).
 struct Bar {
     start: Instant,
     shown: Option<Instant>,
+    last: Option<Progress>,
     on_terminal: bool,
 }
 
 impl Bar {
+    /// How often the line is redrawn at most.
+    const EVERY: Duration = Duration::from_millis(100);
+
     fn new() -> Bar {
         Bar {
             start: Instant::now(),
             shown: None,
+            last: None,
             on_terminal: std::io::stderr().is_terminal(),
         }
     }
 
-    fn show(&mut self, Progress { done, total }: Progress) {
-        if !self.on_terminal || self.shown.is_some_and(|t| t.elapsed().as_millis() < 100) {
+    fn show(&mut self, progress: Progress) {
+        self.last = Some(progress);
+        if self.shown.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            self.draw();
+        }
+    }
+
+    /// Draws the last progress, so the line left on the terminal is the end.
+    fn done(&mut self) {
+        if self.shown.is_some() {
+            self.draw();
+            eprintln!();
+        }
+    }
+
+    fn draw(&mut self) {
+        let Some(Progress { done, total }) = self.last else {
+            return;
+        };
+        if !self.on_terminal {
             return;
         }
         self.shown = Some(Instant::now());
-        let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / secs;
-        let line = match total {
-            Some(total) if total > 0 => {
-                let eta = (total.saturating_sub(done)) as f64 / rate.max(1.0);
-                format!(
-                    "\r{:>5.1}%  {} / {} MiB  {:.1} MiB/s  ETA {}s ",
-                    done as f64 * 100.0 / total as f64,
-                    done >> 20,
-                    total >> 20,
-                    rate / 1048576.0,
-                    eta.round()
-                )
-            }
-            _ => format!("\r{} MiB  {:.1} MiB/s ", done >> 20, rate / 1048576.0),
-        };
+        let elapsed_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Back to the line's start, and clear what a longer line left.
+        let line = format!("\r{}\x1b[K", format::transfer(done, total, elapsed_ms));
         let mut err = std::io::stderr();
         // A progress line that cannot be shown is no reason to stop a transfer.
         let _ = err.write_all(line.as_bytes());
         let _ = err.flush();
-    }
-
-    fn done(&self) {
-        if self.on_terminal && self.shown.is_some() {
-            eprintln!();
-        }
     }
 }

@@ -73,6 +73,32 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A transfer as `38%: 24.0 MiB of 64.0 MiB, 6.0 MiB/s, 6s left`, saying
+/// only what is known: no total without one, no rate before bytes moved.
+pub fn transfer(done: u64, total: Option<u64>, elapsed_ms: u64) -> String {
+    let mut text = match (total, share(done, total)) {
+        (Some(total), Some(share)) => {
+            format!("{:.0}%: {} of {}", share * 100.0, bytes(done), bytes(total))
+        }
+        _ => format!("{} so far", bytes(done)),
+    };
+    let rate = done as f64 * 1000.0 / elapsed_ms.max(1) as f64;
+    if elapsed_ms > 0 && done > 0 {
+        text.push_str(&format!(", {}/s", bytes(rate as u64)));
+        if let Some(total) = total {
+            let left_ms = total.saturating_sub(done) as f64 * 1000.0 / rate;
+            text.push_str(&format!(", {} left", duration(left_ms as u64)));
+        }
+    }
+    text
+}
+
+/// How much of `total` is `done`, from 0 to 1; None without a total.
+pub fn share(done: u64, total: Option<u64>) -> Option<f64> {
+    let total = total.filter(|&n| n > 0)?;
+    Some((done as f64 / total as f64).clamp(0.0, 1.0))
+}
+
 /// A wall-clock time as `2027-01-15 08:00:00 UTC`.
 pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;

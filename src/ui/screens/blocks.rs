@@ -292,35 +292,13 @@ fn size_mb(answer: &str) -> Result<u64, String> {
 }
 
 /// Bytes per second over the transfer so far; `None` before time has passed.
-fn rate(t: &Transfer) -> Option<f64> {
-    let elapsed = t.at_ms.checked_sub(t.started_ms).filter(|&ms| ms > 0)?;
-    Some(t.done as f64 * 1000.0 / elapsed as f64)
-}
-
 /// `38%: 24.0 MiB of 64.0 MiB, 6.0 MiB/s, 6s left` (what is known of it).
 fn progress(t: &Transfer) -> String {
-    let mut text = match (t.total, share(t)) {
-        (Some(total), Some(share)) => format!(
-            "{:.0}%: {} of {}",
-            share * 100.0,
-            format::bytes(t.done),
-            format::bytes(total)
-        ),
-        _ => format!("{} so far", format::bytes(t.done)),
-    };
-    if let Some(rate) = rate(t).filter(|&r| r > 0.0) {
-        text.push_str(&format!(", {}/s", format::bytes(rate as u64)));
-        if let Some(total) = t.total {
-            let left_ms = total.saturating_sub(t.done) as f64 * 1000.0 / rate;
-            text.push_str(&format!(", {} left", format::duration(left_ms as u64)));
-        }
-    }
-    text
+    format::transfer(t.done, t.total, t.at_ms.saturating_sub(t.started_ms))
 }
 
 fn share(t: &Transfer) -> Option<f64> {
-    let total = t.total.filter(|&n| n > 0)?;
-    Some((t.done as f64 / total as f64).clamp(0.0, 1.0))
+    format::share(t.done, t.total)
 }
 
 impl View for BlocksView {
