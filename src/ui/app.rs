@@ -7,9 +7,9 @@ use crate::api::label::Label;
 use crate::ui::config::Config;
 use crate::ui::keymap::{Action, Context, Key, KeyMap};
 use crate::ui::message::{Command, FormReply, Update};
-use crate::ui::model::{Link, Model};
+use crate::ui::model::{Link, Model, Overwrite};
 use crate::ui::screens::{
-    Cx, DrawCx, Effect, Notice, Then, View, blocks::BlocksView, console::ConsoleView,
+    Cx, DrawCx, Effect, Notice, Then, View, blocks, blocks::BlocksView, console::ConsoleView,
     details::DetailsView, help::HelpView, policy::PolicyView, unikernels,
 };
 use crate::ui::theme::Theme;
@@ -36,6 +36,9 @@ pub struct App {
     /// Never empty: the unikernel list is at the bottom.
     stack: Vec<Box<dyn View>>,
     overlay: Option<Overlay>,
+    /// The link's question the open dialog puts, if it is one: its
+    /// cancellation is worth a notice, since the operator started a download.
+    question: Option<Overwrite>,
     notice: Option<Notice>,
     /// How many open screens watch each console.
     watching: HashMap<Label, usize>,
@@ -52,6 +55,7 @@ impl App {
             model: Model::default(),
             stack: vec![Box::new(unikernels::UnikernelsView::default())],
             overlay: None,
+            question: None,
             notice: None,
             watching: HashMap::new(),
             keys: config.keys,
@@ -105,11 +109,32 @@ impl App {
             }
             self.dirty = true;
         }
+        self.put_question();
         Vec::new()
+    }
+
+    /// Puts the link's pending question (a download would replace a file) on
+    /// whatever screen shows, as soon as no other dialog or prompt is open.
+    fn put_question(&mut self) {
+        if self.overlay.is_some() {
+            return;
+        }
+        if let Some(question) = self.model.overwrite.take() {
+            let dialog = Dialog::new(blocks::ask_overwrite(&question));
+            self.overlay = Some(Overlay::Confirm(dialog));
+            self.question = Some(question);
+            self.dirty = true;
+        }
     }
 
     /// A key from the terminal.
     pub fn on_key(&mut self, event: KeyEvent, now_ms: u64) -> Vec<Command> {
+        let commands = self.key(event, now_ms);
+        self.put_question();
+        commands
+    }
+
+    fn key(&mut self, event: KeyEvent, now_ms: u64) -> Vec<Command> {
         if self.notice.take().is_some() {
             self.dirty = true;
         }
@@ -278,8 +303,23 @@ impl App {
                 self.overlay = Some(Overlay::Confirm(dialog));
                 Vec::new()
             }
-            confirm::Outcome::Cancelled => Vec::new(),
-            confirm::Outcome::Confirmed(Then::Send(command)) => vec![command],
+            confirm::Outcome::Cancelled => {
+                if let Some(question) = self.question.take() {
+                    self.notice = Some(Notice {
+                        text: format!(
+                            "download of {} not started: {} left as it was",
+                            question.block,
+                            question.path.display()
+                        ),
+                        error: false,
+                    });
+                }
+                Vec::new()
+            }
+            confirm::Outcome::Confirmed(Then::Send(command)) => {
+                self.question = None;
+                vec![command]
+            }
             confirm::Outcome::Confirmed(Then::Answer(question, answer)) => {
                 let mut cx = Cx::new(&mut self.model, now_ms);
                 if let Some(view) = self.stack.last_mut() {

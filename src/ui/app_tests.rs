@@ -242,3 +242,37 @@ fn nothing_is_drawn_when_nothing_changed() {
         "uptime 1s becomes 2s"
     );
 }
+
+#[test]
+fn a_download_that_would_replace_a_file_asks_on_any_screen_once_nothing_else_is_open() {
+    let mut h = Harness::showing(every_state(), 80, 24);
+    let question = || Update::WouldOverwrite {
+        block: label("spare"),
+        path: "spare.img".into(),
+    };
+    // The answer came after the operator left the blocks screen: it asks on the list.
+    h.update(question());
+    assert!(h.screen().contains("Overwrite spare.img?"));
+    h.press(&["enter"]);
+    assert!(h.screen().contains("download of spare not started"));
+    // While the operator types on the command line, the question waits.
+    h.press(&[":"]);
+    h.type_text("blo");
+    h.update(question());
+    assert!(
+        !h.screen().contains("Overwrite"),
+        "the prompt keeps the keys"
+    );
+    h.press(&["esc"]);
+    assert!(h.screen().contains("Overwrite spare.img?"));
+    h.press(&["right", "enter"]);
+    assert_eq!(
+        h.sent.last(),
+        Some(&Command::BlockDownload {
+            name: label("spare"),
+            path: "spare.img".into(),
+            overwrite: true,
+        })
+    );
+    assert!(!h.screen().contains("Overwrite"));
+}

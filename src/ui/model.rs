@@ -61,8 +61,8 @@ pub struct Model {
     pub consoles: Consoles,
     /// Block transfers under way, by device.
     pub transfers: BTreeMap<Label, Transfer>,
-    /// The link found the download's file already there; cleared by the
-    /// screen that puts the question.
+    /// The link found the download's file already there; the app takes it
+    /// when it puts the question, on whatever screen shows.
     pub overwrite: Option<Overwrite>,
     /// When the last stats arrived, for CPU use between readings.
     stats_at_ms: u64,

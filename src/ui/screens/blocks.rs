@@ -10,7 +10,6 @@ use crate::ui::keymap::{Action, Context};
 use crate::ui::message::Command;
 use crate::ui::model::{Model, Overwrite, Transfer};
 use crate::ui::screens::{Ask, Confirm, Cx, DrawCx, Effect, Notice, Question, Then, View};
-use crate::ui::widgets::confirm::{Dialog, Outcome};
 use crate::ui::widgets::keep_in_view;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -36,8 +35,6 @@ pub struct BlocksView {
     /// A new device's answers so far: its name, then its size.
     new_name: Option<Label>,
     new_size_mb: Option<u64>,
-    /// The link's question about a file a download would replace, while open.
-    overwrite: Option<Dialog>,
 }
 
 impl BlocksView {
@@ -64,12 +61,6 @@ impl BlocksView {
         {
             self.selected = self.rows.first().cloned();
         }
-        // The question is the model's: put it while it is there, drop it once answered.
-        match (&model.overwrite, &self.overwrite) {
-            (Some(question), None) => self.overwrite = Some(Dialog::new(ask_overwrite(question))),
-            (None, Some(_)) => self.overwrite = None,
-            _ => {}
-        }
     }
 
     fn move_by(&mut self, delta: isize) {
@@ -86,29 +77,6 @@ impl BlocksView {
             .rows
             .get(index.min(self.rows.len().saturating_sub(1)))
             .cloned();
-    }
-
-    /// Keys while the overwrite dialog is open: it takes them all.
-    fn answer_overwrite(&mut self, action: Action, cx: &mut Cx) {
-        let Some(dialog) = self.overwrite.as_mut() else {
-            return;
-        };
-        let outcome = dialog.on_action(action);
-        if outcome == Outcome::Open {
-            return;
-        }
-        self.overwrite = None;
-        let Some(question) = cx.model.overwrite.take() else {
-            return;
-        };
-        match outcome {
-            Outcome::Confirmed(Then::Send(command)) => cx.effect(Effect::Send(command)),
-            _ => cx.effect(Notice::info(format!(
-                "download of {} not started: {} left as it was",
-                question.block,
-                question.path.display()
-            ))),
-        }
     }
 
     /// The selected device for `action`, or the reason there is none to use.
@@ -248,7 +216,7 @@ fn ask_upload(model: &Model, name: Label, path: PathBuf) -> Confirm {
 }
 
 /// The dialog for a download that would replace a file.
-fn ask_overwrite(question: &Overwrite) -> Confirm {
+pub fn ask_overwrite(question: &Overwrite) -> Confirm {
     let path = question.path.display();
     Confirm {
         title: format!("Overwrite {path}?"),
@@ -316,10 +284,6 @@ impl View for BlocksView {
     }
 
     fn on_action(&mut self, action: Action, cx: &mut Cx) -> bool {
-        if self.overwrite.is_some() {
-            self.answer_overwrite(action, cx);
-            return true;
-        }
         let page = self.page.get().max(1) as isize;
         match action {
             Action::Up => self.move_by(-1),
@@ -386,9 +350,6 @@ impl View for BlocksView {
         self.draw_table(frame, table, cx);
         if gauges > 0 {
             self.draw_transfers(frame, transfers, cx);
-        }
-        if let Some(dialog) = &self.overwrite {
-            dialog.draw(frame, area, cx.theme);
         }
     }
 
