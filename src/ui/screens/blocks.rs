@@ -10,12 +10,11 @@ use crate::ui::keymap::{Action, Context};
 use crate::ui::message::Command;
 use crate::ui::model::{Model, Overwrite, Transfer};
 use crate::ui::screens::{Ask, Confirm, Cx, DrawCx, Effect, Notice, Question, Then, View};
-use crate::ui::widgets::keep_in_view;
+use crate::ui::widgets::selection::Selection;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, LineGauge, Paragraph, Row, Table, Wrap};
-use std::cell::Cell as Shared;
 use std::path::PathBuf;
 
 /// The transfer label beside each gauge takes this many columns.
@@ -23,13 +22,8 @@ const GAUGE_LABEL: u16 = 20;
 
 #[derive(Default)]
 pub struct BlocksView {
-    /// The selected device, by name, so the selection survives updates.
-    selected: Option<Label>,
-    /// Device names in display order.
-    rows: Vec<Label>,
-    /// The first row on screen, and how many fit, as of the last frame.
-    offset: Shared<usize>,
-    page: Shared<usize>,
+    /// Device names in display order, one selected.
+    rows: Selection,
     /// The device an open question (upload, download path) is about.
     target: Option<Label>,
     /// A new device's answers so far: its name, then its size.
@@ -53,35 +47,12 @@ impl BlocksView {
             .collect();
         rows.sort();
         rows.dedup();
-        self.rows = rows;
-        if !self
-            .selected
-            .as_ref()
-            .is_some_and(|s| self.rows.contains(s))
-        {
-            self.selected = self.rows.first().cloned();
-        }
-    }
-
-    fn move_by(&mut self, delta: isize) {
-        let current = self
-            .selected
-            .as_ref()
-            .and_then(|s| self.rows.iter().position(|r| r == s))
-            .unwrap_or(0);
-        self.select(current.saturating_add_signed(delta));
-    }
-
-    fn select(&mut self, index: usize) {
-        self.selected = self
-            .rows
-            .get(index.min(self.rows.len().saturating_sub(1)))
-            .cloned();
+        self.rows.set_rows(rows);
     }
 
     /// The selected device for `action`, or the reason there is none to use.
     fn device_for(&self, action: Action, cx: &Cx) -> Result<Label, String> {
-        let Some(name) = self.selected.clone() else {
+        let Some(name) = self.rows.selected().cloned() else {
             return Err("there is no block device yet: create one first".into());
         };
         let info = cx.model.blocks.iter().flatten().find(|b| b.name == name);
@@ -284,14 +255,10 @@ impl View for BlocksView {
     }
 
     fn on_action(&mut self, action: Action, cx: &mut Cx) -> bool {
-        let page = self.page.get().max(1) as isize;
+        if self.rows.navigate(action) {
+            return true;
+        }
         match action {
-            Action::Up => self.move_by(-1),
-            Action::Down => self.move_by(1),
-            Action::PageUp => self.move_by(-page),
-            Action::PageDown => self.move_by(page),
-            Action::Top => self.select(0),
-            Action::Bottom => self.select(usize::MAX),
             Action::BlockCreate => {
                 self.new_name = None;
                 self.new_size_mb = None;
@@ -365,7 +332,7 @@ impl BlocksView {
             frame.render_widget(Paragraph::new(text).style(cx.theme.dim), area);
             return;
         };
-        if self.rows.is_empty() {
+        if self.rows.rows().is_empty() {
             let text = match cx.keys.hint(Context::Blocks, Action::BlockCreate) {
                 Some(key) if !cx.read_only => format!(
                     "No block devices yet. Press {key} to create one, or run `fulmar block create NAME SIZE_MB`."
@@ -381,15 +348,8 @@ impl BlocksView {
             return;
         }
         let visible = usize::from(area.height.saturating_sub(1)).max(1);
-        self.page.set(visible);
-        let index = self
-            .selected
-            .as_ref()
-            .and_then(|s| self.rows.iter().position(|r| r == s))
-            .unwrap_or(0);
-        let offset = keep_in_view(self.offset.get(), index, visible, self.rows.len());
-        self.offset.set(offset);
-        let rows = self.rows[offset..].iter().take(visible).map(|name| {
+        let shown = self.rows.in_view(visible);
+        let rows = shown.iter().map(|name| {
             let info = blocks.iter().find(|b| &b.name == name);
             let transfer =
                 cx.model
@@ -403,7 +363,7 @@ impl BlocksView {
                 .and_then(|b| b.attached_to.as_ref())
                 .map_or(String::from("-"), Label::to_string);
             let size = info.map_or(String::from("-"), |b| b.size_mb.to_string());
-            let style = if Some(name) == self.selected.as_ref() {
+            let style = if self.rows.is_selected(name) {
                 cx.theme.selected
             } else {
                 cx.theme.text
@@ -419,7 +379,6 @@ impl BlocksView {
         let header =
             Row::new(["NAME", " SIZE MB", "ATTACHED TO", "TRANSFER"]).style(cx.theme.header);
         // Columns as wide as their widest text, so they stay together.
-        let shown = &self.rows[offset..(offset + visible).min(self.rows.len())];
         let names = shown.iter().map(|n| n.as_str().len()).max();
         let holders = blocks
             .iter()

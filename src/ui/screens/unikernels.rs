@@ -1,7 +1,6 @@
 //! The home screen: one row per unikernel, sortable and filterable, with the
 //! lifecycle actions on the selected row.
 
-use crate::api::label::Label;
 use crate::api::unikernel::{RunState, UnikernelInfo};
 use crate::ui::format;
 use crate::ui::keymap::{Action, Context};
@@ -11,13 +10,12 @@ use crate::ui::screens::{
     Confirm, Cx, DrawCx, Effect, Notice, Then, View, console::ConsoleView, details::DetailsView,
 };
 use crate::ui::theme::Theme;
-use crate::ui::widgets::keep_in_view;
+use crate::ui::widgets::selection::Selection;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
-use std::cell::Cell as Shared;
 use std::cmp::Ordering;
 
 /// The columns, in the order they are shown and sorted through.
@@ -76,13 +74,8 @@ pub struct UnikernelsView {
     filter: String,
     sort: Column,
     descending: bool,
-    /// The selected unikernel, by name, so the selection survives updates.
-    selected: Option<Label>,
-    /// Names in display order: filtered and sorted.
-    rows: Vec<Label>,
-    /// The first row on screen, and how many fit, as of the last frame.
-    offset: Shared<usize>,
-    page: Shared<usize>,
+    /// Names in display order (filtered and sorted), one selected.
+    rows: Selection,
 }
 
 impl UnikernelsView {
@@ -102,31 +95,8 @@ impl UnikernelsView {
                 order
             }
         });
-        self.rows = infos.iter().map(|u| u.config.name.clone()).collect();
-        let still_there = self
-            .selected
-            .as_ref()
-            .is_some_and(|s| self.rows.contains(s));
-        if !still_there {
-            self.selected = self.rows.first().cloned();
-        }
-    }
-
-    fn index(&self) -> Option<usize> {
-        let selected = self.selected.as_ref()?;
-        self.rows.iter().position(|r| r == selected)
-    }
-
-    fn select(&mut self, index: usize) {
-        self.selected = self
-            .rows
-            .get(index.min(self.rows.len().saturating_sub(1)))
-            .cloned();
-    }
-
-    fn move_by(&mut self, delta: isize) {
-        let current = self.index().unwrap_or(0);
-        self.select(current.saturating_add_signed(delta));
+        self.rows
+            .set_rows(infos.iter().map(|u| u.config.name.clone()).collect());
     }
 }
 
@@ -232,7 +202,7 @@ impl View for UnikernelsView {
     }
 
     fn title(&self, model: &Model) -> String {
-        let shown = self.rows.len();
+        let shown = self.rows.rows().len();
         let total = model.unikernels.len();
         let sort = format!(
             "sorted by {}{}",
@@ -250,14 +220,10 @@ impl View for UnikernelsView {
     }
 
     fn on_action(&mut self, action: Action, cx: &mut Cx) -> bool {
-        let page = self.page.get().max(1) as isize;
+        if self.rows.navigate(action) {
+            return true;
+        }
         match action {
-            Action::Up => self.move_by(-1),
-            Action::Down => self.move_by(1),
-            Action::PageUp => self.move_by(-page),
-            Action::PageDown => self.move_by(page),
-            Action::Top => self.select(0),
-            Action::Bottom => self.select(usize::MAX),
             Action::SortNext => {
                 self.sort = self.sort.next();
                 self.refresh(cx.model);
@@ -272,7 +238,7 @@ impl View for UnikernelsView {
             | Action::Restart
             | Action::Destroy
             | Action::Remove => {
-                let Some(info) = self.selected.as_ref().and_then(|s| cx.model.unikernel(s)) else {
+                let Some(info) = self.rows.selected().and_then(|s| cx.model.unikernel(s)) else {
                     cx.effect(Notice::error("no unikernel is selected"));
                     return true;
                 };
@@ -312,21 +278,14 @@ impl View for UnikernelsView {
             return;
         }
         let visible = usize::from(area.height.saturating_sub(1)).max(1);
-        self.page.set(visible);
-        let index = self.index().unwrap_or(0);
-        let offset = keep_in_view(self.offset.get(), index, visible, self.rows.len());
-        self.offset.set(offset);
         // Only the rows on screen are built: 1,000 unikernels cost what 50 do.
-        let cells: Vec<(bool, [String; 10], &RunState)> = self.rows[offset..]
+        let cells: Vec<(bool, [String; 10], &RunState)> = self
+            .rows
+            .in_view(visible)
             .iter()
-            .take(visible)
             .filter_map(|name| {
                 let info = cx.model.unikernel(name)?;
-                Some((
-                    Some(name) == self.selected.as_ref(),
-                    cells(info, cx),
-                    &info.state,
-                ))
+                Some((self.rows.is_selected(name), cells(info, cx), &info.state))
             })
             .collect();
         let columns = fit(area.width, &cells);
@@ -363,12 +322,8 @@ impl View for UnikernelsView {
     }
 
     fn next_change_ms(&self, cx: &DrawCx) -> Option<u64> {
-        let first = self.offset.get();
-        let page = self.page.get().max(1);
         self.rows
-            .iter()
-            .skip(first)
-            .take(page)
+            .last_shown()
             .filter_map(|name| cx.model.unikernel(name))
             .filter_map(|info| match info.state {
                 RunState::Running { since_ms, .. } => {

@@ -4,6 +4,7 @@ pub mod confirm;
 pub mod field;
 pub mod prompt;
 pub mod scrolled;
+pub mod selection;
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 
