@@ -157,42 +157,23 @@ fn lay_out(
     let mut cursor = Cursor::new(flow);
     let fulmar = feed.head(entry).source == LineSource::Fulmar;
     let style = if fulmar { paint.fulmar } else { paint.text };
+    let mut put =
+        |text: &str, id, marks| piece(text, id, style, marks, paint, &mut cursor, &mut visit);
     let mut run = || -> ControlFlow<()> {
         if fulmar {
-            piece(
-                FULMAR_OPEN,
-                None,
-                style,
-                &[],
-                paint,
-                &mut cursor,
-                &mut visit,
-            )?;
+            put(FULMAR_OPEN, None, &[])?;
         }
         for chunk in feed.chunks(entry) {
             let from = marks.partition_point(|m| m.id < chunk.id);
             let to = marks.partition_point(|m| m.id <= chunk.id);
-            let chunk_marks = marks.get(from..to).unwrap_or_default();
-            piece(
+            put(
                 &chunk.text,
                 Some(chunk.id),
-                style,
-                chunk_marks,
-                paint,
-                &mut cursor,
-                &mut visit,
+                marks.get(from..to).unwrap_or_default(),
             )?;
         }
         if fulmar {
-            piece(
-                FULMAR_CLOSE,
-                None,
-                style,
-                &[],
-                paint,
-                &mut cursor,
-                &mut visit,
-            )?;
+            put(FULMAR_CLOSE, None, &[])?;
         }
         ControlFlow::Continue(())
     };
