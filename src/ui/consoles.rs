@@ -146,20 +146,10 @@ impl Consoles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::console::ConsoleLine;
+    use crate::ui::fixtures::line as line_at;
 
     fn line(seq: u64, bytes: &[u8]) -> ConsoleEvent {
         line_at(seq, 1000 + seq, bytes)
-    }
-
-    fn line_at(seq: u64, at_ms: u64, bytes: &[u8]) -> ConsoleEvent {
-        ConsoleEvent::Line(ConsoleLine {
-            seq,
-            at_ms,
-            bytes: bytes.to_vec(),
-            continued: false,
-            source: LineSource::Unikernel,
-        })
     }
 
     #[test]

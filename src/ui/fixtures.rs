@@ -163,14 +163,24 @@ pub fn console_line(seq: u64, text: &str) -> Update {
 pub fn console_bytes(name: &str, seq: u64, bytes: &[u8]) -> Update {
     Update::Console {
         name: label(name),
-        event: ConsoleEvent::Line(ConsoleLine {
-            seq,
-            at_ms: NOW_MS - 10_000 + seq * 10,
-            bytes: bytes.to_vec(),
-            continued: false,
-            source: LineSource::Unikernel,
-        }),
+        event: line(seq, NOW_MS - 10_000 + seq * 10, bytes),
     }
+}
+
+/// A whole line the unikernel wrote.
+pub fn line(seq: u64, at_ms: u64, bytes: impl AsRef<[u8]>) -> ConsoleEvent {
+    piece(seq, at_ms, bytes, false)
+}
+
+/// A piece of the unikernel's output; `continued` when it goes on the last one's line.
+pub fn piece(seq: u64, at_ms: u64, bytes: impl AsRef<[u8]>, continued: bool) -> ConsoleEvent {
+    ConsoleEvent::Line(ConsoleLine {
+        seq,
+        at_ms,
+        bytes: bytes.as_ref().to_vec(),
+        continued,
+        source: LineSource::Unikernel,
+    })
 }
 
 /// A line fulmar itself wrote into `name`'s console ("exited 2").

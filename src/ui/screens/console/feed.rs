@@ -155,22 +155,14 @@ impl<'a> Feed<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::console::{ConsoleEvent, ConsoleLine, LineSource};
-    use crate::ui::fixtures::label;
+    use crate::ui::fixtures::{label, piece};
 
     fn push(model: &mut Model, name: &str, seq: u64, at_ms: u64, continued: bool) {
         let name = label(name);
         model.consoles.watch(&name);
-        model.consoles.push(
-            &name,
-            ConsoleEvent::Line(ConsoleLine {
-                seq,
-                at_ms,
-                bytes: format!("{name}{seq}").into_bytes(),
-                continued,
-                source: LineSource::Unikernel,
-            }),
-        );
+        model
+            .consoles
+            .push(&name, piece(seq, at_ms, format!("{name}{seq}"), continued));
     }
 
     fn texts(feed: &Feed, mut entry: Option<Entry>, forward: bool) -> Vec<String> {

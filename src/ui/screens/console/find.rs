@@ -272,24 +272,14 @@ fn key_in(m: &Match) -> (u64, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::console::{ConsoleEvent, ConsoleLine, LineSource};
     use crate::api::label::Label;
-    use crate::ui::fixtures::label;
+    use crate::ui::fixtures::{label, line};
     use crate::ui::model::Model;
 
     fn push(model: &mut Model, name: &str, seq: u64, at_ms: u64, text: &str) {
         let name = label(name);
         model.consoles.watch(&name);
-        model.consoles.push(
-            &name,
-            ConsoleEvent::Line(ConsoleLine {
-                seq,
-                at_ms,
-                bytes: text.as_bytes().to_vec(),
-                continued: false,
-                source: LineSource::Unikernel,
-            }),
-        );
+        model.consoles.push(&name, line(seq, at_ms, text));
     }
 
     fn names(list: &[&str]) -> Vec<Label> {

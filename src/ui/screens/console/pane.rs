@@ -354,8 +354,7 @@ impl Pane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::console::{ConsoleEvent, ConsoleLine, LineSource};
-    use crate::ui::fixtures::label;
+    use crate::ui::fixtures::{label, line};
     use crate::ui::model::Model;
 
     fn model(lines: &[&str]) -> Model {
@@ -363,16 +362,7 @@ mod tests {
         let name = label("a");
         model.consoles.watch(&name);
         for (i, text) in lines.iter().enumerate() {
-            model.consoles.push(
-                &name,
-                ConsoleEvent::Line(ConsoleLine {
-                    seq: i as u64 + 1,
-                    at_ms: 0,
-                    bytes: text.as_bytes().to_vec(),
-                    continued: false,
-                    source: LineSource::Unikernel,
-                }),
-            );
+            model.consoles.push(&name, line(i as u64 + 1, 0, text));
         }
         model
     }
@@ -432,16 +422,7 @@ mod tests {
         let mut pane = Pane::new(vec![label("a")]);
         pane.drawn(10, 2);
         pane.toggle_follow(&Feed::new(&model, &[label("a")]));
-        model.consoles.push(
-            &label("a"),
-            ConsoleEvent::Line(ConsoleLine {
-                seq: 5,
-                at_ms: 0,
-                bytes: b"5".to_vec(),
-                continued: false,
-                source: LineSource::Unikernel,
-            }),
-        );
+        model.consoles.push(&label("a"), line(5, 0, "5"));
         let feed = Feed::new(&model, &[label("a")]);
         assert_eq!(screen(&pane, &feed), ["3", "4"]);
         pane.toggle_follow(&feed);

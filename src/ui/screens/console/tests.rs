@@ -2,7 +2,6 @@
 //! 200x60 of every state, and what keys do (commands sent, screen text,
 //! styles of highlighted cells).
 
-use crate::api::console::{ConsoleEvent, ConsoleLine, LineSource};
 use crate::api::unikernel::{ExitStatus, UnikernelInfo};
 use crate::ui::fixtures::*;
 use crate::ui::message::{Command, Update};
@@ -380,13 +379,7 @@ fn a_long_line_split_by_the_daemon_reads_as_one() {
     keys(&mut h, &["t"]);
     let chunk = |seq: u64, text: &str, continued: bool| Update::Console {
         name: label("web"),
-        event: ConsoleEvent::Line(ConsoleLine {
-            seq,
-            at_ms: NOW_MS,
-            bytes: text.as_bytes().to_vec(),
-            continued,
-            source: LineSource::Unikernel,
-        }),
+        event: piece(seq, NOW_MS, text, continued),
     };
     h.update(chunk(1, "first half, ", false));
     h.update(chunk(2, "second half", true));
