@@ -14,16 +14,6 @@ use support::images::Spec;
 
 const MIB: usize = 1 << 20;
 
-/// Every file in the block directory, to show nothing was left behind.
-fn block_dir(host: &Host) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(host.data.path().join("block"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -101,11 +91,10 @@ fn failed_uploads_keep_the_old_contents() {
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(4 * MIB, 1);
-    let initial = write_file(tmp.path(), "old", &old);
-    host.ok(&["block", "create", "disk", "4", "--data", &initial]);
+    host.device_holding("disk", 4, &old);
     let intact = |host: &Host, why: &str| {
         assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{why}");
-        assert_eq!(block_dir(host), ["disk"], "{why} left a file behind");
+        assert_eq!(host.block_files(), ["disk"], "{why} left a file behind");
     };
     // Oversize.
     let big = write_file(tmp.path(), "big", &pattern(5 * MIB, 2));
@@ -118,7 +107,7 @@ fn failed_uploads_keep_the_old_contents() {
     up.wait().unwrap();
     drop(stdin);
     eventually("the daemon drops the upload", || {
-        block_dir(&host) == ["disk"]
+        host.block_files() == ["disk"]
     });
     intact(&host, "client killed");
     // The daemon killed -9 mid-stream, then started again.
@@ -145,7 +134,9 @@ fn upload_under_way(
     let mut stdin = up.stdin.take().unwrap();
     stdin.write_all(&pattern(2 * MIB, seed)).unwrap();
     eventually("the upload reaches the daemon", || {
-        block_dir(host).iter().any(|f| f.starts_with(".partial_"))
+        host.block_files()
+            .iter()
+            .any(|f| f.starts_with(".partial_"))
     });
     (up, stdin)
 }
@@ -177,14 +168,7 @@ fn a_full_disk_keeps_the_old_contents() {
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(4 * MIB, 5);
-    host.ok(&[
-        "block",
-        "create",
-        "disk",
-        "4",
-        "--data",
-        &write_file(tmp.path(), "old", &old),
-    ]);
+    host.device_holding("disk", 4, &old);
     // Leave less room than an upload's temporary copy needs.
     std::fs::write(mount.join("filler"), vec![1u8; 6 * MIB]).unwrap();
     let err = host.fails(&[
@@ -233,7 +217,7 @@ fn attached_devices_cannot_be_replaced_or_destroyed() {
     host.ok(&["destroy", "db"]);
     host.ok(&["block", "upload", "disk", &file]);
     host.ok(&["block", "destroy", "disk"]);
-    assert!(block_dir(&host).is_empty());
+    assert!(host.block_files().is_empty());
 }
 
 #[test]
@@ -257,7 +241,7 @@ fn bad_names_and_sizes_are_refused() {
         host.fails(&["block", "create", "ok", "1"])
             .contains("already exists")
     );
-    assert_eq!(block_dir(&host), ["ok"]);
+    assert_eq!(host.block_files(), ["ok"]);
 }
 
 #[test]
@@ -408,21 +392,9 @@ fn every_transfer_path_gives_the_same_bytes() {
 /// stdio: the client's side of the connection is a pair of pipes, so it
 /// sends and receives through memory; progress reaches the total each way.
 fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
-    use fulmar::api::client::{Client, Progress};
+    use fulmar::api::client::Progress;
     use fulmar::api::protocol::{Reply, Request};
-    let mut command = tokio::process::Command::from(host.command(&["--no-start", "proxy"]));
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut proxy = command.spawn().unwrap();
-        let (to, from) = (proxy.stdin.take().unwrap(), proxy.stdout.take().unwrap());
-        let client = Client::over(from, to).await.unwrap();
+    host.with_proxy_client(async |client| {
         let name = fulmar::api::label::Label::new("disk").unwrap();
         let size = std::fs::metadata(source).unwrap().len();
         let mut sent = Vec::new();
@@ -460,7 +432,6 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
         assert_eq!(got, total);
         assert_progress(&received, total);
         assert_eq!(sha_of(out), want, "downloaded");
-        proxy.kill().await.unwrap();
     });
 
     fn assert_progress(seen: &[Progress], total: u64) {
@@ -600,17 +571,10 @@ fn lent_files_that_cannot_serve_are_refused() {
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(2 * MIB, 50);
-    host.ok(&[
-        "block",
-        "create",
-        "disk",
-        "2",
-        "--data",
-        &write_file(tmp.path(), "old", &old),
-    ]);
+    host.device_holding("disk", 2, &old);
     let intact = |why: &str| {
         assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{why}");
-        assert_eq!(block_dir(&host), ["disk"], "{why} left a file behind");
+        assert_eq!(host.block_files(), ["disk"], "{why} left a file behind");
     };
     let (rt, client) = local_client(&host);
 
@@ -653,14 +617,7 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(MIB, 60);
-    host.ok(&[
-        "block",
-        "create",
-        "disk",
-        "512",
-        "--data",
-        &write_file(tmp.path(), "old", &old),
-    ]);
+    host.device_holding("disk", 512, &old);
     let old = sha(&old);
     // Big enough that the copy is far from done when the client goes.
     let big = tmp.path().join("big");
@@ -691,7 +648,7 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
         host.run(&["block", "grow", "disk", "513"]).status.success()
     });
     let intact = |host: &Host, why: &str| {
-        assert_eq!(block_dir(host), ["disk"], "{why}");
+        assert_eq!(host.block_files(), ["disk"], "{why}");
         let device = std::fs::read(host.block_file("disk")).unwrap();
         assert_eq!(sha(&device[..MIB]), old, "{why}: the old contents");
         assert!(

@@ -208,25 +208,11 @@ fn a_cli_command_goes_through_fulmar_proxy_over_a_pipe() {
     let mut host = Host::new();
     host.start(&[]);
     host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
-    let mut command = tokio::process::Command::from(host.command(&["--no-start", "proxy"]));
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let reply = rt.block_on(async {
-        let mut proxy = command.spawn().unwrap();
-        let (to, from) = (proxy.stdin.take().unwrap(), proxy.stdout.take().unwrap());
-        let client = fulmar::api::client::Client::over(from, to).await.unwrap();
-        let reply = client
+    let reply = host.with_proxy_client(async |client| {
+        client
             .call(fulmar::api::protocol::Request::List)
             .await
-            .unwrap();
-        proxy.kill().await.unwrap();
-        reply
+            .unwrap()
     });
     let fulmar::api::protocol::Reply::Unikernels { unikernels } = reply else {
         panic!("{reply:?}");

@@ -14,9 +14,9 @@ use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-use support::bytes::{pattern, sha_of};
+use support::bytes::{fifo, pattern, sha, sha_of};
 use support::daemon::{Host, eventually};
 use support::images::Spec;
 use support::netns;
@@ -323,42 +323,20 @@ fn feed(mut pipe: &File, mut bytes: &[u8]) {
     }
 }
 
-fn partial_uploads(host: &Host) -> Vec<PathBuf> {
-    std::fs::read_dir(host.data.path().join("block"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .collect()
-}
-
 #[test]
 fn an_upload_cancelled_midway_leaves_the_old_contents() {
     let mut host = Host::new();
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let old = tmp.path().join("old.img");
-    std::fs::write(&old, pattern(4 * MIB, 21)).unwrap();
-    host.ok(&[
-        "block",
-        "create",
-        "disk",
-        "4",
-        "--data",
-        old.to_str().unwrap(),
-    ]);
-    // The upload reads a pipe the test feeds and then stops feeding: it is
-    // surely midway when cancelled.
-    let fifo = tmp.path().join("pipe");
-    nix::unistd::mkfifo(
-        &fifo,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-    )
-    .unwrap();
+    let old = pattern(4 * MIB, 21);
+    host.device_holding("disk", 4, &old);
+    let source = tmp.path().join("pipe");
+    fifo(&source);
 
     let tui = blocks_screen(&host);
-    answer_path(&tui, b"u", "upload into disk", "", &fifo);
+    answer_path(&tui, b"u", "upload into disk", "", &source);
     tui.confirm("Upload into disk");
-    let pipe = open_writer(&fifo);
+    let pipe = open_writer(&source);
     feed(&pipe, &pattern(MIB, 22));
     tui.wait_until("the upload's gauge", PATIENCE, |s| {
         let text = s.contents();
@@ -372,9 +350,9 @@ fn an_upload_cancelled_midway_leaves_the_old_contents() {
     tui.wait_gone("TRANSFERS", PATIENCE);
     drop(pipe);
     eventually("the daemon drops the partial upload", || {
-        partial_uploads(&host).is_empty()
+        host.block_files() == ["disk"]
     });
     let back = tmp.path().join("back.img");
     host.ok(&["block", "download", "disk", back.to_str().unwrap()]);
-    assert_eq!(sha_of(&back), sha_of(&old));
+    assert_eq!(sha_of(&back), sha(&old));
 }

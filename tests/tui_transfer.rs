@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use support::bytes::{pattern, sha, sha_of};
+use support::bytes::{fifo, pattern, sha, sha_of};
 use support::daemon::{Host, eventually};
 use tokio::sync::mpsc;
 
@@ -166,42 +166,29 @@ async fn a_cancelled_upload_leaves_the_old_contents() {
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(4 * MIB, 1);
-    let initial = tmp.path().join("old.img");
-    std::fs::write(&initial, &old).unwrap();
-    host.ok(&[
-        "block",
-        "create",
-        "disk",
-        "4",
-        "--data",
-        initial.to_str().unwrap(),
-    ]);
-    // A pipe the test feeds, so the upload is surely midway when cancelled.
-    let fifo = tmp.path().join("pipe");
-    nix::unistd::mkfifo(
-        &fifo,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-    )
-    .unwrap();
+    host.device_holding("disk", 4, &old);
+    let pipe = tmp.path().join("pipe");
+    fifo(&pipe);
     let (tx, mut rx) = mpsc::channel(1024);
     let mut transfers = Transfers::default();
     transfers.start(
         &Arc::new(host.connector()),
         Job::Upload {
             name: label("disk"),
-            path: fifo.clone(),
+            path: pipe.clone(),
         },
         &tx,
     );
     let writer = tokio::task::spawn_blocking(move || {
-        let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(pipe).unwrap();
         pipe.write_all(&pattern(2 * MIB, 2)).unwrap();
         // Held open: the upload waits for the rest.
         pipe
     });
-    let blocks = host.data.path().join("block");
     eventually("the upload reaches the daemon", || {
-        files_in(&blocks).iter().any(|f| f.starts_with(".partial_"))
+        host.block_files()
+            .iter()
+            .any(|f| f.starts_with(".partial_"))
     });
     let pipe = writer.await.unwrap();
     assert!(transfers.cancel(&label("disk")));
@@ -216,7 +203,7 @@ async fn a_cancelled_upload_leaves_the_old_contents() {
     }));
     drop(pipe);
     eventually("the daemon drops the partial upload", || {
-        files_in(&blocks) == ["disk"]
+        host.block_files() == ["disk"]
     });
     assert_eq!(sha_of(&host.block_file("disk")), sha(&old));
     assert!(

@@ -3,6 +3,13 @@
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+/// Makes a named pipe at `path`, for a transfer the test feeds by hand, so
+/// that it is surely midway when something happens to it.
+pub fn fifo(path: &Path) {
+    use nix::sys::stat::Mode;
+    nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+}
+
 /// Bytes that differ everywhere (xorshift), so a misplaced chunk shows.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

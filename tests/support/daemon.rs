@@ -12,6 +12,13 @@ pub fn fulmar() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_fulmar"))
 }
 
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A daemon's directories, kept across daemon restarts.
 pub struct Host {
     pub data: TempDir,
@@ -103,6 +110,35 @@ impl Host {
         self.data.path().join("block").join(name)
     }
 
+    /// Every file in the block directory, sorted: the devices, and whatever
+    /// a transfer left behind (none before the first device).
+    pub fn block_files(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.data.path().join("block")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Creates block device `name` of `size_mb` holding `contents`, then
+    /// zeros, through the CLI.
+    pub fn device_holding(&self, name: &str, size_mb: u64, contents: &[u8]) {
+        let seed = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(seed.path(), contents).unwrap();
+        let seed = seed.path().to_str().unwrap();
+        self.ok(&[
+            "block",
+            "create",
+            name,
+            &size_mb.to_string(),
+            "--data",
+            seed,
+        ]);
+    }
+
     /// `name`'s state as `list --json` says it; "" when it is not listed.
     pub fn state_of(&self, name: &str) -> String {
         self.list()
@@ -132,11 +168,25 @@ impl Host {
     /// Runs `body` with an api client of this daemon, on a current-thread
     /// runtime (inside a network namespace, async code must stay on its thread).
     pub fn with_client<T>(&self, body: impl AsyncFnOnce(Client) -> T) -> T {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async { body(client_at(self.socket()).await.unwrap()).await })
+        current_thread().block_on(async { body(client_at(self.socket()).await.unwrap()).await })
+    }
+
+    /// Runs `body` with an api client that reaches this daemon through
+    /// `fulmar proxy`'s stdin and stdout, as a client on another host does
+    /// over ssh: its end of the connection is a pair of pipes.
+    pub fn with_proxy_client<T>(&self, body: impl AsyncFnOnce(Client) -> T) -> T {
+        let mut command = tokio::process::Command::from(self.command(&["--no-start", "proxy"]));
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        current_thread().block_on(async {
+            let mut proxy = command.spawn().unwrap();
+            let (to, from) = (proxy.stdin.take().unwrap(), proxy.stdout.take().unwrap());
+            let out = body(Client::over(from, to).await.unwrap()).await;
+            proxy.kill().await.unwrap();
+            out
+        })
     }
 
     pub fn daemon_pid(&self) -> i32 {
