@@ -25,11 +25,10 @@ pub fn label(name: &str) -> Label {
     Label::new(name).unwrap()
 }
 
-/// A unikernel with one network and one block device, in `state`.
-pub fn unikernel(name: &str, state: RunState) -> UnikernelInfo {
+/// A configuration with the image's two devices bound: `service` to the
+/// bridge br0 and `storage` to block device `disk`.
+pub fn config_with_devices(name: &str, disk: &str) -> UnikernelConfig {
     let mut config = UnikernelConfig::new(label(name));
-    config.memory_mb = 256;
-    config.cpu = 1;
     config.nets = vec![NetConfig {
         interface: "service".into(),
         bridge: "br0".into(),
@@ -37,9 +36,17 @@ pub fn unikernel(name: &str, state: RunState) -> UnikernelInfo {
     }];
     config.blocks = vec![BlockConfig {
         device: "storage".into(),
-        block: label(&format!("{name}-disk")),
+        block: label(disk),
         sector_size: None,
     }];
+    config
+}
+
+/// A unikernel with one network and one block device, in `state`.
+pub fn unikernel(name: &str, state: RunState) -> UnikernelInfo {
+    let mut config = config_with_devices(name, &format!("{name}-disk"));
+    config.memory_mb = 256;
+    config.cpu = 1;
     config.args = vec!["--ipv4=10.0.0.2/24".into()];
     let running = matches!(state, RunState::Running { .. });
     let taps = if running {

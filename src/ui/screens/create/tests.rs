@@ -114,18 +114,7 @@ fn passes(change: impl FnOnce(&mut Form)) -> UnikernelConfig {
 #[test]
 fn the_good_form_makes_the_configuration_it_shows() {
     let config = passes(|_| {});
-    let mut want = UnikernelConfig::new(label("new"));
-    want.nets = vec![NetConfig {
-        interface: "service".into(),
-        bridge: "br0".into(),
-        mac: None,
-    }];
-    want.blocks = vec![BlockConfig {
-        device: "storage".into(),
-        block: label("spare"),
-        sector_size: None,
-    }];
-    assert_eq!(config, want);
+    assert_eq!(config, config_with_devices("new", "spare"));
 }
 
 #[test]
