@@ -5,7 +5,7 @@
 use super::form::{Form, Image, RestartKind, Row};
 use crate::api::image::{Device, DeviceKind, ImageInfo, InspectReport, Target, TenderReport};
 use crate::api::protocol::{ApiError, ErrorKind};
-use crate::api::unikernel::{BlockConfig, NetConfig, RestartPolicy, UnikernelConfig};
+use crate::api::unikernel::{RestartPolicy, UnikernelConfig};
 use crate::api::validate::Problem;
 use crate::ui::fixtures::*;
 use crate::ui::message::{Command, FormReply, Update};
@@ -575,18 +575,8 @@ fn create_is_sent_when_ready_and_the_console_opens_on_success() {
     ready(&mut h);
     assert!(h.screen().contains("[ Create new ]"));
     h.press(&["enter"]);
-    let mut config = UnikernelConfig::new(label("new"));
+    let mut config = config_with_devices("new", "spare");
     config.args = vec!["--ipv4=10.0.0.9/24".into()];
-    config.nets = vec![NetConfig {
-        interface: "service".into(),
-        bridge: "br0".into(),
-        mac: None,
-    }];
-    config.blocks = vec![BlockConfig {
-        device: "storage".into(),
-        block: label("spare"),
-        sector_size: None,
-    }];
     assert_eq!(
         h.sent,
         [
