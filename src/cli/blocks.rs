@@ -9,7 +9,7 @@ use fulmar::api::protocol::{Reply, Request};
 use fulmar::ui::format;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -69,20 +69,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
                 compressed: *compressed,
                 local_fd: None,
             };
-            let file_err = |source| RemoteError::File {
-                path: file.clone(),
-                source,
-            };
-            let out = if file.as_os_str() == "-" {
-                File::from(
-                    std::io::stdout()
-                        .as_fd()
-                        .try_clone_to_owned()
-                        .map_err(file_err)?,
-                )
-            } else {
-                File::create(file).map_err(file_err)?
-            };
+            let out = open_or_std(file, std::io::stdout().as_fd(), |p| File::create(p))?;
             let mut bar = Bar::new();
             client
                 .receive_file(request, out, total, |p| bar.show(p))
@@ -151,23 +138,31 @@ async fn device_size(client: &Client, name: &Label) -> Result<Option<u64>, Remot
         .map(|b| b.size_mb << 20))
 }
 
+/// `path` opened with `open`, or for `-` the standard stream `std`.
+fn open_or_std(
+    path: &Path,
+    std: BorrowedFd,
+    open: impl FnOnce(&Path) -> std::io::Result<File>,
+) -> Result<File, RemoteError> {
+    let file = if path.as_os_str() == "-" {
+        std.try_clone_to_owned().map(File::from)
+    } else {
+        open(path)
+    };
+    file.map_err(|source| RemoteError::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Sends a file (or stdin for `-`) as the request's data, with a progress bar.
 /// A regular file (stdin too, when redirected from one) goes from the page
 /// cache; a pipe through memory.
 async fn send_file(client: &Client, request: Request, path: &Path) -> Result<Reply, RemoteError> {
+    let file = open_or_std(path, std::io::stdin().as_fd(), |p| File::open(p))?;
     let file_err = |source| RemoteError::File {
         path: path.to_owned(),
         source,
-    };
-    let file = if path.as_os_str() == "-" {
-        File::from(
-            std::io::stdin()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(file_err)?,
-        )
-    } else {
-        File::open(path).map_err(file_err)?
     };
     let mut bar = Bar::new();
     let reply = if file.metadata().map_err(file_err)?.is_file() {
