@@ -819,3 +819,93 @@ fn a_tender_deaf_to_sigterm_is_killed_after_the_grace_period() {
         assert_eq!(host.footprint().1, Vec::<PathBuf>::new());
     });
 }
+
+/// A monitor stand-in that holds up the start of the unikernel `stuck` until
+/// `release` exists, then runs the real monitor; every other start goes
+/// straight through.
+fn slow_monitor(dir: &Path, release: &Path) -> PathBuf {
+    let script = dir.join("slow-monitor");
+    let body = format!(
+        "#!/bin/sh\ncase \"$*\" in\n*/unikernels/stuck/*) while [ ! -e '{}' ]; do sleep 0.05; done ;;\nesac\nexec '{}' \"$@\"\n",
+        release.display(),
+        support::daemon::fulmar().display()
+    );
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn a_hung_start_stalls_no_other_unikernel() {
+    in_netns(|| async {
+        let work = tempfile::tempdir().unwrap();
+        let release = work.path().join("release");
+        let monitor = slow_monitor(work.path(), &release);
+        let host = Host::with(|s| s.monitor = Some(monitor));
+        let spec = Spec::new(Target::Hvt, &[]);
+        host.create(config("other", &["sleep-forever"]), &spec)
+            .await
+            .unwrap();
+
+        let sup = host.sup.clone();
+        let image = image::load(&spec.path(), Compression::Detect).unwrap();
+        let stuck =
+            tokio::spawn(
+                async move { sup.create(config("stuck", &["sleep-forever"]), image).await },
+            );
+        tokio::time::timeout(PATIENCE, async {
+            while !host
+                .sup
+                .list()
+                .iter()
+                .any(|u| u.config.name.as_str() == "stuck")
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the stuck create never listed its unikernel");
+        assert!(matches!(host.state("stuck"), RunState::Starting { .. }));
+
+        // While its start hangs, everything about the others still answers.
+        let started = std::time::Instant::now();
+        assert_eq!(host.sup.list().len(), 2);
+        assert!(host.sup.console(&label("other")).is_ok());
+        host.create(config("third", &["sleep-forever"]), &spec)
+            .await
+            .unwrap();
+        host.sup.destroy(&label("other")).await.unwrap();
+        assert_eq!(host.state("other"), RunState::Stopped);
+        host.sup.destroy(&label("third")).await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            !stuck.is_finished(),
+            "the other requests waited for the hung start ({took:?})"
+        );
+        eprintln!("list, console, create and two destroys during a hung start: {took:?}");
+
+        // The starting one keeps its name and refuses to be forgotten.
+        let again = host.create(config("stuck", &[]), &spec).await;
+        assert!(
+            matches!(again, Err(SupervisorError::Invalid(_))),
+            "{again:?}"
+        );
+        assert!(matches!(
+            host.sup.remove(&label("stuck")),
+            Err(SupervisorError::Running(_))
+        ));
+
+        std::fs::write(&release, b"").unwrap();
+        let info = tokio::time::timeout(PATIENCE, stuck)
+            .await
+            .expect("the released start never finished")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(info.state, RunState::Running { .. }),
+            "{:?}",
+            info.state
+        );
+        host.sup.destroy(&label("stuck")).await.unwrap();
+    });
+}

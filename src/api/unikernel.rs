@@ -137,6 +137,11 @@ pub struct ExitRecord {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum RunState {
+    /// Being launched: its tender is not running yet, but what it needs is
+    /// already taken.
+    Starting {
+        since_ms: u64,
+    },
     Running {
         pid: u32,
         since_ms: u64,
@@ -159,9 +164,22 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Whether a unikernel in this state holds its CPU, memory and block
+    /// devices: while it starts, runs or waits to run again.
+    pub fn holds_resources(&self) -> bool {
+        matches!(
+            self,
+            RunState::Starting { .. }
+                | RunState::Running { .. }
+                | RunState::Restarting { .. }
+                | RunState::CrashLoop { .. }
+        )
+    }
+
     /// The name `list` shows and `list --json` prints as `state`.
     pub fn name(&self) -> &'static str {
         match self {
+            RunState::Starting { .. } => "starting",
             RunState::Running { .. } => "running",
             RunState::Exited { .. } => "exited",
             RunState::Restarting { .. } => "restarting",

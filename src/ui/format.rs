@@ -48,6 +48,7 @@ pub fn exit(status: ExitStatus) -> String {
 pub fn state(state: &RunState, now_ms: u64) -> String {
     let until = |at_ms: u64| duration(at_ms.saturating_sub(now_ms) + SECOND - 1);
     match state {
+        RunState::Starting { .. } => "starting".into(),
         RunState::Running { .. } => "running".into(),
         RunState::Exited { exit: record } => exit(record.status),
         RunState::Restarting { at_ms } => format!("restarting in {}", until(*at_ms)),

@@ -142,6 +142,7 @@ async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
             let stored = ctx
                 .sup
                 .stored_image(&image)
+                .await
                 .map_err(|e| ApiError::new(ErrorKind::NotFound, e.to_string()))?;
             unikernel(sup.create(config, stored).await?)
         }
@@ -315,12 +316,10 @@ async fn put_image(
         .await
         .map_err(|e| ApiError::new(ErrorKind::Host, format!("checking the image failed: {e}")))?
         .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
-    ctx.sup.store(&image)?;
-    let tender = ctx
-        .sup
-        .tender_report(image.info.target, image.info.abi_version);
+    let info = ctx.sup.store(image).await?;
+    let tender = ctx.sup.tender_report(info.target, info.abi_version).await;
     Ok(Reply::Image {
-        image: image.info,
+        image: info,
         tender,
     })
 }

@@ -2,7 +2,6 @@
 //! exec the tender, and release all of it again when the run ends.
 
 use crate::api::unikernel::{TapInfo, UnikernelConfig};
-use crate::host::block::BlockFile;
 use crate::host::console::{self, Console};
 use crate::host::monitor;
 use crate::host::net;
@@ -103,14 +102,22 @@ pub fn run_dir(runtime: &Path, name: &str) -> PathBuf {
     runtime.join("unikernels").join(name)
 }
 
+/// One of the configuration's block devices, paired with its file by name.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The device name in the image's manifest.
+    pub device: String,
+    pub sector_size: Option<u32>,
+    pub path: PathBuf,
+}
+
 /// Everything one run needs.
 pub struct Plan<'a> {
     pub config: &'a UnikernelConfig,
     /// The image as the data directory keeps it.
     pub stored_image: &'a Path,
     pub tender: &'a Path,
-    /// In the order of `config.blocks`.
-    pub blocks: &'a [BlockFile],
+    pub blocks: &'a [Attachment],
     pub runtime: &'a Path,
     pub console: &'a Console,
     pub monitor: &'a MonitorSettings,
@@ -239,13 +246,15 @@ async fn drain(reader: tokio::net::unix::pipe::Receiver, console: Console, name:
     }
 }
 
-/// albatross's command line (SOLO5.md), pinned to the configured CPU.
+/// The tender's command line as albatross builds it (memory, then each
+/// device by manifest name, `--`, the image and its arguments), pinned to the
+/// configured CPU.
 pub fn argv(
     config: &UnikernelConfig,
     tender: &Path,
     image: &Path,
     taps: &[TapInfo],
-    blocks: &[BlockFile],
+    blocks: &[Attachment],
 ) -> Vec<String> {
     let mut argv = pin(config.cpu);
     argv.push(tender.display().to_string());
@@ -256,11 +265,11 @@ pub fn argv(
     for t in taps {
         argv.push(format!("--net-mac:{}={}", t.interface, t.mac));
     }
-    for (b, file) in config.blocks.iter().zip(blocks) {
-        argv.push(format!("--block:{}={}", b.device, file.path.display()));
+    for b in blocks {
+        argv.push(format!("--block:{}={}", b.device, b.path.display()));
     }
     // Only given sizes: the tender's default is the same 512.
-    for b in &config.blocks {
+    for b in blocks {
         if let Some(size) = b.sector_size {
             argv.push(format!("--block-sector-size:{}={size}", b.device));
         }

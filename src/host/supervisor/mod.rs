@@ -1,44 +1,49 @@
-//! The lifecycle of unikernels (DESIGN.md): validate -> prepare -> exec -> wait
-//! -> restart or clean up, and destroy.
+//! The lifecycle of unikernels: validate -> prepare -> exec -> wait -> restart
+//! or clean up, and destroy.
 //!
-//! All bookkeeping sits behind one mutex that is never held across an await;
-//! each run has one task that owns the tender's `Child`, so signals are only
-//! ever sent to a process that has not been reaped yet (no pid reuse races).
+//! The bookkeeping sits behind one mutex that is **never held across I/O**:
+//! work that touches the disk, runs a program or waits for one (storing an
+//! image, copying it, making taps, the monitor's handshake) is planned under
+//! the lock, done without it on the blocking pool, then committed or rolled
+//! back under the lock again. What changes one unikernel's runs is serialized
+//! by that unikernel's own lifecycle lock, so a slow start stalls nobody else.
+//! Each run has one task that owns the tender's monitor, so signals only ever
+//! reach a process that has not been reaped yet (no pid reuse races).
 
 mod backoff;
+mod images;
 mod launch;
+mod rules;
+mod run;
 mod saved;
+mod unit;
 
 pub use backoff::Backoff;
 pub use launch::LaunchError;
 pub use saved::{RestoreFailure, Saved, SavedRun, SavedUnikernel};
 
-use crate::api::block::BlockDeviceInfo;
 use crate::api::event::Event;
-use crate::api::image::{Device, ImageInfo, Target, TenderReport};
+use crate::api::image::{ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
-use crate::api::policy::{Claim, Policy, PolicyReport, Usage};
+use crate::api::policy::PolicyReport;
 use crate::api::time::now_ms;
-use crate::api::unikernel::{
-    ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
-};
-use crate::api::validate::{self, Facts, Problem};
-use crate::host::block::{BlockError, BlockFile, BlockStore};
+use crate::api::unikernel::{ExitRecord, ExitStatus, RunState, UnikernelConfig, UnikernelInfo};
+use crate::api::validate::Problem;
+use crate::host::block::{BlockError, BlockStore};
 use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
 use crate::host::monitor;
 use crate::host::paths::Dirs;
 use crate::host::tender::ProbeCache;
 use crate::host::{policy, stats};
+use rules::{HostFacts, Resolved};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, oneshot, watch};
+use std::time::Duration;
+use tokio::sync::{OwnedMutexGuard, broadcast, oneshot, watch};
+use unit::{Lifecycle, Run, StoredImage, Unit};
 
 /// How many exits a unikernel's history keeps.
 const EXIT_HISTORY: usize = 100;
@@ -95,6 +100,10 @@ pub enum SupervisorError {
     Policy(#[from] policy::PolicyError),
     #[error("{0}")]
     Stats(#[from] stats::StatsError),
+    #[error(
+        "a worker thread of the daemon failed ({0}): this is a bug; the daemon's log has the details, and the request can be sent again"
+    )]
+    Worker(String),
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -111,78 +120,26 @@ fn problems_line(problems: &[Problem]) -> String {
         .join("; ")
 }
 
-/// The image facts a unikernel keeps; the bytes stay on disk, stored by digest.
-#[derive(Debug, Clone)]
-struct StoredImage {
-    target: Target,
-    abi_version: u32,
-    devices: Vec<Device>,
-    digest: String,
-    path: PathBuf,
+/// Runs `work` on the blocking pool, where it may take its time.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SupervisorError> + Send + 'static,
+) -> Result<T, SupervisorError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SupervisorError::Worker(e.to_string()))?
 }
 
-/// A running tender, as the bookkeeping sees it.
-struct Run {
-    pid: u32,
-    taps: Vec<TapInfo>,
-    stop: Option<oneshot::Sender<()>>,
-    ended: watch::Receiver<bool>,
+/// Proof that the caller holds one unikernel's lifecycle lock.
+struct Held {
+    _guard: OwnedMutexGuard<()>,
 }
 
-struct Unit {
-    config: UnikernelConfig,
-    image: StoredImage,
-    state: RunState,
-    run: Option<Run>,
-    /// Bumped by every start and destroy, so a restart that was scheduled
-    /// before them knows it is stale.
-    generation: u64,
-    /// The operator destroyed it: the current run's end is not a failure.
-    stop_requested: bool,
-    console: Console,
-    restarts: u32,
-    failures: u32,
-    exits: Vec<ExitRecord>,
-    argv: Vec<String>,
-}
-
-impl Unit {
-    /// Whether the unikernel holds its CPU, memory and block devices: while it
-    /// runs or waits to run again.
-    fn holds_resources(&self) -> bool {
-        matches!(
-            self.state,
-            RunState::Running { .. } | RunState::Restarting { .. } | RunState::CrashLoop { .. }
-        ) || self.run.is_some()
-    }
-
-    /// What it takes from the root policy, while it holds anything.
-    fn claim(&self) -> Option<Claim> {
-        self.holds_resources().then(|| Claim {
-            cpu: Some(self.config.cpu),
-            memory_mb: self.config.memory_mb,
-            disk_mb: 0,
-            bridges: self.config.nets.iter().map(|n| n.bridge.clone()).collect(),
-        })
-    }
-
-    fn info(&self) -> UnikernelInfo {
-        UnikernelInfo {
-            config: self.config.clone(),
-            target: self.image.target,
-            devices: self.image.devices.clone(),
-            digest: self.image.digest.clone(),
-            state: self.state.clone(),
-            taps: self
-                .run
-                .as_ref()
-                .map(|r| r.taps.clone())
-                .unwrap_or_default(),
-            argv: self.argv.clone(),
-            restarts: self.restarts,
-            exits: self.exits.clone(),
-        }
-    }
+/// What a start is to do besides launching: for a create, store its image
+/// first; where the block devices were resolved to check the start, use them.
+#[derive(Default)]
+struct StartWith {
+    store: Option<Image>,
+    blocks: Option<Resolved>,
 }
 
 struct Inner {
@@ -302,30 +259,26 @@ impl Supervisor {
     }
 
     async fn restore_one(&self, saved: SavedUnikernel) -> Result<(), SupervisorError> {
-        let image = self.stored_image(&saved.image)?;
+        let image = self.stored_image(&saved.image).await?;
+        let data = self.inner.settings.dirs.data.clone();
+        let stored = blocking(move || images::store(&data, &image)).await?;
         let name = saved.config.name.clone();
         let should_run = saved.should_run();
-        let unit = Unit {
-            config: saved.config,
-            image: self.inner.store_image(&image)?,
-            state: if should_run {
-                RunState::Stopped
-            } else {
-                saved.state
-            },
-            run: None,
-            generation: 0,
-            stop_requested: false,
-            console: Console::new(self.inner.settings.console),
-            restarts: saved.restarts,
-            failures: saved.failures,
-            exits: saved.exits,
-            argv: saved
-                .run
-                .as_ref()
-                .map(|r| r.argv.clone())
-                .unwrap_or_default(),
+        let (lifecycle, held) = Inner::new_lifecycle().await;
+        let state = if should_run {
+            RunState::Stopped
+        } else {
+            saved.state
         };
+        let mut unit = Unit::new(saved.config, stored, state, lifecycle, self.new_console());
+        unit.restarts = saved.restarts;
+        unit.failures = saved.failures;
+        unit.exits = saved.exits;
+        unit.argv = saved
+            .run
+            .as_ref()
+            .map(|r| r.argv.clone())
+            .unwrap_or_default();
         let console = unit.console.clone();
         self.inner.lock().insert(name.clone(), unit);
         self.inner.emit(Event::Created { name: name.clone() });
@@ -361,47 +314,37 @@ impl Supervisor {
                 }
             }
         }
-        let mut units = self.inner.lock();
-        self.inner.start(&mut units, &name)
+        self.inner.start(&held, &name, StartWith::default()).await
+    }
+
+    fn new_console(&self) -> Console {
+        Console::new(self.inner.settings.console)
     }
 
     /// Keeps `image` by digest, for `create` to name later.
-    pub fn store(&self, image: &Image) -> Result<(), SupervisorError> {
-        self.inner.store_image(image).map(|_| ())
+    pub async fn store(&self, image: Image) -> Result<ImageInfo, SupervisorError> {
+        let data = self.inner.settings.dirs.data.clone();
+        blocking(move || images::store(&data, &image).map(|_| image.info)).await
     }
 
     /// An image kept by [`Supervisor::store`], read back and checked again.
-    pub fn stored_image(&self, digest: &str) -> Result<Image, SupervisorError> {
-        let not_found = || SupervisorError::NoImage(digest.to_owned());
-        if digest.len() != 64
-            || !digest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(not_found());
-        }
-        let path = self.inner.settings.dirs.data.join("images").join(digest);
-        if !path.is_file() {
-            return Err(not_found());
-        }
-        let image = crate::host::image::load(&path, crate::host::image::Compression::Detect)?;
-        if image.info.sha256 != digest {
-            return Err(SupervisorError::ImageChanged(path));
-        }
-        Ok(image)
+    pub async fn stored_image(&self, digest: &str) -> Result<Image, SupervisorError> {
+        let data = self.inner.settings.dirs.data.clone();
+        let digest = digest.to_owned();
+        blocking(move || images::load(&data, &digest)).await
     }
 
     /// The host's policy and what the unikernels and block devices take from it.
     pub fn policy(&self) -> Result<PolicyReport, SupervisorError> {
         let policy = policy::host_policy(self.inner.blocks.dir())?;
-        let mut used = usage(&self.inner.lock());
+        let mut used = rules::usage(&self.inner.lock());
         used.disk_mb = self.inner.blocks.used_mb()?;
         Ok(PolicyReport { policy, used })
     }
 
     /// The unikernel holding block device `name`, if one does.
     pub fn block_holder(&self, name: &Label) -> Option<Label> {
-        holder(&self.inner.lock(), name)
+        rules::holder(&self.inner.lock(), name)
     }
 
     /// Counters of every running unikernel; one that ends meanwhile is left out.
@@ -413,72 +356,67 @@ impl Supervisor {
             .collect()
     }
 
-    /// Which tender would run an image of `target` and ABI `abi`, or why none would.
-    pub fn tender_report(&self, target: Target, abi: u32) -> TenderReport {
-        match self.inner.tenders.find(
-            target,
-            abi,
-            &self.inner.settings.dirs.data,
-            self.inner.settings.tender_path.clone(),
-        ) {
-            Ok(t) => TenderReport::Found {
-                path: t.path.display().to_string(),
-                abi_version: t.abi_version,
-            },
-            Err(e) => TenderReport::Missing {
-                error: e.to_string(),
-            },
-        }
+    /// Which tender would run an image of `target` and ABI `abi`, or why none
+    /// would. The first ask for a tender runs it, so this is blocking work.
+    pub async fn tender_report(&self, target: Target, abi: u32) -> TenderReport {
+        let inner = self.inner.clone();
+        let report = blocking(move || Ok(inner.tender_report(target, abi))).await;
+        report.unwrap_or_else(|e| TenderReport::Missing {
+            error: e.to_string(),
+        })
     }
 
-    /// What the launch rules need to know about the host, gathered before the
-    /// bookkeeping is locked (it runs the tender and reads the block store).
-    fn host_facts(
+    /// What the launch rules need to know about the host, gathered off the
+    /// lock (it runs the tender and reads the block store).
+    async fn host_facts(
         &self,
         config: &UnikernelConfig,
         image: &ImageInfo,
     ) -> Result<HostFacts, SupervisorError> {
-        Ok(HostFacts {
-            tender: self.tender_report(image.target, image.abi_version),
-            policy: policy::host_policy(self.inner.blocks.dir())?,
-            block_files: self.resolve_blocks(config)?,
+        let inner = self.inner.clone();
+        let (config, target, abi) = (config.clone(), image.target, image.abi_version);
+        blocking(move || {
+            Ok(HostFacts {
+                tender: inner.tender_report(target, abi),
+                policy: policy::host_policy(inner.blocks.dir())?,
+                blocks: rules::resolve(&inner.blocks, &config)?,
+            })
         })
+        .await
     }
 
     /// Validates `config` against `image` and the host, then starts it. Nothing
-    /// on the host is touched unless every check passes.
+    /// on the host is touched unless every check passes; a start that fails
+    /// leaves no trace of it.
     pub async fn create(
         &self,
         config: UnikernelConfig,
         image: Image,
     ) -> Result<UnikernelInfo, SupervisorError> {
-        let host = self.host_facts(&config, &image.info)?;
+        let host = self.host_facts(&config, &image.info).await?;
         let name = config.name.clone();
+        let (lifecycle, held) = Inner::new_lifecycle().await;
         {
             let mut units = self.inner.lock();
-            check(&units, &config, &image.info, &host, None)?;
-            let stored = self.inner.store_image(&image)?;
-            let unit = Unit {
-                config,
-                image: stored,
-                state: RunState::Restarting { at_ms: now_ms() },
-                run: None,
-                generation: 0,
-                stop_requested: false,
-                console: Console::new(self.inner.settings.console),
-                restarts: 0,
-                failures: 0,
-                exits: Vec::new(),
-                argv: Vec::new(),
-            };
+            rules::check(&units, &config, &image.info, &host, None)?;
+            // Starting holds its resources and its name from here on, so no
+            // other create can take them while this one works off the lock.
+            let stored = images::stored(&self.inner.settings.dirs.data, &image);
+            let starting = RunState::Starting { since_ms: now_ms() };
+            let unit = Unit::new(config, stored, starting, lifecycle, self.new_console());
             units.insert(name.clone(), unit);
-            self.inner.emit(Event::Created { name: name.clone() });
-            if let Err(e) = self.inner.start(&mut units, &name) {
-                units.remove(&name);
-                self.inner.emit(Event::Removed { name: name.clone() });
-                return Err(e);
-            }
         }
+        self.inner.emit(Event::Created { name: name.clone() });
+        let with = StartWith {
+            store: Some(image),
+            blocks: Some(host.blocks),
+        };
+        if let Err(e) = self.inner.start(&held, &name, with).await {
+            self.inner.lock().remove(&name);
+            self.inner.emit(Event::Removed { name: name.clone() });
+            return Err(e);
+        }
+        drop(held);
         self.info(&name)
     }
 
@@ -491,66 +429,46 @@ impl Supervisor {
         config: UnikernelConfig,
     ) -> Result<UnikernelInfo, SupervisorError> {
         let name = config.name.clone();
+        let held = self.inner.hold(&name).await?;
         let digest = self.inner.with_unit(&name, |u| u.image.digest.clone())?;
-        let image = self.stored_image(&digest)?;
-        let host = self.host_facts(&config, &image.info)?;
-        check(&self.inner.lock(), &config, &image.info, &host, Some(&name))?;
-        self.destroy(&name).await?;
+        let image = self.stored_image(&digest).await?;
+        let host = self.host_facts(&config, &image.info).await?;
+        rules::check(&self.inner.lock(), &config, &image.info, &host, Some(&name))?;
+        self.inner.stop(&held, &name).await?;
         {
             let mut units = self.inner.lock();
             // While it stopped, another request may have taken what it held:
             // then it stays stopped, with its old settings, and says why.
-            check(&units, &config, &image.info, &host, Some(&name))?;
+            rules::check(&units, &config, &image.info, &host, Some(&name))?;
             let unit = units
                 .get_mut(&name)
                 .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
             unit.config = config;
-            self.inner.start(&mut units, &name)?;
         }
+        let with = StartWith {
+            store: None,
+            blocks: Some(host.blocks),
+        };
+        self.inner.start(&held, &name, with).await?;
+        drop(held);
         self.info(&name)
     }
 
     /// Stops a unikernel: SIGTERM, then SIGKILL after the grace period. It stays
     /// listed as stopped, with its console, until removed.
     pub async fn destroy(&self, name: &Label) -> Result<UnikernelInfo, SupervisorError> {
-        let ended = {
-            let mut units = self.inner.lock();
-            let unit = units
-                .get_mut(name)
-                .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
-            unit.generation += 1;
-            unit.stop_requested = true;
-            match unit.run.as_mut() {
-                Some(run) => {
-                    if let Some(stop) = run.stop.take() {
-                        // The run task may have just finished; then it is gone already.
-                        let _ = stop.send(());
-                    }
-                    Some(run.ended.clone())
-                }
-                None => {
-                    if !matches!(unit.state, RunState::Exited { .. }) {
-                        unit.state = RunState::Stopped;
-                        self.inner.emit(Event::Stopped { name: name.clone() });
-                    }
-                    None
-                }
-            }
-        };
-        if let Some(mut ended) = ended {
-            // An error means the run task is gone, which is the same as ended.
-            let _ = ended.wait_for(|done| *done).await;
-        }
+        let held = self.inner.hold(name).await?;
+        self.inner.stop(&held, name).await?;
+        drop(held);
         self.info(name)
     }
 
     /// Stops a unikernel if it runs and starts it again with the same configuration.
     pub async fn restart(&self, name: &Label) -> Result<UnikernelInfo, SupervisorError> {
-        self.destroy(name).await?;
-        {
-            let mut units = self.inner.lock();
-            self.inner.start(&mut units, name)?;
-        }
+        let held = self.inner.hold(name).await?;
+        self.inner.stop(&held, name).await?;
+        self.inner.start(&held, name, StartWith::default()).await?;
+        drop(held);
         self.info(name)
     }
 
@@ -567,87 +485,16 @@ impl Supervisor {
         self.inner.emit(Event::Removed { name: name.clone() });
         Ok(())
     }
-
-    fn resolve_blocks(
-        &self,
-        config: &UnikernelConfig,
-    ) -> Result<Vec<Option<BlockFile>>, SupervisorError> {
-        config
-            .blocks
-            .iter()
-            .map(|b| match self.inner.blocks.get(&b.block) {
-                Ok(file) => Ok(Some(file)),
-                // Validation reports it with the device it was meant for.
-                Err(BlockError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.into()),
-            })
-            .collect()
-    }
 }
 
-/// What the unikernels that hold resources take from the policy.
-fn usage(units: &BTreeMap<Label, Unit>) -> Usage {
-    let claims: Vec<Claim> = units.values().filter_map(Unit::claim).collect();
-    claims.iter().collect()
-}
-
-/// The facts about the host a launch is checked against, apart from the
-/// bookkeeping (see [`check`]).
-struct HostFacts {
-    tender: TenderReport,
-    policy: Policy,
-    block_files: Vec<Option<BlockFile>>,
-}
-
-/// Every launch rule for `config`, against the host and the unikernels in
-/// `units` but `except` (one being reconfigured is not its own rival).
-fn check(
-    units: &BTreeMap<Label, Unit>,
-    config: &UnikernelConfig,
-    image: &ImageInfo,
-    host: &HostFacts,
-    except: Option<&Label>,
-) -> Result<(), SupervisorError> {
-    let others = || units.iter().filter(|(name, _)| Some(*name) != except);
-    let names: Vec<Label> = others().map(|(name, _)| name.clone()).collect();
-    let claims: Vec<Claim> = others().filter_map(|(_, u)| u.claim()).collect();
-    let usage: Usage = claims.iter().collect();
-    let blocks = block_infos(units, &host.block_files);
-    let facts = Facts {
-        image,
-        tender: &host.tender,
-        names_in_use: &names,
-        blocks: &blocks,
-        policy: &host.policy,
-        usage: &usage,
-    };
-    let problems = validate::validate(config, &facts);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(SupervisorError::Invalid(problems))
-    }
-}
-
-/// The store's view of the block devices a configuration names.
-fn block_infos(units: &BTreeMap<Label, Unit>, files: &[Option<BlockFile>]) -> Vec<BlockDeviceInfo> {
-    files
-        .iter()
-        .flatten()
-        .map(|f| BlockDeviceInfo {
-            name: f.name.clone(),
-            size_mb: f.size_mb,
-            attached_to: holder(units, &f.name),
-        })
-        .collect()
-}
-
-/// The unikernel holding block device `block`: one that runs or will run again.
-fn holder(units: &BTreeMap<Label, Unit>, block: &Label) -> Option<Label> {
-    units
-        .values()
-        .find(|u| u.holds_resources() && u.config.blocks.iter().any(|b| b.block == *block))
-        .map(|u| u.config.name.clone())
+/// What one start takes from the bookkeeping, so that the launch can run
+/// without it.
+struct StartPlan {
+    config: UnikernelConfig,
+    image: StoredImage,
+    console: Console,
+    /// Put back if the start fails.
+    previous: RunState,
 }
 
 impl Inner {
@@ -669,85 +516,157 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
-    /// Keeps the uncompressed image as `<data>/images/<sha256>` (0600), written
-    /// to a temporary file and renamed, so restarts never need the client again.
-    fn store_image(&self, image: &Image) -> Result<StoredImage, SupervisorError> {
-        let dir = self.settings.dirs.data.join("images");
-        let path = dir.join(&image.info.sha256);
-        let io = |what, path: &PathBuf| {
-            let path = path.clone();
-            move |source| SupervisorError::Io { what, path, source }
-        };
-        if !path.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io("create", &dir))?;
-            let tmp = dir.join(format!(".{}.tmp", image.info.sha256));
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io("create", &tmp))?;
-            file.write_all(&image.elf)
-                .and_then(|()| file.sync_all())
-                .map_err(io("write", &tmp))?;
-            fs::rename(&tmp, &path).map_err(io("store the image as", &path))?;
-        }
-        let ImageInfo {
-            target,
-            abi_version,
-            devices,
-            sha256,
-            ..
-        } = image.info.clone();
-        Ok(StoredImage {
-            target,
-            abi_version,
-            devices,
-            digest: sha256,
-            path,
-        })
+    /// A lifecycle lock for a unikernel about to be listed, already held.
+    async fn new_lifecycle() -> (Lifecycle, Held) {
+        let lifecycle = Lifecycle::default();
+        let guard = lifecycle.clone().lock_owned().await;
+        (lifecycle, Held { _guard: guard })
     }
 
-    /// Launches one run of `name` and hands its tender to a supervising task.
-    fn start(
+    /// Waits for `name`'s lifecycle lock. One removed (or removed and made
+    /// anew) while we waited is not the one asked for.
+    async fn hold(&self, name: &Label) -> Result<Held, SupervisorError> {
+        let lifecycle = self.with_unit(name, |u| u.lifecycle.clone())?;
+        let guard = lifecycle.clone().lock_owned().await;
+        let same = self.with_unit(name, |u| Arc::ptr_eq(&u.lifecycle, &lifecycle))?;
+        if !same {
+            return Err(SupervisorError::NotFound(name.clone()));
+        }
+        Ok(Held { _guard: guard })
+    }
+
+    fn tender_report(&self, target: Target, abi: u32) -> TenderReport {
+        match self.find_tender(target, abi) {
+            Ok(t) => TenderReport::Found {
+                path: t.path.display().to_string(),
+                abi_version: t.abi_version,
+            },
+            Err(e) => TenderReport::Missing {
+                error: e.to_string(),
+            },
+        }
+    }
+
+    fn find_tender(
+        &self,
+        target: Target,
+        abi: u32,
+    ) -> Result<crate::host::tender::Tender, crate::host::tender::TenderError> {
+        self.tenders.find(
+            target,
+            abi,
+            &self.settings.dirs.data,
+            self.settings.tender_path.clone(),
+        )
+    }
+
+    /// Launches one run of `name` and hands its tender to a supervising task:
+    /// planned under the lock, launched off it, committed or rolled back.
+    async fn start(
         self: &Arc<Self>,
-        units: &mut BTreeMap<Label, Unit>,
+        _held: &Held,
         name: &Label,
+        with: StartWith,
     ) -> Result<(), SupervisorError> {
+        let plan = self.plan_start(name)?;
+        let inner = self.clone();
+        let launch = blocking(move || {
+            let launched = inner.launch(&plan, with);
+            Ok((plan, launched))
+        });
+        let (plan, launched) = launch.await?;
+        let mut units = self.lock();
+        // Removing refuses a unikernel that is starting, so it is still here.
         let unit = units
             .get_mut(name)
             .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+        match launched {
+            Ok(launched) => {
+                unit.console.mark(&format!("started, pid {}", launched.pid));
+                self.begin_run(unit, launched, now_ms());
+                Ok(())
+            }
+            Err(e) => {
+                unit.state = plan.previous;
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks `name` as starting and takes what its launch needs.
+    fn plan_start(&self, name: &Label) -> Result<StartPlan, SupervisorError> {
+        let mut units = self.lock();
+        let unit = units
+            .get_mut(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+        let starting = RunState::Starting { since_ms: now_ms() };
+        Ok(StartPlan {
+            config: unit.config.clone(),
+            image: unit.image.clone(),
+            console: unit.console.clone(),
+            previous: std::mem::replace(&mut unit.state, starting),
+        })
+    }
+
+    /// The blocking part of a start: store the image if asked, find the
+    /// tender, attach the block devices, prepare the host and exec.
+    fn launch(
+        &self,
+        plan: &StartPlan,
+        with: StartWith,
+    ) -> Result<launch::Launched, SupervisorError> {
+        if let Some(image) = with.store {
+            images::store(&self.settings.dirs.data, &image)?;
+        }
         let tender = self
-            .tenders
-            .find(
-                unit.image.target,
-                unit.image.abi_version,
-                &self.settings.dirs.data,
-                self.settings.tender_path.clone(),
-            )
+            .find_tender(plan.image.target, plan.image.abi_version)
             .map_err(|e| SupervisorError::Invalid(vec![Problem::NoTender(e.to_string())]))?;
-        let blocks = unit
-            .config
-            .blocks
-            .iter()
-            .map(|b| self.blocks.get(&b.block))
-            .collect::<Result<Vec<_>, _>>()?;
-        let launched = launch::launch(&launch::Plan {
-            config: &unit.config,
-            stored_image: &unit.image.path,
+        let resolved = match with.blocks {
+            Some(resolved) => resolved,
+            None => rules::resolve(&self.blocks, &plan.config)?,
+        };
+        let blocks = rules::attach(&plan.config, &resolved)?;
+        Ok(launch::launch(&launch::Plan {
+            config: &plan.config,
+            stored_image: &plan.image.path,
             tender: &tender.path,
             blocks: &blocks,
             runtime: &self.settings.dirs.runtime,
-            console: &unit.console,
+            console: &plan.console,
             monitor: &self.monitor_settings(),
-        })?;
-        unit.console.mark(&format!("started, pid {}", launched.pid));
-        self.begin_run(unit, launched, now_ms());
+        })?)
+    }
+
+    /// Stops `name`'s run, if it has one, and waits until it ended.
+    async fn stop(&self, _held: &Held, name: &Label) -> Result<(), SupervisorError> {
+        let ended = {
+            let mut units = self.lock();
+            let unit = units
+                .get_mut(name)
+                .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
+            unit.generation += 1;
+            unit.stop_requested = true;
+            match unit.run.as_mut() {
+                Some(run) => {
+                    if let Some(stop) = run.stop.take() {
+                        // The run task may have just finished; then it is gone already.
+                        let _ = stop.send(());
+                    }
+                    Some(run.ended.clone())
+                }
+                None => {
+                    if !matches!(unit.state, RunState::Exited { .. }) {
+                        unit.state = RunState::Stopped;
+                        self.emit(Event::Stopped { name: name.clone() });
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(mut ended) = ended {
+            // An error means the run task is gone, which is the same as ended.
+            let _ = ended.wait_for(|done| *done).await;
+        }
         Ok(())
     }
 
@@ -782,7 +701,7 @@ impl Inner {
             name: name.clone(),
             pid: launched.pid,
         });
-        let run = RunTask {
+        let run = run::RunTask {
             inner: self.clone(),
             name,
             monitored: launched.monitored,
@@ -856,86 +775,28 @@ impl Inner {
         let inner = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            inner.restart_due(&name, generation);
+            inner.restart_due(&name, generation).await;
         });
     }
 
-    fn restart_due(self: &Arc<Self>, name: &Label, generation: u64) {
-        let mut units = self.lock();
-        match units.get_mut(name) {
+    async fn restart_due(self: &Arc<Self>, name: &Label, generation: u64) {
+        let Ok(held) = self.hold(name).await else {
+            return;
+        };
+        match self.lock().get_mut(name) {
             Some(unit) if unit.generation == generation => unit.restarts += 1,
             _ => return,
         }
-        if let Err(e) = self.start(&mut units, name) {
+        if let Err(e) = self.start(&held, name, StartWith::default()).await {
             let reason = e.to_string();
             self.emit(Event::StartFailed {
                 name: name.clone(),
                 reason: reason.clone(),
             });
-            if let Some(unit) = units.get_mut(name) {
+            if let Some(unit) = self.lock().get_mut(name) {
                 unit.console.mark(&format!("start failed: {reason}"));
                 unit.failures = unit.failures.saturating_add(1);
                 self.schedule_restart(unit);
-            }
-        }
-    }
-}
-
-/// The task that watches one run until its monitor reports the end.
-struct RunTask {
-    inner: Arc<Inner>,
-    name: Label,
-    monitored: monitor::Monitored,
-    resources: launch::Resources,
-    drain: tokio::task::JoinHandle<()>,
-    ended: watch::Sender<bool>,
-}
-
-/// How long the console may take to reach end-of-file after the tender has
-/// ended (a process the tender started could hold the FIFO open).
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-impl RunTask {
-    async fn supervise(mut self, stop: oneshot::Receiver<()>) {
-        let started = Instant::now();
-        let status = self.wait_or_stop(stop).await;
-        if tokio::time::timeout(DRAIN_GRACE, &mut self.drain)
-            .await
-            .is_err()
-        {
-            self.drain.abort();
-        }
-        self.resources.release();
-        self.inner.ended(&self.name, status, started.elapsed());
-        // Destroy waits for this; nobody waiting is fine.
-        let _ = self.ended.send(true);
-    }
-
-    /// Waits for the run to end; when asked to stop, has the monitor send
-    /// SIGTERM and, after the grace period, SIGKILL. Only the monitor signals
-    /// the tender, its child, so no signal can reach a recycled pid.
-    async fn wait_or_stop(&mut self, stop: oneshot::Receiver<()>) -> ExitStatus {
-        let stop_requested = async {
-            if stop.await.is_err() {
-                // The sender went away without asking: never stop.
-                std::future::pending::<()>().await;
-            }
-        };
-        let outcome = tokio::select! {
-            outcome = self.monitored.wait() => outcome,
-            () = stop_requested => {
-                if let Err(e) = self.monitored.stop() {
-                    tracing::warn!("{}: {e}", self.name);
-                }
-                self.monitored.wait().await
-            }
-        };
-        match outcome {
-            Ok(monitor::Outcome::Exited { status, .. }) => status,
-            Ok(monitor::Outcome::Unknown { .. }) => ExitStatus::Lost,
-            Err(e) => {
-                tracing::error!("{}: {e}", self.name);
-                ExitStatus::Lost
             }
         }
     }

@@ -39,10 +39,7 @@ impl SavedUnikernel {
     /// Whether the operator wants it running: it was running or about to run
     /// again, rather than exited for good or stopped.
     pub fn should_run(&self) -> bool {
-        matches!(
-            self.state,
-            RunState::Running { .. } | RunState::Restarting { .. } | RunState::CrashLoop { .. }
-        )
+        self.state.holds_resources()
     }
 }
 

@@ -164,6 +164,10 @@ impl Page<'_> {
                 format::state(&info.state, now_ms)
             ),
             RunState::Stopped => "stopped: destroyed by the operator".into(),
+            RunState::Starting { since_ms } => format!(
+                "starting for {}: its tender is being launched",
+                format::duration(now_ms.saturating_sub(*since_ms))
+            ),
             RunState::Restarting { .. } => format::state(&info.state, now_ms),
         };
         let name = Span::styled(format!("{} ", info.config.name), self.theme.title);

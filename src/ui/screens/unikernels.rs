@@ -136,7 +136,7 @@ fn compare(column: Column, a: &UnikernelInfo, b: &UnikernelInfo, model: &Model) 
 pub fn state_style(state: &RunState, theme: &Theme) -> Style {
     match state {
         RunState::Running { .. } => theme.good,
-        RunState::Restarting { .. } => theme.busy,
+        RunState::Starting { .. } | RunState::Restarting { .. } => theme.busy,
         RunState::CrashLoop { .. } => theme.bad,
         RunState::Exited { exit } if exit.status != crate::api::unikernel::ExitStatus::Code(0) => {
             theme.bad

@@ -11,8 +11,8 @@ use crate::api::mac::Mac;
 use crate::api::policy::Usage;
 use crate::api::protocol::ApiError;
 use crate::api::unikernel::{
-    BlockConfig, DEFAULT_MEMORY_MB, DEFAULT_SECTOR_SIZE, NetConfig, RestartPolicy, RunState,
-    UnikernelConfig, UnikernelInfo,
+    BlockConfig, DEFAULT_MEMORY_MB, DEFAULT_SECTOR_SIZE, NetConfig, RestartPolicy, UnikernelConfig,
+    UnikernelInfo,
 };
 use crate::api::validate::{self, Facts, Field as Part, Problem};
 use crate::ui::model::Model;
@@ -513,7 +513,7 @@ impl Form {
     fn usage_of_others(&self, model: &Model, used: &Usage) -> Usage {
         let mut usage = used.clone();
         let own = self.own_name().and_then(|name| model.unikernel(name));
-        if let Some(info) = own.filter(|u| holds_resources(&u.state)) {
+        if let Some(info) = own.filter(|u| u.state.holds_resources()) {
             usage.memory_mb = usage.memory_mb.saturating_sub(info.config.memory_mb);
             if let Some(count) = usage.cpus.get_mut(&info.config.cpu) {
                 *count = count.saturating_sub(1);
@@ -599,14 +599,6 @@ fn exit_codes(text: &str) -> Result<std::collections::BTreeSet<u8>, String> {
             })
         })
         .collect()
-}
-
-/// Whether a unikernel in `state` holds its CPU and memory (as the daemon counts).
-fn holds_resources(state: &RunState) -> bool {
-    matches!(
-        state,
-        RunState::Running { .. } | RunState::Restarting { .. } | RunState::CrashLoop { .. }
-    )
 }
 
 /// The facts of a unikernel's image that the daemon reports; what it does

@@ -1,0 +1,73 @@
+//! The image store: every image a unikernel was created from, kept by digest
+//! in `<data>/images/<sha256>` so restarts never need the client again.
+
+use super::SupervisorError;
+use super::unit::StoredImage;
+use crate::host::image::{self, Compression, Image};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+fn dir(data: &Path) -> PathBuf {
+    data.join("images")
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SupervisorError {
+    let path = path.to_owned();
+    move |source| SupervisorError::Io { what, path, source }
+}
+
+/// Where the image with `image`'s digest is (or will be) kept.
+pub(super) fn stored(data: &Path, image: &Image) -> StoredImage {
+    StoredImage::new(&image.info, dir(data).join(&image.info.sha256))
+}
+
+/// Keeps the uncompressed image (0600), written to a temporary file, synced
+/// and renamed, so a crash leaves the old state or the whole image.
+pub(super) fn store(data: &Path, image: &Image) -> Result<StoredImage, SupervisorError> {
+    let stored = stored(data, image);
+    if stored.path.exists() {
+        return Ok(stored);
+    }
+    let dir = dir(data);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("create", &dir))?;
+    // A unique name: two creates of the same image may write it at once.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".image-")
+        .tempfile_in(&dir)
+        .map_err(io("create a temporary file in", &dir))?;
+    tmp.write_all(&image.elf)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(io("write", tmp.path()))?;
+    tmp.persist(&stored.path)
+        .map_err(|e| io("store the image as", &stored.path)(e.error))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", &dir))?;
+    Ok(stored)
+}
+
+/// An image kept by [`store`], read back and checked against its digest.
+pub(super) fn load(data: &Path, digest: &str) -> Result<Image, SupervisorError> {
+    let not_found = || SupervisorError::NoImage(digest.to_owned());
+    if digest.len() != 64
+        || !digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(not_found());
+    }
+    let path = dir(data).join(digest);
+    if !path.is_file() {
+        return Err(not_found());
+    }
+    let image = image::load(&path, Compression::Detect)?;
+    if image.info.sha256 != digest {
+        return Err(SupervisorError::ImageChanged(path));
+    }
+    Ok(image)
+}
