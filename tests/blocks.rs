@@ -300,7 +300,7 @@ async fn a_name_with_nul_from_a_hand_made_client_is_refused() {
         name: Label::new("ab").unwrap(),
         size_mb: 1,
         with_data: false,
-        local_fd: None,
+        lend: false,
     });
     let json = serde_json::to_string(&create)
         .unwrap()
@@ -403,7 +403,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                 Request::BlockUpload {
                     name: name.clone(),
                     compressed: false,
-                    local_fd: None,
+                    lend: false,
                 },
                 std::fs::File::open(source).unwrap(),
                 |p| sent.push(p),
@@ -421,7 +421,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                 Request::BlockDownload {
                     name,
                     compressed: false,
-                    local_fd: None,
+                    lend: false,
                 },
                 std::fs::File::create(out).unwrap(),
                 Some(total),
@@ -458,7 +458,7 @@ fn upload_request(name: &str) -> fulmar::api::protocol::Request {
     fulmar::api::protocol::Request::BlockUpload {
         name: fulmar::api::label::Label::new(name).unwrap(),
         compressed: false,
-        local_fd: None,
+        lend: false,
     }
 }
 
@@ -466,7 +466,7 @@ fn download_request(name: &str) -> fulmar::api::protocol::Request {
     fulmar::api::protocol::Request::BlockDownload {
         name: fulmar::api::label::Label::new(name).unwrap(),
         compressed: false,
-        local_fd: None,
+        lend: false,
     }
 }
 
@@ -677,35 +677,93 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
     intact(&host, "daemon killed");
 }
 
-/// A file the daemon cannot take (here a descriptor the client does not
-/// have) only means the data comes as frames: the transfer still works.
-#[test]
-fn a_file_the_daemon_cannot_take_falls_back_to_frames() {
-    use fulmar::api::protocol::{Reply, Request};
+/// The attack the first protocol let through: a request named a descriptor
+/// number, and the daemon took that descriptor out of the process that had
+/// connected, with root's rights. A group member who connected and then
+/// became root (exec of a setuid program holding `/etc/shadow` open) could
+/// copy any root-only file into a block device it may download. Now a file
+/// reaches the daemon only inside the request's own frame (SCM_RIGHTS),
+/// with the rights its sender opened it with: a number in a request gives the
+/// daemon nothing, and a request that says it lends a file but sends none is
+/// refused. Either way the device keeps its contents.
+#[tokio::test]
+async fn a_descriptor_number_in_a_request_reads_no_file() {
+    use fulmar::api::frame::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, client_handshake};
+    use fulmar::api::protocol::{ClientMessage, DaemonMessage, StreamItem};
+    use std::os::fd::AsRawFd;
     let mut host = Host::new();
     host.start(&[]);
-    host.ok(&["block", "create", "disk", "1"]);
-    let (rt, client) = local_client(&host);
-    let data = pattern(MIB / 2 + 7, 70);
-    let request = Request::BlockUpload {
-        name: fulmar::api::label::Label::new("disk").unwrap(),
-        compressed: false,
-        local_fd: Some(i32::MAX),
+    let before = pattern(MIB, 71);
+    host.device_holding("disk", 1, &before);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret_path = tmp.path().join("shadow");
+    std::fs::write(&secret_path, b"root:$6$not-for-members:19000::::::\n").unwrap();
+    std::fs::set_permissions(
+        &secret_path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
+    // The file the attacker's process holds open where the request points.
+    let secret = std::fs::File::open(&secret_path).unwrap();
+
+    let upload = |lend: serde_json::Value| {
+        let mut request =
+            serde_json::to_value(ClientMessage::Request(upload_request("disk"))).unwrap();
+        let body = request["body"].as_object_mut().unwrap();
+        body.insert(
+            lend["key"].as_str().unwrap().to_owned(),
+            lend["value"].clone(),
+        );
+        request
     };
-    let reply = rt
-        .block_on(client.send_data(request, &data[..], |_| {}))
-        .unwrap();
-    assert_eq!(
-        reply,
-        Reply::Transferred {
-            bytes: data.len() as u64
+    let by_number = upload(serde_json::json!({"key": "local_fd", "value": secret.as_raw_fd()}));
+    let flag_alone = upload(serde_json::json!({"key": "lend", "value": true}));
+    for (what, request) in [
+        ("a descriptor number", by_number),
+        ("the flag alone", flag_alone),
+    ] {
+        let stream = tokio::net::UnixStream::connect(host.socket())
+            .await
+            .unwrap();
+        let (read, write) = stream.into_split();
+        let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
+        client_handshake(&mut reader, &mut writer, "attacker", HANDSHAKE_TIMEOUT)
+            .await
+            .unwrap();
+        writer.send_json(1, &request).await.unwrap();
+        writer.flush().await.unwrap();
+        let frame = reader.next().await.unwrap().expect("an answer");
+        match frame.json::<DaemonMessage>().unwrap() {
+            DaemonMessage::Item(StreamItem::Progress { .. }) => {
+                panic!("{what}: the daemon copied a file nobody sent it")
+            }
+            DaemonMessage::Error(e) => assert!(
+                e.message.contains("no file came with it"),
+                "{what}: {}",
+                e.message
+            ),
+            // Waiting for data frames, as for any upload without a file.
+            DaemonMessage::Credit { .. } => assert_eq!(what, "a descriptor number"),
+            other => panic!("{what}: the daemon answered {other:?}"),
         }
-    );
-    let mut want = data.clone();
-    want.resize(MIB, 0);
-    assert_eq!(sha_of(&host.block_file("disk")), sha(&want));
-    // Nor does stdout opened to append (`>>`), which the daemon could not
-    // write by offset: the CLI does not lend it.
+        // The attacker goes away without sending data: nothing is replaced.
+        drop((reader, writer));
+    }
+    support::daemon::eventually("the aborted uploads to clean up", || {
+        host.block_files() == ["disk"]
+    });
+    assert_eq!(sha_of(&host.block_file("disk")), sha(&before));
+    drop(secret);
+}
+
+/// Stdout opened to append (`>>`) is never lent (the daemon writes by
+/// offset): its download goes through the socket and appends.
+#[test]
+fn stdout_opened_to_append_takes_the_socket_path() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let want = pattern(MIB, 70);
+    host.device_holding("disk", 1, &want);
     let tmp = tempfile::tempdir().unwrap();
     let appended = tmp.path().join("appended");
     std::fs::write(&appended, b"before").unwrap();

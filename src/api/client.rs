@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, Write};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -118,9 +119,10 @@ impl Client {
     {
         // Only the daemon's own socket reaches a process that can take this
         // one's files; `ssh HOST fulmar proxy`'s stdio never does.
-        let local = (&read as &dyn std::any::Any)
-            .downcast_ref::<tokio::net::unix::OwnedReadHalf>()
-            .is_some();
+        let local = cfg!(target_os = "linux")
+            && (&read as &dyn std::any::Any)
+                .downcast_ref::<tokio::net::unix::OwnedReadHalf>()
+                .is_some();
         let mut reader = FrameReader::new(read);
         let mut writer = FrameWriter::new(write);
         let daemon =
@@ -193,7 +195,7 @@ impl Client {
         data: impl AsyncRead + Unpin,
         progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
-        self.send_from(request, Source::Stream(data), false, progress)
+        self.send_from(request, Source::Stream(data), None, progress)
             .await
     }
 
@@ -223,13 +225,19 @@ impl Client {
         self.send_from(request, source, lent, progress).await
     }
 
-    /// Names `file` in `request` for the daemon to take, where it could: the
-    /// daemon is on this host, the request is a plain (not zlib) block
-    /// transfer, and `file` is a regular file used from its start. Says
-    /// whether it did. FULMAR_NO_LOCAL_FD=1 in the environment never lends.
-    fn lend(&self, request: &mut Request, file: &File, meta: &std::fs::Metadata, at: u64) -> bool {
+    /// Marks `request` as lending `file` and gives the descriptor its frame
+    /// is to carry, where the daemon could use it: the daemon is on this
+    /// host, the request is a plain (not zlib) block transfer, and `file` is a
+    /// regular file used from its start. FULMAR_NO_LOCAL_FD=1 in the
+    /// environment never lends.
+    fn lend(
+        &self,
+        request: &mut Request,
+        file: &File,
+        meta: &std::fs::Metadata,
+        at: u64,
+    ) -> Option<OwnedFd> {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        use std::os::fd::AsRawFd;
         // The daemon writes by offset, which a file opened to append (stdout
         // redirected with `>>`) refuses: such a file takes the socket path.
         let appends = fcntl(file, FcntlArg::F_GETFL).map_or(true, |flags| {
@@ -241,36 +249,31 @@ impl Client {
             || appends
             || std::env::var_os("FULMAR_NO_LOCAL_FD").is_some_and(|v| v == "1")
         {
-            return false;
+            return None;
         }
-        let Some(local_fd) = request.lent_file() else {
-            return false;
-        };
-        *local_fd = Some(file.as_raw_fd());
-        true
+        let lends = request.lends()?;
+        // The same open file description, for the writer to send.
+        let copy = file.try_clone().ok()?;
+        *lends = true;
+        Some(copy.into())
     }
 
     async fn send_from<R: AsyncRead + Unpin>(
         &self,
         request: Request,
         mut source: Source<R>,
-        lent: bool,
+        lent: Option<OwnedFd>,
         mut progress: impl FnMut(Progress),
     ) -> Result<Reply, ClientError> {
         let window = Arc::new(CreditWindow::new());
-        let (id, mut rx) = self.open_with(request, Some(window.clone()), None).await?;
-        if lent {
-            // The daemon's first word says whether it took the file: progress
-            // if it did, credit for data frames if not.
-            tokio::select! {
-                biased;
-                first = rx.recv() => return self.follow_copy(id, first, rx, progress).await,
-                room = window.reserve(CHUNK_SIZE) => {
-                    if let Ok(room) = room {
-                        window.grant(room as u64);
-                    }
-                }
-            }
+        let lends = lent.is_some();
+        let (id, mut rx) = self
+            .open_with(request, Some(window.clone()), None, lent)
+            .await?;
+        if lends {
+            // The daemon copies the file itself: no data frames.
+            let first = rx.recv().await;
+            return self.follow_copy(id, first, rx, progress).await;
         }
         let total = source.total();
         let mut sent = 0;
@@ -359,15 +362,16 @@ impl Client {
         total: Option<u64>,
         mut progress: impl FnMut(Progress),
     ) -> Result<u64, ClientError> {
-        if let (Ok(meta), Ok(at)) = (out.metadata(), out.stream_position()) {
-            self.lend(&mut request, &out, &meta, at);
-        }
+        let lent = match (out.metadata(), out.stream_position()) {
+            (Ok(meta), Ok(at)) => self.lend(&mut request, &out, &meta, at),
+            _ => None,
+        };
         let pipe = match Pipe::new(DEFAULT_WINDOW) {
             Ok(pipe) => pipe.map(Arc::new),
             // Without one the payloads come through memory, only slower.
             Err(_) => None,
         };
-        let (id, rx) = self.open_with(request, None, pipe.clone()).await?;
+        let (id, rx) = self.open_with(request, None, pipe.clone(), lent).await?;
         let (done_tx, mut done) = watch::channel(0);
         let sink = Sink {
             id,
@@ -388,7 +392,7 @@ impl Client {
     }
 
     async fn open(&self, request: Request) -> Result<(u64, mpsc::Receiver<Delivery>), ClientError> {
-        self.open_with(request, None, None).await
+        self.open_with(request, None, None, None).await
     }
 
     async fn open_with(
@@ -396,6 +400,7 @@ impl Client {
         request: Request,
         window: Option<Arc<CreditWindow>>,
         pipe: Option<Arc<Pipe>>,
+        lent: Option<OwnedFd>,
     ) -> Result<(u64, mpsc::Receiver<Delivery>), ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(PER_REQUEST);
@@ -412,8 +417,12 @@ impl Client {
         if let Some(w) = window {
             lock(&self.credits).insert(id, w);
         }
-        self.send(Outgoing::Message(id, ClientMessage::Request(request)))
-            .await?;
+        let message = ClientMessage::Request(request);
+        self.send(match lent {
+            Some(file) => Outgoing::Lending { id, message, file },
+            None => Outgoing::Message(id, message),
+        })
+        .await?;
         Ok((id, rx))
     }
 

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 /// The protocol this build speaks; both ends of a connection must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Length prefix (4), kind (1) and id (8).
 pub const HEADER_LEN: usize = 13;
 /// The longest payload of a JSON frame.
@@ -134,6 +134,12 @@ pub enum FrameError {
     },
     #[error("could not encode a message as JSON: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error(
+        "the peer sent more than {max} files that no request used (it is not speaking fulmar's protocol)"
+    )]
+    TooManyFiles { max: usize },
+    #[error("only a Unix socket on Linux can carry a file to the daemon: send the data as frames")]
+    CannotLend,
 }
 
 /// Refuses payloads longer than `kind` allows (any kind's limit when the
@@ -320,16 +326,35 @@ pub struct FrameReader<R> {
     /// The last frame was data, so the next one likely is: read only its
     /// header, leaving its payload in the socket for a splice.
     after_data: bool,
+    /// Files the peer sent with its frames (over a Unix socket), oldest
+    /// first, until [`FrameReader::take_lent`] takes them.
+    lent: Vec<std::os::fd::OwnedFd>,
+    /// Where a read between frames lands when it may bring files with it.
+    #[cfg(target_os = "linux")]
+    scratch: Vec<u8>,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+/// Files the peer may send before the frames that use them are read; a peer
+/// that sends more is not speaking fulmar's protocol.
+const MAX_LENT: usize = 4;
+
+impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
             buf: BytesMut::new(),
             decoder: Decoder::new(),
             after_data: false,
+            lent: Vec::new(),
+            #[cfg(target_os = "linux")]
+            scratch: Vec::new(),
         }
+    }
+
+    /// The oldest file the peer sent and nothing has taken yet: the one that
+    /// came with the frame just read, for a request that says it lends one.
+    pub fn take_lent(&mut self) -> Option<std::os::fd::OwnedFd> {
+        (!self.lent.is_empty()).then(|| self.lent.remove(0))
     }
 
     /// The next frame; None when the peer closed the connection between
@@ -363,15 +388,48 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             None if self.after_data => HEADER_LEN.saturating_sub(self.buf.len()).max(1),
             None => READ_AHEAD,
         };
-        self.buf.reserve(want);
-        let mut room = (&mut self.buf).limit(want);
-        if self.inner.read_buf(&mut room).await? == 0 {
+        let read = if self.decoder.pending.is_none() {
+            self.read_between_frames(want).await?
+        } else {
+            // Never past the pending frame's end, so never into the bytes a
+            // file was sent with, which only a frame's first byte has.
+            self.buf.reserve(want);
+            let mut room = (&mut self.buf).limit(want);
+            self.inner.read_buf(&mut room).await?
+        };
+        if read == 0 {
             return match self.buf.len() {
                 0 => Ok(false),
                 received => Err(FrameError::ClosedMidFrame { received }),
             };
         }
         Ok(true)
+    }
+
+    /// Reads up to `want` bytes where a frame may begin, and so where a peer
+    /// on a Unix socket may have sent a file with it: a plain read would
+    /// drop (close) the file, so this one receives it.
+    async fn read_between_frames(&mut self, want: usize) -> Result<usize, FrameError> {
+        #[cfg(target_os = "linux")]
+        if let Some(socket) = zerocopy::unix_socket(&self.inner) {
+            let want = want.min(READ_AHEAD);
+            if self.scratch.len() < READ_AHEAD {
+                self.scratch.resize(READ_AHEAD, 0);
+            }
+            let read =
+                zerocopy::receive_with_files(socket, &mut self.scratch[..want], &mut self.lent)
+                    .await;
+            if self.lent.len() > MAX_LENT {
+                self.lent.clear();
+                return Err(FrameError::TooManyFiles { max: MAX_LENT });
+            }
+            let read = read?;
+            self.buf.extend_from_slice(&self.scratch[..read]);
+            return Ok(read);
+        }
+        self.buf.reserve(want);
+        let mut room = (&mut self.buf).limit(want);
+        Ok(self.inner.read_buf(&mut room).await?)
     }
 
     /// What was read and not yet decoded: the evidence when a peer sends
@@ -499,6 +557,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         id: u64,
         value: &T,
     ) -> Result<(), FrameError> {
+        self.encode_json(id, value)?;
+        self.write_if_full().await
+    }
+
+    /// Appends `value` as a JSON frame to the buffer; on an error nothing was added.
+    fn encode_json<T: Serialize + ?Sized>(&mut self, id: u64, value: &T) -> Result<(), FrameError> {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; HEADER_LEN]);
         let header = serde_json::to_writer(&mut self.buf, value)
@@ -511,7 +575,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 return Err(error);
             }
         }
-        self.write_if_full().await
+        Ok(())
     }
 
     /// Sends `data` as a data frame of stream `id`. On an error from the
@@ -561,6 +625,31 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin + 'static> FrameWriter<W> {
+    /// Sends `value` as a JSON frame that carries `file` to the peer
+    /// (`SCM_RIGHTS`), after everything buffered: the peer gets the open file
+    /// itself, with the access this process opened it with, and nothing more.
+    /// Only over a Unix socket on Linux; elsewhere nothing is sent.
+    pub async fn send_json_with_file<T: Serialize + ?Sized>(
+        &mut self,
+        id: u64,
+        value: &T,
+        file: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), FrameError> {
+        #[cfg(target_os = "linux")]
+        if zerocopy::unix_socket(&self.inner).is_some() {
+            self.write_buffered().await?;
+            self.encode_json(id, value)?;
+            let sent = match zerocopy::unix_socket(&self.inner) {
+                Some(socket) => zerocopy::send_with_file(socket, &self.buf, file).await,
+                None => Err(io::Error::from(io::ErrorKind::Unsupported)),
+            };
+            self.buf.clear();
+            return Ok(sent?);
+        }
+        let _ = (id, value, file);
+        Err(FrameError::CannotLend)
+    }
+
     /// Sends `len` bytes of `file` from `offset` as a data frame of stream
     /// `id`. Over a Unix socket on Linux they go from the page cache to the
     /// socket without a copy (sendfile); otherwise they are read into memory
@@ -732,7 +821,7 @@ pub async fn client_handshake<R, W>(
     timeout: Duration,
 ) -> Result<Hello, HandshakeError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
     handshake(
@@ -755,7 +844,7 @@ pub async fn server_handshake<R, W>(
     timeout: Duration,
 ) -> Result<Hello, HandshakeError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
     handshake(
@@ -777,7 +866,7 @@ async fn handshake<R, W>(
     timeout: Duration,
 ) -> Result<Hello, HandshakeError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
     let exchange = async {
@@ -821,7 +910,7 @@ async fn send_hello<W: AsyncWrite + Unpin>(
     writer.flush().await.map_err(HandshakeError::Connection)
 }
 
-async fn read_hello<R: AsyncRead + Unpin>(
+async fn read_hello<R: AsyncRead + Unpin + 'static>(
     peer: Peer,
     reader: &mut FrameReader<R>,
 ) -> Result<Hello, HandshakeError> {
@@ -988,6 +1077,12 @@ impl ReceiveWindow {
 #[derive(Debug)]
 pub enum Outgoing<M> {
     Message(u64, M),
+    /// A message whose frame carries one of this process's open files.
+    Lending {
+        id: u64,
+        message: M,
+        file: std::os::fd::OwnedFd,
+    },
     Data(u64, Bytes),
     /// A data frame of `len` bytes of `file` from `offset`, sent by the
     /// writer from the page cache where it can.
@@ -1013,6 +1108,10 @@ where
     while let Some(out) = rx.recv().await {
         let sent = match out {
             Outgoing::Message(id, message) => writer.send_json(id, &message).await,
+            Outgoing::Lending { id, message, file } => {
+                use std::os::fd::AsFd;
+                writer.send_json_with_file(id, &message, file.as_fd()).await
+            }
             Outgoing::Data(id, bytes) => writer.send_data(id, &bytes).await,
             Outgoing::File {
                 id,
@@ -1244,7 +1343,7 @@ mod tests {
     #[tokio::test]
     async fn the_reader_returns_none_only_at_a_clean_end() {
         let wire = encode(&samples());
-        let mut reader = FrameReader::new(&wire[..]);
+        let mut reader = FrameReader::new(std::io::Cursor::new(wire.clone()));
         for expected in samples() {
             assert_eq!(reader.next().await.unwrap(), Some(expected));
         }
@@ -1259,7 +1358,7 @@ mod tests {
         let wire = encode(&samples());
         // Inside the payload of the last frame, then inside a header.
         for cut in [wire.len() - 1, 2] {
-            let mut reader = FrameReader::new(&wire[..cut]);
+            let mut reader = FrameReader::new(std::io::Cursor::new(wire[..cut].to_vec()));
             let outcome = loop {
                 match reader.next().await {
                     Ok(Some(_)) => continue,
@@ -1363,7 +1462,7 @@ mod tests {
     async fn through<W, R>(mut writer: FrameWriter<W>, mut reader: FrameReader<R>, bytes: &[u8])
     where
         W: AsyncWrite + Unpin + Send + 'static,
-        R: AsyncRead + Unpin,
+        R: AsyncRead + Unpin + 'static,
     {
         let file = file_with(bytes);
         let len = bytes.len();
@@ -1419,6 +1518,69 @@ mod tests {
         drop(writer);
         let frame = FrameReader::new(far).next().await.unwrap().unwrap();
         assert_eq!(frame.json::<String>().unwrap(), "still in step");
+    }
+
+    /// A file sent with a frame arrives with that frame, the same open file
+    /// (reading through one moves the other), after frames sent before it;
+    /// a peer that piles up unused files is cut off.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_file_travels_with_its_frame_over_a_unix_socket() {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsFd;
+        let (near, far) = tokio::net::UnixStream::pair().unwrap();
+        let (_r, w) = near.into_split();
+        let (r, _w) = far.into_split();
+        let mut writer = FrameWriter::new(w);
+        let mut reader = FrameReader::new(r);
+        let mut lent = file_with(b"lent bytes");
+        lent.rewind().unwrap();
+        writer.send_json(1, "before").await.unwrap();
+        writer
+            .send_json_with_file(2, "with a file", lent.as_fd())
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+        let first = reader.next().await.unwrap().unwrap();
+        assert_eq!(first.json::<String>().unwrap(), "before");
+        let second = reader.next().await.unwrap().unwrap();
+        assert_eq!(second.json::<String>().unwrap(), "with a file");
+        let mut got = File::from(reader.take_lent().expect("the file"));
+        assert!(reader.take_lent().is_none());
+        let mut text = String::new();
+        got.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "lent bytes");
+        assert_eq!(lent.stream_position().unwrap(), 10);
+
+        for i in 0..=MAX_LENT as u64 {
+            writer
+                .send_json_with_file(3 + i, "unused", lent.as_fd())
+                .await
+                .unwrap();
+        }
+        writer.flush().await.unwrap();
+        let mut outcome = Ok(None);
+        for _ in 0..=MAX_LENT {
+            outcome = reader.next().await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(outcome, Err(FrameError::TooManyFiles { .. })),
+            "{outcome:?}"
+        );
+    }
+
+    /// Only a Unix socket carries files: elsewhere nothing is sent.
+    #[tokio::test]
+    async fn a_file_cannot_travel_over_other_streams() {
+        use std::os::fd::AsFd;
+        let (near, _far) = duplex(1024);
+        let mut writer = FrameWriter::new(near);
+        let lent = file_with(b"x");
+        let sent = writer.send_json_with_file(1, "x", lent.as_fd()).await;
+        assert!(matches!(sent, Err(FrameError::CannotLend)), "{sent:?}");
     }
 
     /// Reads everything `pieces` holds out of `pipe`.

@@ -83,41 +83,38 @@ pub enum Request {
         name: Label,
         size_mb: u64,
         with_data: bool,
-        /// One of the client's own open file descriptors holding the data
-        /// (with `with_data`; a regular file, open for reading, read from offset 0), which the
-        /// daemon may take with `pidfd_getfd(2)` and copy in the kernel. It
-        /// answers [`StreamItem::Progress`] first if it did, [`DaemonMessage::Credit`]
-        /// (send data frames as usual) if it did not. Only a client on the
-        /// daemon's own Unix socket offers one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        local_fd: Option<i32>,
+        /// The request's frame carries one of the client's open files holding
+        /// the data (with `with_data`; see `lend` of [`Request::BlockUpload`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lend: bool,
     },
     /// Replaces a block device's contents from data frames that follow; the
     /// old contents stay unless the whole upload succeeds.
     BlockUpload {
         name: Label,
         compressed: bool,
-        /// One of the client's own open file descriptors holding the data
-        /// (a regular file, open for reading, read from offset 0), which the
-        /// daemon may take with `pidfd_getfd(2)` and copy in the kernel. It
-        /// answers [`StreamItem::Progress`] first if it did, [`DaemonMessage::Credit`]
-        /// (send data frames as usual) if it did not. Only a client on the
-        /// daemon's own Unix socket offers one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        local_fd: Option<i32>,
+        /// The request's frame carries one of the client's open files holding
+        /// the data (a regular file, open for reading, read from offset 0),
+        /// passed with `SCM_RIGHTS` so the daemon holds exactly the access the
+        /// client opened it with, and copies from it in the kernel. It answers
+        /// [`StreamItem::Progress`] first if it could use the file; an error
+        /// says why it could not. Only a client on the daemon's own Unix
+        /// socket lends files.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lend: bool,
     },
     /// The device's contents as data frames, paced by the client's credit,
     /// then `end`.
     BlockDownload {
         name: Label,
         compressed: bool,
-        /// One of the client's own open file descriptors to write the
-        /// contents into (a regular file, open for writing, from offset 0),
-        /// which the daemon may take with `pidfd_getfd(2)` and fill in the
-        /// kernel, sending [`StreamItem::Progress`] and then `end` instead of
-        /// data frames. Only a client on the daemon's own Unix socket offers one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        local_fd: Option<i32>,
+        /// The request's frame carries one of the client's open files to write
+        /// the contents into (a regular file, open for writing, from offset
+        /// 0), passed with `SCM_RIGHTS`; the daemon fills it in the kernel,
+        /// sending [`StreamItem::Progress`] and then `end` instead of data
+        /// frames. Only a client on the daemon's own Unix socket lends files.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lend: bool,
     },
     /// Makes a block device larger (never smaller).
     BlockGrow {
@@ -130,25 +127,26 @@ pub enum Request {
 }
 
 impl Request {
-    /// Where a plain (not zlib) block transfer names a file the client lends
-    /// (docs/protocol.md, "Lent files"); `None` for requests that take none.
-    pub fn lent_file(&mut self) -> Option<&mut Option<i32>> {
+    /// The flag of a plain (not zlib) block transfer that says its frame
+    /// carries a file the client lends (docs/protocol.md, "Lent files");
+    /// `None` for requests that take none.
+    pub fn lends(&mut self) -> Option<&mut bool> {
         match self {
             Request::BlockUpload {
                 compressed: false,
-                local_fd,
+                lend,
                 ..
             }
             | Request::BlockDownload {
                 compressed: false,
-                local_fd,
+                lend,
                 ..
             }
             | Request::BlockCreate {
                 with_data: true,
-                local_fd,
+                lend,
                 ..
-            } => Some(local_fd),
+            } => Some(lend),
             _ => None,
         }
     }
@@ -335,21 +333,28 @@ mod tests {
 
     #[test]
     fn block_transfers_lend_no_file_unless_they_say_so() {
-        let old = r#"{"request":"block-upload","name":"disk","compressed":false}"#;
-        let request: Request = serde_json::from_str(old).unwrap();
-        let Request::BlockUpload { local_fd, .. } = &request else {
+        let plain = r#"{"request":"block-upload","name":"disk","compressed":false}"#;
+        let request: Request = serde_json::from_str(plain).unwrap();
+        let Request::BlockUpload { lend, .. } = &request else {
             panic!("{request:?}");
         };
-        assert_eq!(*local_fd, None);
-        assert_eq!(serde_json::to_string(&request).unwrap(), old);
+        assert!(!lend);
+        assert_eq!(serde_json::to_string(&request).unwrap(), plain);
         let lent = Request::BlockDownload {
             name: Label::new("disk").unwrap(),
             compressed: false,
-            local_fd: Some(7),
+            lend: true,
         };
         let json = serde_json::to_string(&lent).unwrap();
-        assert!(json.contains(r#""local_fd":7"#), "{json}");
+        assert!(json.contains(r#""lend":true"#), "{json}");
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), lent);
+        // The first protocol named a descriptor number for the daemon to
+        // take; that field means nothing now.
+        let old = r#"{"request":"block-upload","name":"disk","compressed":false,"local_fd":3}"#;
+        let Request::BlockUpload { lend, .. } = serde_json::from_str(old).unwrap() else {
+            panic!("not an upload");
+        };
+        assert!(!lend);
     }
 
     #[test]

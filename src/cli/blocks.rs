@@ -25,7 +25,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
                 name: label(name)?,
                 size_mb: *size_mb,
                 with_data: data.is_some(),
-                local_fd: None,
+                lend: false,
             };
             let reply = match data {
                 Some(path) => send_file(client, request, path).await?,
@@ -44,7 +44,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             let request = Request::BlockUpload {
                 name: label(name)?,
                 compressed: *compressed,
-                local_fd: None,
+                lend: false,
             };
             match send_file(client, request, file).await? {
                 Reply::Transferred { bytes } => {
@@ -67,7 +67,7 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             let request = Request::BlockDownload {
                 name,
                 compressed: *compressed,
-                local_fd: None,
+                lend: false,
             };
             let out = open_or_std(file, std::io::stdout().as_fd(), |p| File::create(p))?;
             let mut bar = Bar::new();

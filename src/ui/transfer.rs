@@ -246,7 +246,7 @@ async fn carry_out(
                 name: name.clone(),
                 size_mb: *size_mb,
                 with_data: true,
-                local_fd: None,
+                lend: false,
             };
             send_file(connect, request, data, &reporter).await?
         }
@@ -254,7 +254,7 @@ async fn carry_out(
             let request = Request::BlockUpload {
                 name: name.clone(),
                 compressed: false,
-                local_fd: None,
+                lend: false,
             };
             send_file(connect, request, path, &reporter).await?
         }
@@ -342,7 +342,7 @@ async fn download(
     let request = Request::BlockDownload {
         name: name.clone(),
         compressed: false,
-        local_fd: None,
+        lend: false,
     };
     let record = |p: Progress| reporter.progress.store(p.done, Ordering::Relaxed);
     let receive = client.receive_file(request, file.into_std().await, total, record);
@@ -454,7 +454,7 @@ pub fn change(client: &Arc<Client>, command: &Command, updates: &mpsc::Sender<Up
             name,
             size_mb,
             with_data: false,
-            local_fd: None,
+            lend: false,
         },
         Command::BlockDestroy(name) => Request::BlockDestroy { name },
         _ => return,

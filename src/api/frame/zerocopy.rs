@@ -390,6 +390,90 @@ pub(super) async fn splice_from(
     }
 }
 
+/// How many files a peer may send with one read's worth of bytes; more is
+/// not fulmar's protocol (a request lends one).
+#[cfg(target_os = "linux")]
+pub(super) const FILES_PER_READ: usize = 4;
+
+/// Reads what `socket` has, up to `buf.len()` bytes, keeping the files the
+/// peer sent with them (`SCM_RIGHTS`) in `files`. The kernel never joins the
+/// bytes of a message that carries files with later ones, so the files come
+/// with the read that reaches the first byte they were sent with.
+#[cfg(target_os = "linux")]
+pub(super) async fn receive_with_files(
+    socket: &UnixStream,
+    buf: &mut [u8],
+    files: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut control = nix::cmsg_space!([RawFd; FILES_PER_READ]);
+    loop {
+        socket.readable().await?;
+        let received = socket.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<()>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut control),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+            for cmsg in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                    // SAFETY: the kernel has just installed these descriptors
+                    // in this process for this message; nothing else owns them.
+                    files.extend(
+                        fds.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+            if truncated {
+                return Err(io::Error::other(format!(
+                    "the peer sent more than {FILES_PER_READ} files at once"
+                )));
+            }
+            Ok(msg.bytes)
+        });
+        match received {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+    }
+}
+
+/// Writes all of `bytes` to `socket`, the first of them in one message with
+/// `file` (`SCM_RIGHTS`): the peer receives the open file itself, with the
+/// access this process opened it with.
+#[cfg(target_os = "linux")]
+pub(super) async fn send_with_file(
+    socket: &UnixStream,
+    bytes: &[u8],
+    file: BorrowedFd<'_>,
+) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [file.as_raw_fd()];
+    loop {
+        socket.writable().await?;
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [io::IoSlice::new(bytes)];
+            let rights = [ControlMessage::ScmRights(&fds)];
+            Ok(sendmsg::<()>(
+                socket.as_raw_fd(),
+                &iov,
+                &rights,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )?)
+        });
+        match sent {
+            Ok(n) => return write_socket(socket, &bytes[n..]).await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Writes all of `bytes` to the socket under a writer.
 #[cfg(target_os = "linux")]
 pub(super) async fn write_socket(socket: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {

@@ -233,8 +233,8 @@ enum Direction {
     Write,
 }
 
-/// A block transfer through a file the client lent (see
-/// [`crate::host::daemon::access::Peer::take`]): no data frames, but the
+/// A block transfer through a file the client lent (sent with its request's
+/// frame, so the daemon holds only what the client itself opened): no data frames, but the
 /// daemon tells the client its progress, and stops once the client cancels
 /// or goes away (its request's inbound channel closes).
 struct Lent {

@@ -7,10 +7,11 @@ use crate::api::frame::{
     HANDSHAKE_TIMEOUT, Pipe, Received, server_handshake,
 };
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
-use crate::host::daemon::access::{Access, Peer};
+use crate::host::daemon::access::Access;
 use crate::host::daemon::blocks;
 use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,10 +30,6 @@ pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 /// Serves a client on the daemon's socket, refusing peers that `access` does not allow.
 pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
     let peer = stream.peer_cred();
-    // Taken now, while the peer is surely the process that connected.
-    let lender = Peer::of(&stream)
-        .inspect_err(|e| tracing::debug!("no pidfd for a client, so it lends no files: {e}"))
-        .ok();
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
@@ -58,7 +55,7 @@ pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
         refuse(reader, writer, &refusal).await;
         return;
     }
-    serve_requests(reader, writer, ctx, lender).await;
+    serve_requests(reader, writer, ctx).await;
 }
 
 /// How long a refused client may go on sending before the daemon hangs up.
@@ -74,7 +71,7 @@ async fn refuse<R, W>(
     mut writer: FrameWriter<W>,
     refusal: &DaemonMessage,
 ) where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
     // The client may be gone already; it was refused either way.
@@ -87,13 +84,12 @@ async fn refuse<R, W>(
     .await;
 }
 
-/// The request loop, over any byte stream; `lender` is the client's process
-/// when it is on this host and may lend the daemon its files.
+/// The request loop, over any byte stream; over the daemon's Unix socket a
+/// client may lend the daemon its files with its requests.
 pub async fn serve_requests<R, W>(
     mut reader: FrameReader<R>,
     writer: FrameWriter<W>,
     ctx: Arc<Context>,
-    lender: Option<Peer>,
 ) where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -102,7 +98,6 @@ pub async fn serve_requests<R, W>(
     let writing = tokio::spawn(write_frames(writer, rx));
     let mut requests = Requests {
         running: HashMap::new(),
-        lender,
     };
     loop {
         let frame = match reader.next_into(|id| requests.pipe(id)).await {
@@ -113,7 +108,10 @@ pub async fn serve_requests<R, W>(
                 break;
             }
         };
-        if let Err(e) = requests.dispatch(frame, &ctx, &tx).await {
+        // Files come with the first byte of the frame that uses them, so
+        // the one this frame brought is the oldest not yet taken.
+        let lent = reader.take_lent();
+        if let Err(e) = requests.dispatch(frame, lent, &ctx, &tx).await {
             tracing::info!("dropping a client that broke the protocol: {e}");
             let _ = tx
                 .send(Out::Message(
@@ -151,8 +149,10 @@ struct Running {
 
 struct Requests {
     running: HashMap<u64, Running>,
-    lender: Option<Peer>,
 }
+
+/// A request that says it lends a file whose frame brought none.
+const NO_FILE: &str = "a block transfer said it lends a file, but no file came with it over the socket (only a client on the daemon's own Unix socket can lend one)";
 
 impl Requests {
     /// The pipe of request `id`, if it takes its data that way.
@@ -161,9 +161,11 @@ impl Requests {
     }
 
     /// Acts on one frame; an error means the client broke the protocol.
+    /// `lent` is the file the client sent with it, if any.
     async fn dispatch(
         &mut self,
         received: Received,
+        lent: Option<OwnedFd>,
         ctx: &Arc<Context>,
         tx: &mpsc::Sender<Out>,
     ) -> Result<(), String> {
@@ -186,12 +188,16 @@ impl Requests {
                 if self.running.contains_key(&id) {
                     return Err(format!("request id {id} is already in use"));
                 }
+                let local = match request.lends() {
+                    Some(true) => Some(lent.ok_or(NO_FILE)?),
+                    _ => None,
+                };
                 let (inbound, rx) = mpsc::channel(INCOMING);
                 let pipe = block_data(&request).then(new_pipe).flatten();
                 let incoming = Inflow {
                     rx,
                     pipe: pipe.clone(),
-                    local: self.borrow(&mut request),
+                    local: local.map(std::fs::File::from),
                 };
                 let ctx = ctx.clone();
                 let replies = Replies::new(id, tx.clone());
@@ -241,25 +247,6 @@ impl Requests {
             }
         }
         Ok(())
-    }
-
-    /// The file the client lends for `request`, if it lends one the daemon
-    /// can copy itself (not zlib) and the kernel lets the daemon take it.
-    /// Anything that stops that only means the data comes as frames: decided
-    /// here, before any of it moves.
-    fn borrow(&self, request: &mut Request) -> Option<std::fs::File> {
-        // Taken out: the number means nothing past this point.
-        let fd = request.lent_file()?.take()?;
-        let taken = self.lender.as_ref()?.take(fd);
-        taken
-            .inspect(|_| tracing::debug!(fd, "copying a block transfer with the client's own file"))
-            .inspect_err(|e| {
-                tracing::debug!(
-                    fd,
-                    "cannot take the client's file, its data comes as frames: {e}"
-                )
-            })
-            .ok()
     }
 
     /// Data for a request that has already answered (e.g. refused an upload

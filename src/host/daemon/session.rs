@@ -40,9 +40,8 @@ pub enum Inbound {
 pub struct Inflow {
     pub rx: mpsc::Receiver<Inbound>,
     pub pipe: Option<Arc<Pipe>>,
-    /// The client's own file for a block transfer, taken from its process
-    /// (see `local_fd` in the protocol), when it lent one and the daemon could
-    /// take it; then no data frames come.
+    /// The client's own file for a block transfer, which came with the
+    /// request's frame (see `lend` in the protocol); then no data frames come.
     pub local: Option<File>,
 }
 
