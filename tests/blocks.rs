@@ -149,22 +149,7 @@ fn a_full_disk_keeps_the_old_contents() {
     }
     let mut host = Host::new();
     let mount = host.data.path().join("block");
-    std::fs::create_dir_all(&mount).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &mount,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=12m,mode=0700"),
-    )
-    .unwrap();
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount(&self.0);
-        }
-    }
-    let _unmount = Unmount(mount.clone());
+    let _unmount = Tmpfs::mount(&mount, "12m");
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(4 * MIB, 5);
@@ -179,13 +164,110 @@ fn a_full_disk_keeps_the_old_contents() {
     ]);
     assert!(err.to_lowercase().contains("space"), "{err}");
     assert_eq!(sha_of(&mount.join("disk")), sha(&old));
-    let mut left: Vec<String> = std::fs::read_dir(&mount)
+    assert_eq!(names_in(&mount), ["disk", "filler"]);
+    host.signal_daemon(Signal::SIGTERM);
+}
+
+/// A small tmpfs mounted (by root) at a new directory `at`, for a full
+/// disk; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .unwrap();
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    left.sort();
-    assert_eq!(left, ["disk", "filler"]);
-    host.signal_daemon(Signal::SIGTERM);
+    names.sort();
+    names
+}
+
+/// `echo precious > f; fulmar block download ... f`: a download the daemon
+/// refuses (no such device, busy) or that fails midway (the destination's
+/// disk fills, with the file lent to the daemon or through frames) leaves
+/// `f` as it was and nothing beside it; a complete one replaces it and keeps
+/// its mode.
+#[test]
+fn refused_and_failed_downloads_keep_the_destination() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let mut host = Host::new();
+    host.start(&[]);
+    let old = pattern(4 * MIB, 40);
+    host.device_holding("disk", 4, &old);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("f");
+    std::fs::write(&dest, "precious\n").unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let intact = |dest: &Path, why: &str| {
+        assert_eq!(std::fs::read(dest).unwrap(), b"precious\n", "{why}");
+        assert_eq!(names_in(dest.parent().unwrap()), ["f"], "{why} left a file");
+    };
+    let dest_arg = dest.to_str().unwrap();
+
+    let err = host.fails(&["block", "download", "nosuchdev", dest_arg]);
+    assert!(err.contains("does not exist"), "{err}");
+    intact(&dest, "no such device");
+
+    let (mut up, stdin) = upload_under_way(&host, "disk", 41);
+    let err = host.fails(&["block", "download", "disk", dest_arg]);
+    assert!(err.contains("busy"), "{err}");
+    intact(&dest, "busy");
+    up.kill().unwrap();
+    up.wait().unwrap();
+    drop(stdin);
+    eventually("the daemon drops the upload", || {
+        host.block_files() == ["disk"]
+    });
+
+    // Room for the old contents, not for the device.
+    let small = tmp.path().join("small");
+    let _unmount = Tmpfs::mount(&small, "1m");
+    let on_small = small.join("f");
+    std::fs::write(&on_small, "precious\n").unwrap();
+    for no_lending in ["0", "1"] {
+        let out = host
+            .command(&["--no-start", "block", "download", "disk"])
+            .arg(&on_small)
+            .env("FULMAR_NO_LOCAL_FD", no_lending)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a download larger than its disk");
+        intact(
+            &on_small,
+            &format!("a full disk (FULMAR_NO_LOCAL_FD={no_lending})"),
+        );
+    }
+
+    host.ok(&["block", "download", "disk", dest_arg]);
+    assert_eq!(sha_of(&dest), sha(&old));
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(names_in(tmp.path()), ["f", "small"]);
 }
 
 #[test]
