@@ -270,6 +270,63 @@ fn refused_and_failed_downloads_keep_the_destination() {
     assert_eq!(names_in(tmp.path()), ["f", "small"]);
 }
 
+/// `cat /dev/zero | fulmar block upload disk -` and `block create new 4
+/// --data /dev/zero`: data with no end is refused as soon as it passes the
+/// device's size, and the client exits with the reason; nothing changes.
+#[test]
+fn endless_data_is_refused_at_once() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let old = pattern(4 * MIB, 42);
+    host.device_holding("disk", 4, &old);
+    let cases: [(&[&str], bool, &str); 4] = [
+        (&["upload", "disk", "-"], false, "disk"),
+        (&["upload", "disk", "-"], true, "disk"),
+        (&["create", "new", "4", "--data", "/dev/zero"], false, "new"),
+        (&["create", "new", "4", "--data", "-"], true, "new"),
+    ];
+    for (args, piped, name) in cases {
+        let why = format!("{args:?}, {}", if piped { "a pipe" } else { "/dev/zero" });
+        let mut command = host.command(&[&["--no-start", "block"][..], args].concat());
+        command.stderr(Stdio::piped());
+        if piped {
+            command.stdin(Stdio::piped());
+        } else {
+            command.stdin(std::fs::File::open("/dev/zero").unwrap());
+        }
+        let mut cli = command.spawn().unwrap();
+        if let Some(mut stdin) = cli.stdin.take() {
+            // Zeros until the client is gone and the pipe breaks.
+            std::thread::spawn(move || while stdin.write_all(&[0; 65536]).is_ok() {});
+        }
+        let status = exits_or_hangs(&mut cli, &why);
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut cli.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{why}");
+        let want = format!("the data is larger than {name} (4 MB)");
+        assert!(err.contains(&want), "{why}: {err}");
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{why}");
+        assert_eq!(host.block_files(), ["disk"], "{why}");
+    }
+}
+
+/// Waits for `child` to exit; one that is still running after a minute hung,
+/// which fails the test (a bound on a hang, not a measure of speed).
+fn exits_or_hangs(child: &mut std::process::Child, why: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{why}: the client hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn attached_devices_cannot_be_replaced_or_destroyed() {
     let mut host = Host::new();

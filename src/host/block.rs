@@ -113,6 +113,16 @@ pub enum BlockError {
         size_mb: u64,
         data_mb: u64,
     },
+    /// A stream's data passed the device's end; how far it goes is not
+    /// waited for, since it may never end (`/dev/zero`).
+    #[error(
+        "the data is larger than {name} ({size_mb} MB): grow it first (`fulmar block grow {name} SIZE_MB`) or upload less; its contents are unchanged"
+    )]
+    StreamTooLarge { name: Label, size_mb: u64 },
+    #[error(
+        "the data is larger than {name} ({size_mb} MB): create it with a larger size; nothing was created"
+    )]
+    StreamDataTooLarge { name: Label, size_mb: u64 },
     #[error(
         "receiving the data for block device {name} failed: {source}; nothing was changed: send it again"
     )]
@@ -310,7 +320,11 @@ impl<F: FnMut(u64) -> io::Result<()>> Source for LocalFile<F> {
     }
 }
 
-impl Source for &[u8] {}
+impl Source for &[u8] {
+    fn size(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+}
 impl Source for io::Empty {}
 impl<R: Read> Source for ZlibDecoder<R> {}
 
@@ -587,12 +601,18 @@ impl BlockStore {
         if fs::symlink_metadata(&path).is_ok() {
             return Err(BlockError::Exists { name: name.clone() });
         }
-        let (temp, _) =
-            self.write_temp(name, &mut data, size, |data_mb| BlockError::DataTooLarge {
+        let too_large = |data_mb| match data_mb {
+            Some(data_mb) => BlockError::DataTooLarge {
                 name: name.clone(),
                 size_mb,
                 data_mb,
-            })?;
+            },
+            None => BlockError::StreamDataTooLarge {
+                name: name.clone(),
+                size_mb,
+            },
+        };
+        let (temp, _) = self.write_temp(name, &mut data, size, too_large)?;
         // Unlike a rename, a hard link refuses to replace a file made meanwhile.
         fs::hard_link(&temp.path, &path).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => BlockError::Exists { name: name.clone() },
@@ -652,10 +672,16 @@ impl BlockStore {
     ) -> Result<Uploaded, BlockError> {
         let _claim = self.claim(name)?;
         let dev = self.get(name)?;
-        let too_large = |upload_mb| BlockError::TooLarge {
-            name: name.clone(),
-            size_mb: dev.size_mb,
-            upload_mb,
+        let too_large = |upload_mb| match upload_mb {
+            Some(upload_mb) => BlockError::TooLarge {
+                name: name.clone(),
+                size_mb: dev.size_mb,
+                upload_mb,
+            },
+            None => BlockError::StreamTooLarge {
+                name: name.clone(),
+                size_mb: dev.size_mb,
+            },
         };
         let size = dev.size_mb * MIB;
         let (temp, written) = if compressed {
@@ -725,20 +751,22 @@ impl BlockStore {
 
     /// Writes `data` then zeros up to `size` into a new temp file, on disk and
     /// ready to be put in place. More than `size` bytes of data is refused with
-    /// `too_large(data size in MiB, rounded up)`.
+    /// `too_large(data size in MiB, rounded up)` before any byte is written
+    /// when the size is known, else `too_large(None)` as soon as the data
+    /// passes `size`.
     fn write_temp(
         &self,
         name: &Label,
         data: &mut dyn Source,
         size: u64,
-        too_large: impl FnOnce(u64) -> BlockError,
+        too_large: impl FnOnce(Option<u64>) -> BlockError,
     ) -> Result<(TempFile, u64), BlockError> {
         let receive = |source| BlockError::Receive {
             name: name.clone(),
             source,
         };
         if let Some(known) = data.size().filter(|&n| n > size) {
-            return Err(too_large(known.div_ceil(MIB)));
+            return Err(too_large(Some(known.div_ceil(MIB))));
         }
         let mut temp = TempFile::create(&self.dir, name)?;
         if let Some(known) = data.size() {
@@ -759,9 +787,7 @@ impl BlockStore {
             temp.write_back(written);
         }
         if written > size {
-            // Read the rest only to tell the operator how big to grow.
-            let rest = io::copy(data, &mut io::sink()).map_err(receive)?;
-            return Err(too_large((written + rest).div_ceil(MIB)));
+            return Err(too_large(None));
         }
         temp.finish(size)
             .map_err(|e| self.write_error(name, &temp.path, e))?;
@@ -1182,9 +1208,10 @@ mod tests {
             )
             .unwrap_err();
         assert!(
-            matches!(err, BlockError::TooLarge { upload_mb: 3, .. }),
+            matches!(err, BlockError::StreamTooLarge { size_mb: 2, .. }),
             "{err}"
         );
+        assert!(err.to_string().contains("larger than disk (2 MB)"), "{err}");
 
         let broken = FailAfter {
             data: io::Cursor::new(pattern(MIB as usize + 5, 9)),

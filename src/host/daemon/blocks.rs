@@ -26,6 +26,8 @@ impl From<BlockError> for ApiError {
             BlockError::Exists { .. } | BlockError::Busy(_) => ErrorKind::Conflict,
             BlockError::TooLarge { .. }
             | BlockError::DataTooLarge { .. }
+            | BlockError::StreamTooLarge { .. }
+            | BlockError::StreamDataTooLarge { .. }
             | BlockError::ZeroSize
             | BlockError::SizeTooBig(_)
             | BlockError::NeverShrinks { .. } => ErrorKind::Invalid,
