@@ -310,6 +310,133 @@ fn endless_data_is_refused_at_once() {
     }
 }
 
+/// `fulmar block upload disk - --size N --sha256 HEX` (and `block create
+/// --data`): a stream shorter or longer than N, or with another digest, is
+/// refused with nothing changed and nothing left; a longer one while it
+/// streams (it never ends here). The right size and digest are accepted,
+/// plain, zlib or from a file the daemon copies itself.
+#[test]
+fn uploads_are_checked_against_their_size_and_digest() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let old = pattern(4 * MIB, 50);
+    host.device_holding("disk", 4, &old);
+    let data = pattern(MIB + 3, 51);
+    let (size, digest) = (data.len().to_string(), sha(&data));
+    let tmp = tempfile::tempdir().unwrap();
+    let zlib = {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&data).unwrap();
+        z.finish().unwrap()
+    };
+    let file = write_file(tmp.path(), "data", &data);
+    let run = |args: &[&str], stdin: Option<Vec<u8>>, endless: bool| {
+        let mut command = host.command(&[&["--no-start", "block"][..], args].concat());
+        command.stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut cli = command.spawn().unwrap();
+        let mut pipe = cli.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            if let Some(bytes) = stdin {
+                let _ = pipe.write_all(&bytes);
+            }
+            while endless && pipe.write_all(&[7; 65536]).is_ok() {}
+        });
+        let status = exits_or_hangs(&mut cli, &format!("{args:?}"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut cli.stderr.take().unwrap(), &mut err).unwrap();
+        (status.success(), err)
+    };
+    let wrong = sha(b"another file");
+    // The arguments, the data on stdin, whether it never ends, why refused.
+    type Refused<'a> = (&'a [&'a str], Option<Vec<u8>>, bool, &'a str);
+    let refused: [Refused; 6] = [
+        (
+            &["upload", "disk", "-", "--size", &size],
+            Some(data[1..].to_vec()),
+            false,
+            "not the",
+        ),
+        (
+            &["upload", "disk", "-", "--size", &size],
+            Some(data.clone()),
+            true,
+            "more than the",
+        ),
+        (
+            &["upload", "disk", "-", "--sha256", &wrong],
+            Some(data.clone()),
+            false,
+            "SHA-256",
+        ),
+        (
+            &["upload", "disk", &file, "--size", &size, "--sha256", &wrong],
+            None,
+            false,
+            "SHA-256",
+        ),
+        (
+            &["upload", "disk", "-", "--compressed", "--sha256", &wrong],
+            Some(zlib.clone()),
+            false,
+            "SHA-256",
+        ),
+        (
+            &["create", "new", "2", "--data", "-", "--sha256", &wrong],
+            Some(data.clone()),
+            false,
+            "SHA-256",
+        ),
+    ];
+    for (args, stdin, endless, why) in refused {
+        let (ok, err) = run(args, stdin, endless);
+        assert!(!ok, "{args:?} accepted");
+        assert!(
+            err.contains(why) && err.contains("nothing was changed"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{args:?}");
+        assert_eq!(host.block_files(), ["disk"], "{args:?}");
+    }
+
+    let mut want = data.clone();
+    want.resize(4 * MIB, 0);
+    let accepted: [(&[&str], Option<Vec<u8>>); 3] = [
+        (
+            &["upload", "disk", "-", "--size", &size, "--sha256", &digest],
+            Some(data.clone()),
+        ),
+        (
+            &[
+                "upload", "disk", &file, "--size", &size, "--sha256", &digest,
+            ],
+            None,
+        ),
+        (
+            &[
+                "upload",
+                "disk",
+                "-",
+                "--compressed",
+                "--size",
+                &size,
+                "--sha256",
+                &digest,
+            ],
+            Some(zlib),
+        ),
+    ];
+    for (args, stdin) in accepted {
+        std::fs::write(host.block_file("disk"), &old).unwrap();
+        let (ok, err) = run(args, stdin, false);
+        assert!(ok, "{args:?}: {err}");
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&want), "{args:?}");
+    }
+    host.ok(&[
+        "block", "create", "new", "4", "--data", &file, "--sha256", &digest,
+    ]);
+    assert_eq!(sha_of(&host.block_file("new")), sha(&want));
+}
+
 /// Waits for `child` to exit; one that is still running after a minute hung,
 /// which fails the test (a bound on a hang, not a measure of speed).
 fn exits_or_hangs(child: &mut std::process::Child, why: &str) -> std::process::ExitStatus {
@@ -440,6 +567,7 @@ async fn a_name_with_nul_from_a_hand_made_client_is_refused() {
         size_mb: 1,
         with_data: false,
         local_fd: None,
+        check: Default::default(),
     });
     let json = serde_json::to_string(&create)
         .unwrap()
@@ -543,6 +671,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                     name: name.clone(),
                     compressed: false,
                     local_fd: None,
+                    check: Default::default(),
                 },
                 std::fs::File::open(source).unwrap(),
                 |p| sent.push(p),
@@ -598,6 +727,7 @@ fn upload_request(name: &str) -> fulmar::api::protocol::Request {
         name: fulmar::api::label::Label::new(name).unwrap(),
         compressed: false,
         local_fd: None,
+        check: Default::default(),
     }
 }
 
@@ -830,6 +960,7 @@ fn a_file_the_daemon_cannot_take_falls_back_to_frames() {
         name: fulmar::api::label::Label::new("disk").unwrap(),
         compressed: false,
         local_fd: Some(i32::MAX),
+        check: Default::default(),
     };
     let reply = rt
         .block_on(client.send_data(request, &data[..], |_| {}))

@@ -91,12 +91,18 @@ pub enum Request {
         /// daemon's own Unix socket offers one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         local_fd: Option<i32>,
+        /// What the data must be (with `with_data`).
+        #[serde(default, skip_serializing_if = "DataCheck::is_empty")]
+        check: DataCheck,
     },
     /// Replaces a block device's contents from data frames that follow; the
     /// old contents stay unless the whole upload succeeds.
     BlockUpload {
         name: Label,
         compressed: bool,
+        /// What the data must be.
+        #[serde(default, skip_serializing_if = "DataCheck::is_empty")]
+        check: DataCheck,
         /// One of the client's own open file descriptors holding the data
         /// (a regular file, open for reading, read from offset 0), which the
         /// daemon may take with `pidfd_getfd(2)` and copy in the kernel. It
@@ -127,6 +133,26 @@ pub enum Request {
     BlockDestroy {
         name: Label,
     },
+}
+
+/// What a block upload's data must be, as the client knows it: the daemon
+/// checks the bytes as it stored them (decompressed, for a zlib upload) and
+/// refuses the upload, changing nothing, unless they match. A stream longer
+/// than `size` is refused as soon as it passes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataCheck {
+    /// The data's length in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The data's SHA-256, as 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl DataCheck {
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none() && self.sha256.is_none()
+    }
 }
 
 impl Request {

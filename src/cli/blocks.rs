@@ -1,11 +1,11 @@
 //! `fulmar block ...`: the block device store through the daemon.
 
-use crate::cli::BlockCommand;
 use crate::cli::remote::{RemoteError, label};
 use crate::cli::show;
+use crate::cli::{BlockCommand, DataCheckArgs};
 use fulmar::api::client::{Client, Progress};
 use fulmar::api::label::Label;
-use fulmar::api::protocol::{Reply, Request};
+use fulmar::api::protocol::{DataCheck, Reply, Request};
 use fulmar::ui::format;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
@@ -22,12 +22,14 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             name,
             size_mb,
             data,
+            check,
         } => {
             let request = Request::BlockCreate {
                 name: label(name)?,
                 size_mb: *size_mb,
                 with_data: data.is_some(),
                 local_fd: None,
+                check: data_check(check),
             };
             let reply = match data {
                 Some(path) => send_file(client, request, path).await?,
@@ -42,11 +44,13 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             name,
             file,
             compressed,
+            check,
         } => {
             let request = Request::BlockUpload {
                 name: label(name)?,
                 compressed: *compressed,
                 local_fd: None,
+                check: data_check(check),
             };
             match send_file(client, request, file).await? {
                 Reply::Transferred { bytes } => {
@@ -97,6 +101,13 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
                 .await?;
             Ok(())
         }
+    }
+}
+
+fn data_check(args: &DataCheckArgs) -> DataCheck {
+    DataCheck {
+        size: args.size,
+        sha256: args.sha256.clone(),
     }
 }
 

@@ -124,6 +124,26 @@ pub enum BlockError {
     )]
     StreamDataTooLarge { name: Label, size_mb: u64 },
     #[error(
+        "the data for block device {name} is {got} bytes, not the {expected} it was said to be: send it whole; nothing was changed"
+    )]
+    Shorter {
+        name: Label,
+        got: u64,
+        expected: u64,
+    },
+    #[error(
+        "the data for block device {name} is more than the {expected} bytes it was said to be: send only those; nothing was changed"
+    )]
+    Longer { name: Label, expected: u64 },
+    #[error(
+        "the data for block device {name} has SHA-256 {got}, not {expected}: it was damaged or is another file; nothing was changed"
+    )]
+    Digest {
+        name: Label,
+        got: String,
+        expected: String,
+    },
+    #[error(
         "receiving the data for block device {name} failed: {source}; nothing was changed: send it again"
     )]
     Receive { name: Label, source: io::Error },
@@ -182,7 +202,9 @@ impl TempFile {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{TEMP_PREFIX}{name}_{}_{n}", std::process::id()));
+        // Readable too, so the data can be checked as stored.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -233,6 +255,23 @@ impl Drop for TempFile {
 pub enum MoveError {
     Read(io::Error),
     Write(io::Error),
+}
+
+/// What an upload's data must be (see [`BlockStore::upload`]); the default
+/// checks nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// Its length in bytes.
+    pub size: Option<u64>,
+    /// Its SHA-256.
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Check {
+    pub const NONE: Check = Check {
+        size: None,
+        sha256: None,
+    };
 }
 
 /// An upload's bytes, as the store takes them. `Read` gives them through
@@ -578,16 +617,18 @@ impl BlockStore {
 
     /// Creates an empty (sparse) device of `size_mb` MiB.
     pub fn create(&self, name: &Label, size_mb: u64) -> Result<BlockFile, BlockError> {
-        self.create_with_data(name, size_mb, io::empty())
+        self.create_with_data(name, size_mb, io::empty(), &Check::NONE)
     }
 
     /// Creates a device of `size_mb` MiB holding `data` followed by zeros (sparse).
-    /// Data longer than the device, or a failed read, creates nothing.
+    /// Data longer than the device, data that fails `check`, or a failed
+    /// read creates nothing.
     pub fn create_with_data(
         &self,
         name: &Label,
         size_mb: u64,
         mut data: impl Source,
+        check: &Check,
     ) -> Result<BlockFile, BlockError> {
         let size = bytes(size_mb)?;
         DirBuilder::new()
@@ -612,7 +653,7 @@ impl BlockStore {
                 size_mb,
             },
         };
-        let (temp, _) = self.write_temp(name, &mut data, size, too_large)?;
+        let (temp, _) = self.write_temp(name, &mut data, size, check, too_large)?;
         // Unlike a rename, a hard link refuses to replace a file made meanwhile.
         fs::hard_link(&temp.path, &path).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => BlockError::Exists { name: name.clone() },
@@ -662,13 +703,14 @@ impl BlockStore {
     }
 
     /// Replaces a device's contents with `data` (zlib if `compressed`) followed
-    /// by zeros; the device keeps its size. All or nothing: on any error the old
-    /// contents stay.
+    /// by zeros; the device keeps its size. All or nothing: on any error, or
+    /// data (decompressed) that fails `check`, the old contents stay.
     pub fn upload(
         &self,
         name: &Label,
         mut data: impl Source,
         compressed: bool,
+        check: &Check,
     ) -> Result<Uploaded, BlockError> {
         let _claim = self.claim(name)?;
         let dev = self.get(name)?;
@@ -685,9 +727,9 @@ impl BlockStore {
         };
         let size = dev.size_mb * MIB;
         let (temp, written) = if compressed {
-            self.write_temp(name, &mut ZlibDecoder::new(data), size, too_large)
+            self.write_temp(name, &mut ZlibDecoder::new(data), size, check, too_large)
         } else {
-            self.write_temp(name, &mut data, size, too_large)
+            self.write_temp(name, &mut data, size, check, too_large)
         }?;
         // Held open, the old file is only unlinked by the rename; its blocks
         // and page cache are freed when the caller drops it.
@@ -753,20 +795,25 @@ impl BlockStore {
     /// ready to be put in place. More than `size` bytes of data is refused with
     /// `too_large(data size in MiB, rounded up)` before any byte is written
     /// when the size is known, else `too_large(None)` as soon as the data
-    /// passes `size`.
+    /// passes `size`. Data that fails `check` is refused too, a stream longer
+    /// than it should be as soon as it passes that.
     fn write_temp(
         &self,
         name: &Label,
         data: &mut dyn Source,
         size: u64,
+        check: &Check,
         too_large: impl FnOnce(Option<u64>) -> BlockError,
     ) -> Result<(TempFile, u64), BlockError> {
         let receive = |source| BlockError::Receive {
             name: name.clone(),
             source,
         };
-        if let Some(known) = data.size().filter(|&n| n > size) {
+        if let Some(known) = data.size().or(check.size).filter(|&n| n > size) {
             return Err(too_large(Some(known.div_ceil(MIB))));
+        }
+        if let (Some(known), Some(expected)) = (data.size(), check.size) {
+            check_size(name, known, expected)?;
         }
         let mut temp = TempFile::create(&self.dir, name)?;
         if let Some(known) = data.size() {
@@ -774,7 +821,7 @@ impl BlockStore {
         }
         let mut buf = vec![0u8; CHUNK];
         // One byte past the size is enough to know the data does not fit.
-        let limit = size + 1;
+        let limit = check.size.unwrap_or(size).min(size) + 1;
         let mut written = 0;
         while written < limit {
             let max = usize::try_from(limit - written).unwrap_or(usize::MAX);
@@ -788,6 +835,19 @@ impl BlockStore {
         }
         if written > size {
             return Err(too_large(None));
+        }
+        if let Some(expected) = check.size {
+            check_size(name, written, expected)?;
+        }
+        if let Some(expected) = &check.sha256 {
+            let got = sha256_of(&temp.file, written).map_err(io_err(&temp.path))?;
+            if got != *expected {
+                return Err(BlockError::Digest {
+                    name: name.clone(),
+                    got: hex::encode(got),
+                    expected: hex::encode(expected),
+                });
+            }
         }
         temp.finish(size)
             .map_err(|e| self.write_error(name, &temp.path, e))?;
@@ -804,6 +864,41 @@ impl BlockStore {
             io_err(path)(e)
         }
     }
+}
+
+/// Refuses `got` bytes of data where `expected` were said to come.
+fn check_size(name: &Label, got: u64, expected: u64) -> Result<(), BlockError> {
+    let name = name.clone();
+    match got.cmp(&expected) {
+        std::cmp::Ordering::Less => Err(BlockError::Shorter {
+            name,
+            got,
+            expected,
+        }),
+        std::cmp::Ordering::Greater => Err(BlockError::Longer { name, expected }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// The SHA-256 of the first `len` bytes of `file`, as they are stored.
+fn sha256_of(file: &File, len: u64) -> io::Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0;
+    while done < len {
+        let want = usize::try_from(len - done).map_or(buf.len(), |left| left.min(buf.len()));
+        let n = match file.read_at(&mut buf[..want], done) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// A finished upload. The replaced contents are freed when it is dropped,
@@ -1023,7 +1118,7 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let data = pattern(MIB as usize + 7, 1);
         let dev = store
-            .create_with_data(&label("disk"), 2, data.as_slice())
+            .create_with_data(&label("disk"), 2, data.as_slice(), &Check::NONE)
             .unwrap();
         assert_eq!(dev.size_mb, 2);
         assert_eq!(fs::metadata(&dev.path).unwrap().mode() & 0o777, 0o600);
@@ -1031,7 +1126,7 @@ mod tests {
 
         let long = pattern(2 * MIB as usize + 1, 2);
         let err = store
-            .create_with_data(&label("big"), 2, long.as_slice())
+            .create_with_data(&label("big"), 2, long.as_slice(), &Check::NONE)
             .unwrap_err();
         assert!(
             matches!(
@@ -1050,7 +1145,7 @@ mod tests {
             Err(BlockError::NotFound(_))
         ));
         let err = store
-            .create_with_data(&label("disk"), 2, data.as_slice())
+            .create_with_data(&label("disk"), 2, data.as_slice(), &Check::NONE)
             .unwrap_err();
         assert!(matches!(err, BlockError::Exists { .. }), "{err}");
         assert!(temps(&store).is_empty());
@@ -1104,7 +1199,7 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let data = pattern(1000, 3);
         store
-            .create_with_data(&label("disk"), 1, data.as_slice())
+            .create_with_data(&label("disk"), 1, data.as_slice(), &Check::NONE)
             .unwrap();
         let dev = store.grow(&label("disk"), 3).unwrap();
         assert_eq!(dev.size_mb, 3);
@@ -1144,7 +1239,7 @@ mod tests {
                 data.clone()
             };
             let uploaded = store
-                .upload(&label("disk"), sent.as_slice(), compressed)
+                .upload(&label("disk"), sent.as_slice(), compressed, &Check::NONE)
                 .unwrap();
             assert_eq!(uploaded.bytes, data.len() as u64);
             drop(uploaded);
@@ -1176,7 +1271,7 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let old = pattern(MIB as usize, 6);
         let dev = store
-            .create_with_data(&label("disk"), 2, old.as_slice())
+            .create_with_data(&label("disk"), 2, old.as_slice(), &Check::NONE)
             .unwrap();
         let before = fs::read(&dev.path).unwrap();
 
@@ -1185,6 +1280,7 @@ mod tests {
                 &label("disk"),
                 pattern(4 * MIB as usize + 1, 7).as_slice(),
                 false,
+                &Check::NONE,
             )
             .unwrap_err();
         assert!(
@@ -1205,6 +1301,7 @@ mod tests {
                 &label("disk"),
                 zlib(&pattern(3 * MIB as usize, 8)).as_slice(),
                 true,
+                &Check::NONE,
             )
             .unwrap_err();
         assert!(
@@ -1216,11 +1313,13 @@ mod tests {
         let broken = FailAfter {
             data: io::Cursor::new(pattern(MIB as usize + 5, 9)),
         };
-        let err = store.upload(&label("disk"), broken, false).unwrap_err();
+        let err = store
+            .upload(&label("disk"), broken, false, &Check::NONE)
+            .unwrap_err();
         assert!(matches!(err, BlockError::Receive { .. }), "{err}");
 
         let err = store
-            .upload(&label("disk"), &b"not zlib"[..], true)
+            .upload(&label("disk"), &b"not zlib"[..], true, &Check::NONE)
             .unwrap_err();
         assert!(matches!(err, BlockError::Receive { .. }), "{err}");
 
@@ -1258,7 +1357,7 @@ mod tests {
                 started: started_tx,
                 go: go_rx,
             };
-            uploader.upload(&label("disk"), gate, false)
+            uploader.upload(&label("disk"), gate, false, &Check::NONE)
         });
         started.recv().unwrap();
         assert!(store.busy(&label("disk")));
@@ -1277,7 +1376,7 @@ mod tests {
         let other = store.open_download(&label("other")).unwrap();
         assert!(store.busy(&label("other")));
         assert!(matches!(
-            store.upload(&label("other"), &b"x"[..], false),
+            store.upload(&label("other"), &b"x"[..], false, &Check::NONE),
             Err(BlockError::Busy(_))
         ));
         drop(other);
@@ -1311,7 +1410,7 @@ mod tests {
             let store = BlockStore::new(root);
             let old = pattern(MIB as usize, 10);
             let dev = store
-                .create_with_data(&label("disk"), 2, old.as_slice())
+                .create_with_data(&label("disk"), 2, old.as_slice(), &Check::NONE)
                 .unwrap();
             let before = fs::read(&dev.path).unwrap();
             fill(&root.join("filler"));
@@ -1320,6 +1419,7 @@ mod tests {
                     &label("disk"),
                     pattern(2 * MIB as usize, 11).as_slice(),
                     false,
+                    &Check::NONE,
                 )
                 .unwrap_err();
             assert!(matches!(err, BlockError::NoSpace { .. }), "{err}");
@@ -1349,7 +1449,9 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            let err = store.upload(&label("disk"), data, false).unwrap_err();
+            let err = store
+                .upload(&label("disk"), data, false, &Check::NONE)
+                .unwrap_err();
             assert!(matches!(err, BlockError::NoSpace { .. }), "{err}");
             assert_eq!(pieces, 0, "no piece was copied");
             assert!(fs::read(&dev.path).unwrap().iter().all(|&b| b == 0));
@@ -1413,7 +1515,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let uploaded = store.upload(&name, source, false).unwrap();
+        let uploaded = store.upload(&name, source, false, &Check::NONE).unwrap();
         assert_eq!(uploaded.bytes, data.len() as u64);
         let step = LOCAL_STEP as u64;
         assert_eq!(heard, [step, 2 * step, data.len() as u64]);
@@ -1446,7 +1548,9 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let name = label("disk");
         let old = pattern(MIB as usize, 8);
-        store.create_with_data(&name, 1, &old[..]).unwrap();
+        store
+            .create_with_data(&name, 1, &old[..], &Check::NONE)
+            .unwrap();
         let path = store.get(&name).unwrap().path;
 
         let heard = std::cell::Cell::new(0);
@@ -1456,7 +1560,7 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            store.upload(&name, big, false),
+            store.upload(&name, big, false, &Check::NONE),
             Err(BlockError::TooLarge { upload_mb: 2, .. })
         ));
         assert_eq!(heard.get(), 0, "refused only after copying");
@@ -1470,7 +1574,7 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            store.upload(&name, stopped, false),
+            store.upload(&name, stopped, false, &Check::NONE),
             Err(BlockError::Receive { .. })
         ));
         assert_eq!(sha(&fs::read(&path).unwrap()), sha(&old));
