@@ -147,8 +147,13 @@ pub enum BlockError {
         "receiving the data for block device {name} failed: {source}; nothing was changed: send it again"
     )]
     Receive { name: Label, source: io::Error },
-    #[error("no space left in {} for the new contents of block device {name}: free some space there and try again; nothing was changed", dir.display())]
-    NoSpace { name: Label, dir: PathBuf },
+    #[error("no space left in {} for block device {name}: it takes {need_mb} MB and {free_mb} MB are free there: free some space or ask for less; nothing was changed", dir.display())]
+    NoSpace {
+        name: Label,
+        dir: PathBuf,
+        need_mb: u64,
+        free_mb: u64,
+    },
     #[error("sending block device {name} failed: {source}: try again")]
     Send { name: Label, source: io::Error },
     #[error("block store {}: {source}", path.display())]
@@ -228,7 +233,7 @@ impl TempFile {
         }
     }
 
-    /// Gives the file its full size (the tail stays sparse) and puts it on disk.
+    /// Gives the file its full size (allocated by `reserve`) and puts it on disk.
     fn finish(&mut self, size: u64) -> io::Result<()> {
         self.file.set_len(size)?;
         self.file.sync_all()
@@ -452,28 +457,25 @@ fn kernel_copy(
     }
 }
 
-/// Allocates `len` bytes of `file` at once, so a full disk is known before
-/// any byte moves, and the filesystem lays the data out in one go rather
-/// than piece by piece as write-back finds it (an upload of 1 GiB on ext4
-/// took 0.36 s instead of 0.41, the median of ten each). Only ENOSPC and
-/// its kind are errors: a filesystem that cannot allocate ahead still
+/// Allocates `len` bytes of `file` at once, so that a device is backed by
+/// the disk, not a sparse file a full disk could never fill, a full disk is
+/// known before any byte moves, and the filesystem lays the data out in one
+/// go rather than piece by piece as write-back finds it (an upload of 1 GiB
+/// on ext4 took 0.36 s instead of 0.41, the median of ten each). Only ENOSPC
+/// and its kind are errors: a filesystem that cannot allocate ahead still
 /// takes the writes.
 #[cfg(target_os = "linux")]
 fn reserve(file: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use nix::errno::Errno;
+    use nix::fcntl::{FallocateFlags, fallocate};
     let Ok(len) = libc::off_t::try_from(len) else {
         return Ok(());
     };
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: takes no pointers; the descriptor is open for the call.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => Err(e),
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Err(e @ (Errno::ENOSPC | Errno::EFBIG | Errno::EDQUOT)) => Err(e.into()),
         _ => Ok(()),
     }
 }
@@ -615,12 +617,12 @@ impl BlockStore {
         }
     }
 
-    /// Creates an empty (sparse) device of `size_mb` MiB.
+    /// Creates an empty device of `size_mb` MiB, allocated on the disk.
     pub fn create(&self, name: &Label, size_mb: u64) -> Result<BlockFile, BlockError> {
         self.create_with_data(name, size_mb, io::empty(), &Check::NONE)
     }
 
-    /// Creates a device of `size_mb` MiB holding `data` followed by zeros (sparse).
+    /// Creates a device of `size_mb` MiB holding `data` followed by zeros.
     /// Data longer than the device, data that fails `check`, or a failed
     /// read creates nothing.
     pub fn create_with_data(
@@ -668,7 +670,8 @@ impl BlockStore {
         })
     }
 
-    /// Makes a device bigger; the new tail reads as zeros. It never shrinks.
+    /// Makes a device bigger, allocated on the disk; the new tail reads as
+    /// zeros. It never shrinks.
     pub fn grow(&self, name: &Label, new_size_mb: u64) -> Result<BlockFile, BlockError> {
         let _claim = self.claim(name)?;
         let dev = self.get(name)?;
@@ -680,13 +683,17 @@ impl BlockStore {
             });
         }
         let size = bytes(new_size_mb)?;
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .open(&dev.path)
-            .and_then(|file| {
-                file.set_len(size)?;
-                file.sync_all()
-            })
+            .map_err(io_err(&dev.path))?;
+        if let Err(e) = reserve(&file, size) {
+            // What a failed allocation took, it gives back; the device stays as it was.
+            let _ = file.set_len(dev.size_mb * MIB);
+            return Err(self.write_error(name, &dev.path, size, e));
+        }
+        file.set_len(size)
+            .and_then(|()| file.sync_all())
             .map_err(io_err(&dev.path))?;
         Ok(BlockFile {
             size_mb: new_size_mb,
@@ -816,9 +823,9 @@ impl BlockStore {
             check_size(name, known, expected)?;
         }
         let mut temp = TempFile::create(&self.dir, name)?;
-        if let Some(known) = data.size() {
-            reserve(&temp.file, known).map_err(|e| self.write_error(name, &temp.path, e))?;
-        }
+        let path = temp.path.clone();
+        let write_error = |e| self.write_error(name, &path, size, e);
+        reserve(&temp.file, size).map_err(write_error)?;
         let mut buf = vec![0u8; CHUNK];
         // One byte past the size is enough to know the data does not fit.
         let limit = check.size.unwrap_or(size).min(size) + 1;
@@ -829,7 +836,7 @@ impl BlockStore {
                 Ok(0) => break,
                 Ok(n) => written += n as u64,
                 Err(MoveError::Read(e)) => return Err(receive(e)),
-                Err(MoveError::Write(e)) => return Err(self.write_error(name, &temp.path, e)),
+                Err(MoveError::Write(e)) => return Err(write_error(e)),
             }
             temp.write_back(written);
         }
@@ -849,21 +856,34 @@ impl BlockStore {
                 });
             }
         }
-        temp.finish(size)
-            .map_err(|e| self.write_error(name, &temp.path, e))?;
+        temp.finish(size).map_err(write_error)?;
         Ok((temp, written))
     }
 
-    fn write_error(&self, name: &Label, path: &Path, e: io::Error) -> BlockError {
+    /// `e` from writing `path`, a file of `need` bytes for device `name`.
+    fn write_error(&self, name: &Label, path: &Path, need: u64, e: io::Error) -> BlockError {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             BlockError::NoSpace {
                 name: name.clone(),
                 dir: self.dir.clone(),
+                need_mb: need.div_ceil(MIB),
+                free_mb: free_mb(&self.dir),
             }
         } else {
             io_err(path)(e)
         }
     }
+}
+
+/// The MiB free for an unprivileged writer in `dir`'s filesystem (0 if it
+/// cannot be told: only said in a message).
+fn free_mb(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map_or(0, |stat| {
+        // The field types differ between platforms; on some these casts are no-ops.
+        #[allow(clippy::unnecessary_cast)]
+        let bytes = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+        bytes / MIB
+    })
 }
 
 /// Refuses `got` bytes of data where `expected` were said to come.
@@ -1012,7 +1032,7 @@ mod tests {
     }
 
     #[test]
-    fn creates_sparse_private_devices() {
+    fn creates_allocated_private_devices() {
         let tmp = tempfile::tempdir().unwrap();
         let store = BlockStore::new(tmp.path());
         let dev = store.create(&label("disk"), 3).unwrap();
@@ -1020,7 +1040,8 @@ mod tests {
         assert_eq!(meta.len(), 3 * MIB);
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(store.dir()).unwrap().mode() & 0o777, 0o700);
-        assert!(meta.blocks() * 512 < MIB, "not sparse");
+        // Backed by the disk (where the filesystem can allocate ahead).
+        assert!(meta.blocks() * 512 >= 3 * MIB, "sparse");
         assert_eq!(store.get(&label("disk")).unwrap(), dev);
         assert!(matches!(
             store.create(&label("disk"), 1),
@@ -1428,23 +1449,45 @@ mod tests {
         });
     }
 
+    /// A device the disk cannot back is refused, not made a sparse file
+    /// that a full disk could never fill; nothing is left, a grown device
+    /// keeps its size. (The daemon's policy counts devices by size; this is
+    /// what holds when the disk fills some other way.)
+    #[test]
+    fn devices_the_disk_cannot_back_are_refused() {
+        on_a_3_mib_tmpfs(|root| {
+            let store = BlockStore::new(root);
+            let err = store.create(&label("big"), 4).unwrap_err();
+            assert!(
+                matches!(err, BlockError::NoSpace { need_mb: 4, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("takes 4 MB and"), "{err}");
+            assert!(matches!(
+                store.get(&label("big")),
+                Err(BlockError::NotFound(_))
+            ));
+            assert!(temps(&store).is_empty());
+
+            let dev = store.create(&label("disk"), 1).unwrap();
+            let err = store.grow(&label("disk"), 4).unwrap_err();
+            assert!(
+                matches!(err, BlockError::NoSpace { need_mb: 4, .. }),
+                "{err}"
+            );
+            assert_eq!(fs::metadata(&dev.path).unwrap().len(), MIB);
+        });
+    }
+
     #[test]
     fn a_lent_file_too_big_for_the_disk_is_refused_before_any_byte_moves() {
         on_a_3_mib_tmpfs(|root| {
             let store = BlockStore::new(root);
-            let dev = store.create(&label("disk"), 2).unwrap();
-            // Room for the first MiB of the data, not for all of it.
-            let filler = root.join("filler");
-            fill(&filler);
-            let filled = fs::metadata(&filler).unwrap().len();
-            File::options()
-                .write(true)
-                .open(&filler)
-                .unwrap()
-                .set_len(filled - 5 * MIB / 4)
-                .unwrap();
+            let dev = store.create(&label("disk"), 1).unwrap();
+            // Room for a part of the data, not for all of it.
+            fill(&root.join("filler"));
             let mut pieces = 0;
-            let data = LocalFile::new(file_of(&pattern(2 * MIB as usize, 12)), |_| {
+            let data = LocalFile::new(file_of(&pattern(MIB as usize, 12)), |_| {
                 pieces += 1;
                 Ok(())
             })
