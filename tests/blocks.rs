@@ -149,22 +149,7 @@ fn a_full_disk_keeps_the_old_contents() {
     }
     let mut host = Host::new();
     let mount = host.data.path().join("block");
-    std::fs::create_dir_all(&mount).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &mount,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=12m,mode=0700"),
-    )
-    .unwrap();
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount(&self.0);
-        }
-    }
-    let _unmount = Unmount(mount.clone());
+    let _unmount = Tmpfs::mount(&mount, "12m");
     host.start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let old = pattern(4 * MIB, 5);
@@ -179,13 +164,294 @@ fn a_full_disk_keeps_the_old_contents() {
     ]);
     assert!(err.to_lowercase().contains("space"), "{err}");
     assert_eq!(sha_of(&mount.join("disk")), sha(&old));
-    let mut left: Vec<String> = std::fs::read_dir(&mount)
+    assert_eq!(names_in(&mount), ["disk", "filler"]);
+    host.signal_daemon(Signal::SIGTERM);
+}
+
+/// A small tmpfs mounted (by root) at a new directory `at`, for a full
+/// disk; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .unwrap();
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    left.sort();
-    assert_eq!(left, ["disk", "filler"]);
-    host.signal_daemon(Signal::SIGTERM);
+    names.sort();
+    names
+}
+
+/// `echo precious > f; fulmar block download ... f`: a download the daemon
+/// refuses (no such device, busy) or that fails midway (the destination's
+/// disk fills, with the file lent to the daemon or through frames) leaves
+/// `f` as it was and nothing beside it; a complete one replaces it and keeps
+/// its mode.
+#[test]
+fn refused_and_failed_downloads_keep_the_destination() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let mut host = Host::new();
+    host.start(&[]);
+    let old = pattern(4 * MIB, 40);
+    host.device_holding("disk", 4, &old);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("f");
+    std::fs::write(&dest, "precious\n").unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let intact = |dest: &Path, why: &str| {
+        assert_eq!(std::fs::read(dest).unwrap(), b"precious\n", "{why}");
+        assert_eq!(names_in(dest.parent().unwrap()), ["f"], "{why} left a file");
+    };
+    let dest_arg = dest.to_str().unwrap();
+
+    let err = host.fails(&["block", "download", "nosuchdev", dest_arg]);
+    assert!(err.contains("does not exist"), "{err}");
+    intact(&dest, "no such device");
+
+    let (mut up, stdin) = upload_under_way(&host, "disk", 41);
+    let err = host.fails(&["block", "download", "disk", dest_arg]);
+    assert!(err.contains("busy"), "{err}");
+    intact(&dest, "busy");
+    up.kill().unwrap();
+    up.wait().unwrap();
+    drop(stdin);
+    eventually("the daemon drops the upload", || {
+        host.block_files() == ["disk"]
+    });
+
+    // Room for the old contents, not for the device.
+    let small = tmp.path().join("small");
+    let _unmount = Tmpfs::mount(&small, "1m");
+    let on_small = small.join("f");
+    std::fs::write(&on_small, "precious\n").unwrap();
+    for no_lending in ["0", "1"] {
+        let out = host
+            .command(&["--no-start", "block", "download", "disk"])
+            .arg(&on_small)
+            .env("FULMAR_NO_LOCAL_FD", no_lending)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a download larger than its disk");
+        intact(
+            &on_small,
+            &format!("a full disk (FULMAR_NO_LOCAL_FD={no_lending})"),
+        );
+    }
+
+    host.ok(&["block", "download", "disk", dest_arg]);
+    assert_eq!(sha_of(&dest), sha(&old));
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(names_in(tmp.path()), ["f", "small"]);
+}
+
+/// `cat /dev/zero | fulmar block upload disk -` and `block create new 4
+/// --data /dev/zero`: data with no end is refused as soon as it passes the
+/// device's size, and the client exits with the reason; nothing changes.
+#[test]
+fn endless_data_is_refused_at_once() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let old = pattern(4 * MIB, 42);
+    host.device_holding("disk", 4, &old);
+    let cases: [(&[&str], bool, &str); 4] = [
+        (&["upload", "disk", "-"], false, "disk"),
+        (&["upload", "disk", "-"], true, "disk"),
+        (&["create", "new", "4", "--data", "/dev/zero"], false, "new"),
+        (&["create", "new", "4", "--data", "-"], true, "new"),
+    ];
+    for (args, piped, name) in cases {
+        let why = format!("{args:?}, {}", if piped { "a pipe" } else { "/dev/zero" });
+        let mut command = host.command(&[&["--no-start", "block"][..], args].concat());
+        command.stderr(Stdio::piped());
+        if piped {
+            command.stdin(Stdio::piped());
+        } else {
+            command.stdin(std::fs::File::open("/dev/zero").unwrap());
+        }
+        let mut cli = command.spawn().unwrap();
+        if let Some(mut stdin) = cli.stdin.take() {
+            // Zeros until the client is gone and the pipe breaks.
+            std::thread::spawn(move || while stdin.write_all(&[0; 65536]).is_ok() {});
+        }
+        let status = exits_or_hangs(&mut cli, &why);
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut cli.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{why}");
+        let want = format!("the data is larger than {name} (4 MB)");
+        assert!(err.contains(&want), "{why}: {err}");
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{why}");
+        assert_eq!(host.block_files(), ["disk"], "{why}");
+    }
+}
+
+/// `fulmar block upload disk - --size N --sha256 HEX` (and `block create
+/// --data`): a stream shorter or longer than N, or with another digest, is
+/// refused with nothing changed and nothing left; a longer one while it
+/// streams (it never ends here). The right size and digest are accepted,
+/// plain, zlib or from a file the daemon copies itself.
+#[test]
+fn uploads_are_checked_against_their_size_and_digest() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let old = pattern(4 * MIB, 50);
+    host.device_holding("disk", 4, &old);
+    let data = pattern(MIB + 3, 51);
+    let (size, digest) = (data.len().to_string(), sha(&data));
+    let tmp = tempfile::tempdir().unwrap();
+    let zlib = {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&data).unwrap();
+        z.finish().unwrap()
+    };
+    let file = write_file(tmp.path(), "data", &data);
+    let run = |args: &[&str], stdin: Option<Vec<u8>>, endless: bool| {
+        let mut command = host.command(&[&["--no-start", "block"][..], args].concat());
+        command.stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut cli = command.spawn().unwrap();
+        let mut pipe = cli.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            if let Some(bytes) = stdin {
+                let _ = pipe.write_all(&bytes);
+            }
+            while endless && pipe.write_all(&[7; 65536]).is_ok() {}
+        });
+        let status = exits_or_hangs(&mut cli, &format!("{args:?}"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut cli.stderr.take().unwrap(), &mut err).unwrap();
+        (status.success(), err)
+    };
+    let wrong = sha(b"another file");
+    // The arguments, the data on stdin, whether it never ends, why refused.
+    type Refused<'a> = (&'a [&'a str], Option<Vec<u8>>, bool, &'a str);
+    let refused: [Refused; 6] = [
+        (
+            &["upload", "disk", "-", "--size", &size],
+            Some(data[1..].to_vec()),
+            false,
+            "not the",
+        ),
+        (
+            &["upload", "disk", "-", "--size", &size],
+            Some(data.clone()),
+            true,
+            "more than the",
+        ),
+        (
+            &["upload", "disk", "-", "--sha256", &wrong],
+            Some(data.clone()),
+            false,
+            "SHA-256",
+        ),
+        (
+            &["upload", "disk", &file, "--size", &size, "--sha256", &wrong],
+            None,
+            false,
+            "SHA-256",
+        ),
+        (
+            &["upload", "disk", "-", "--compressed", "--sha256", &wrong],
+            Some(zlib.clone()),
+            false,
+            "SHA-256",
+        ),
+        (
+            &["create", "new", "2", "--data", "-", "--sha256", &wrong],
+            Some(data.clone()),
+            false,
+            "SHA-256",
+        ),
+    ];
+    for (args, stdin, endless, why) in refused {
+        let (ok, err) = run(args, stdin, endless);
+        assert!(!ok, "{args:?} accepted");
+        assert!(
+            err.contains(why) && err.contains("nothing was changed"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&old), "{args:?}");
+        assert_eq!(host.block_files(), ["disk"], "{args:?}");
+    }
+
+    let mut want = data.clone();
+    want.resize(4 * MIB, 0);
+    let accepted: [(&[&str], Option<Vec<u8>>); 3] = [
+        (
+            &["upload", "disk", "-", "--size", &size, "--sha256", &digest],
+            Some(data.clone()),
+        ),
+        (
+            &[
+                "upload", "disk", &file, "--size", &size, "--sha256", &digest,
+            ],
+            None,
+        ),
+        (
+            &[
+                "upload",
+                "disk",
+                "-",
+                "--compressed",
+                "--size",
+                &size,
+                "--sha256",
+                &digest,
+            ],
+            Some(zlib),
+        ),
+    ];
+    for (args, stdin) in accepted {
+        std::fs::write(host.block_file("disk"), &old).unwrap();
+        let (ok, err) = run(args, stdin, false);
+        assert!(ok, "{args:?}: {err}");
+        assert_eq!(sha_of(&host.block_file("disk")), sha(&want), "{args:?}");
+    }
+    host.ok(&[
+        "block", "create", "new", "4", "--data", &file, "--sha256", &digest,
+    ]);
+    assert_eq!(sha_of(&host.block_file("new")), sha(&want));
+}
+
+/// Waits for `child` to exit; one that is still running after a minute hung,
+/// which fails the test (a bound on a hang, not a measure of speed).
+fn exits_or_hangs(child: &mut std::process::Child, why: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{why}: the client hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -301,6 +567,7 @@ async fn a_name_with_nul_from_a_hand_made_client_is_refused() {
         size_mb: 1,
         with_data: false,
         lend: false,
+        check: Default::default(),
     });
     let json = serde_json::to_string(&create)
         .unwrap()
@@ -404,6 +671,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
                     name: name.clone(),
                     compressed: false,
                     lend: false,
+                    check: Default::default(),
                 },
                 std::fs::File::open(source).unwrap(),
                 |p| sent.push(p),
@@ -459,6 +727,7 @@ fn upload_request(name: &str) -> fulmar::api::protocol::Request {
         name: fulmar::api::label::Label::new(name).unwrap(),
         compressed: false,
         lend: false,
+        check: Default::default(),
     }
 }
 

@@ -87,6 +87,9 @@ pub enum Request {
         /// the data (with `with_data`; see `lend` of [`Request::BlockUpload`]).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         lend: bool,
+        /// What the data must be (with `with_data`).
+        #[serde(default, skip_serializing_if = "DataCheck::is_empty")]
+        check: DataCheck,
     },
     /// Replaces a block device's contents from data frames that follow; the
     /// old contents stay unless the whole upload succeeds.
@@ -102,6 +105,9 @@ pub enum Request {
         /// socket lends files.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         lend: bool,
+        /// What the data must be.
+        #[serde(default, skip_serializing_if = "DataCheck::is_empty")]
+        check: DataCheck,
     },
     /// The device's contents as data frames, paced by the client's credit,
     /// then `end`.
@@ -124,6 +130,26 @@ pub enum Request {
     BlockDestroy {
         name: Label,
     },
+}
+
+/// What a block upload's data must be, as the client knows it: the daemon
+/// checks the bytes as it stored them (decompressed, for a zlib upload) and
+/// refuses the upload, changing nothing, unless they match. A stream longer
+/// than `size` is refused as soon as it passes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataCheck {
+    /// The data's length in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The data's SHA-256, as 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl DataCheck {
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none() && self.sha256.is_none()
+    }
 }
 
 impl Request {
@@ -238,7 +264,7 @@ pub enum StreamItem {
     Event {
         event: Event,
     },
-    /// A block transfer the daemon copies itself (see `local_fd`): `done`
+    /// A block transfer the daemon copies itself (see `lend`): `done`
     /// of `total` bytes so far, every 50 ms or so and at the end.
     Progress {
         done: u64,

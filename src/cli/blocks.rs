@@ -1,17 +1,19 @@
 //! `fulmar block ...`: the block device store through the daemon.
 
-use crate::cli::BlockCommand;
 use crate::cli::remote::{RemoteError, label};
 use crate::cli::show;
+use crate::cli::{BlockCommand, DataCheckArgs};
 use fulmar::api::client::{Client, Progress};
 use fulmar::api::label::Label;
-use fulmar::api::protocol::{Reply, Request};
+use fulmar::api::protocol::{DataCheck, Reply, Request};
 use fulmar::ui::format;
-use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tempfile::NamedTempFile;
 
 pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteError> {
     match command {
@@ -20,12 +22,14 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             name,
             size_mb,
             data,
+            check,
         } => {
             let request = Request::BlockCreate {
                 name: label(name)?,
                 size_mb: *size_mb,
                 with_data: data.is_some(),
                 lend: false,
+                check: data_check(check),
             };
             let reply = match data {
                 Some(path) => send_file(client, request, path).await?,
@@ -40,11 +44,13 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
             name,
             file,
             compressed,
+            check,
         } => {
             let request = Request::BlockUpload {
                 name: label(name)?,
                 compressed: *compressed,
                 lend: false,
+                check: data_check(check),
             };
             match send_file(client, request, file).await? {
                 Reply::Transferred { bytes } => {
@@ -69,13 +75,13 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
                 compressed: *compressed,
                 lend: false,
             };
-            let out = open_or_std(file, std::io::stdout().as_fd(), |p| File::create(p))?;
+            let out = Destination::open(file)?;
             let mut bar = Bar::new();
             client
-                .receive_file(request, out, total, |p| bar.show(p))
+                .receive_file(request, out.file()?, total, |p| bar.show(p))
                 .await?;
             bar.done();
-            Ok(())
+            out.finish()
         }
         BlockCommand::Grow { name, size_mb } => {
             let reply = client
@@ -95,6 +101,13 @@ pub async fn run(client: &Client, command: &BlockCommand) -> Result<(), RemoteEr
                 .await?;
             Ok(())
         }
+    }
+}
+
+fn data_check(args: &DataCheckArgs) -> DataCheck {
+    DataCheck {
+        size: args.size,
+        sha256: args.sha256.clone(),
     }
 }
 
@@ -153,6 +166,78 @@ fn open_or_std(
         path: path.to_owned(),
         source,
     })
+}
+
+/// Where a download goes. A regular file (or a new one) gets the device
+/// through a temporary file beside it that takes its place only once the
+/// whole device arrived, so a refused or failed download leaves it as it was.
+/// Stdout for `-`, and files that are not regular (a FIFO, /dev/null), are
+/// written as the data comes.
+enum Destination {
+    Direct(File),
+    Beside { temp: NamedTempFile, path: PathBuf },
+}
+
+impl Destination {
+    fn open(path: &Path) -> Result<Destination, RemoteError> {
+        let file_err = |source| RemoteError::File {
+            path: path.to_owned(),
+            source,
+        };
+        if path.as_os_str() == "-" {
+            let stdout = std::io::stdout().as_fd().try_clone_to_owned();
+            return stdout.map(|fd| Self::Direct(fd.into())).map_err(file_err);
+        }
+        // The replacement keeps the mode of the file it replaces; a new one
+        // gets what `File::create` would give it.
+        let mode = match fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                let file = OpenOptions::new().write(true).open(path);
+                return file.map(Self::Direct).map_err(file_err);
+            }
+            Ok(meta) => meta.permissions().mode() & 0o777,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0o666,
+            Err(e) => return Err(file_err(e)),
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp"))
+            .permissions(fs::Permissions::from_mode(mode))
+            .tempfile_in(dir)
+            .map_err(file_err)?;
+        Ok(Self::Beside {
+            temp,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file the data is written into.
+    fn file(&self) -> Result<File, RemoteError> {
+        let (file, path) = match self {
+            Self::Direct(file) => (file.try_clone(), None),
+            Self::Beside { temp, path } => (temp.as_file().try_clone(), Some(path)),
+        };
+        file.map_err(|source| RemoteError::File {
+            path: path.cloned().unwrap_or_else(|| "-".into()),
+            source,
+        })
+    }
+
+    /// Puts a complete download in place.
+    fn finish(self) -> Result<(), RemoteError> {
+        let Self::Beside { temp, path } = self else {
+            return Ok(());
+        };
+        temp.persist(&path).map_err(|e| RemoteError::File {
+            path,
+            source: e.error,
+        })?;
+        Ok(())
+    }
 }
 
 /// Sends a file (or stdin for `-`) as the request's data, with a progress bar.

@@ -164,6 +164,17 @@ pub struct CreateArgs {
     pub args: Vec<String>,
 }
 
+/// What the data of an upload must be; the daemon refuses it otherwise.
+#[derive(clap::Args, Debug)]
+pub struct DataCheckArgs {
+    /// The data's length in bytes (uncompressed)
+    #[arg(long = "size", value_name = "BYTES")]
+    pub size: Option<u64>,
+    /// The data's SHA-256 (uncompressed), as `sha256sum` prints it
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BlockCommand {
     /// List block devices
@@ -177,6 +188,8 @@ pub enum BlockCommand {
         size_mb: u64,
         #[arg(long)]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        check: DataCheckArgs,
     },
     /// Replace a block device's contents from a file or stdin (-)
     Upload {
@@ -184,6 +197,8 @@ pub enum BlockCommand {
         file: PathBuf,
         #[arg(long)]
         compressed: bool,
+        #[command(flatten)]
+        check: DataCheckArgs,
     },
     /// Copy a block device's contents to a file or stdout (-)
     Download {

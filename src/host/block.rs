@@ -113,12 +113,47 @@ pub enum BlockError {
         size_mb: u64,
         data_mb: u64,
     },
+    /// A stream's data passed the device's end; how far it goes is not
+    /// waited for, since it may never end (`/dev/zero`).
+    #[error(
+        "the data is larger than {name} ({size_mb} MB): grow it first (`fulmar block grow {name} SIZE_MB`) or upload less; its contents are unchanged"
+    )]
+    StreamTooLarge { name: Label, size_mb: u64 },
+    #[error(
+        "the data is larger than {name} ({size_mb} MB): create it with a larger size; nothing was created"
+    )]
+    StreamDataTooLarge { name: Label, size_mb: u64 },
+    #[error(
+        "the data for block device {name} is {got} bytes, not the {expected} it was said to be: send it whole; nothing was changed"
+    )]
+    Shorter {
+        name: Label,
+        got: u64,
+        expected: u64,
+    },
+    #[error(
+        "the data for block device {name} is more than the {expected} bytes it was said to be: send only those; nothing was changed"
+    )]
+    Longer { name: Label, expected: u64 },
+    #[error(
+        "the data for block device {name} has SHA-256 {got}, not {expected}: it was damaged or is another file; nothing was changed"
+    )]
+    Digest {
+        name: Label,
+        got: String,
+        expected: String,
+    },
     #[error(
         "receiving the data for block device {name} failed: {source}; nothing was changed: send it again"
     )]
     Receive { name: Label, source: io::Error },
-    #[error("no space left in {} for the new contents of block device {name}: free some space there and try again; nothing was changed", dir.display())]
-    NoSpace { name: Label, dir: PathBuf },
+    #[error("no space left in {} for block device {name}: it takes {need_mb} MB and {free_mb} MB are free there: free some space or ask for less; nothing was changed", dir.display())]
+    NoSpace {
+        name: Label,
+        dir: PathBuf,
+        need_mb: u64,
+        free_mb: u64,
+    },
     #[error("sending block device {name} failed: {source}: try again")]
     Send { name: Label, source: io::Error },
     #[error("block store {}: {source}", path.display())]
@@ -172,7 +207,9 @@ impl TempFile {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{TEMP_PREFIX}{name}_{}_{n}", std::process::id()));
+        // Readable too, so the data can be checked as stored.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -196,7 +233,7 @@ impl TempFile {
         }
     }
 
-    /// Gives the file its full size (the tail stays sparse) and puts it on disk.
+    /// Gives the file its full size (allocated by `reserve`) and puts it on disk.
     fn finish(&mut self, size: u64) -> io::Result<()> {
         self.file.set_len(size)?;
         self.file.sync_all()
@@ -223,6 +260,23 @@ impl Drop for TempFile {
 pub enum MoveError {
     Read(io::Error),
     Write(io::Error),
+}
+
+/// What an upload's data must be (see [`BlockStore::upload`]); the default
+/// checks nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// Its length in bytes.
+    pub size: Option<u64>,
+    /// Its SHA-256.
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Check {
+    pub const NONE: Check = Check {
+        size: None,
+        sha256: None,
+    };
 }
 
 /// An upload's bytes, as the store takes them. `Read` gives them through
@@ -310,7 +364,11 @@ impl<F: FnMut(u64) -> io::Result<()>> Source for LocalFile<F> {
     }
 }
 
-impl Source for &[u8] {}
+impl Source for &[u8] {
+    fn size(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+}
 impl Source for io::Empty {}
 impl<R: Read> Source for ZlibDecoder<R> {}
 
@@ -399,28 +457,25 @@ fn kernel_copy(
     }
 }
 
-/// Allocates `len` bytes of `file` at once, so a full disk is known before
-/// any byte moves, and the filesystem lays the data out in one go rather
-/// than piece by piece as write-back finds it (an upload of 1 GiB on ext4
-/// took 0.36 s instead of 0.41, the median of ten each). Only ENOSPC and
-/// its kind are errors: a filesystem that cannot allocate ahead still
+/// Allocates `len` bytes of `file` at once, so that a device is backed by
+/// the disk, not a sparse file a full disk could never fill, a full disk is
+/// known before any byte moves, and the filesystem lays the data out in one
+/// go rather than piece by piece as write-back finds it (an upload of 1 GiB
+/// on ext4 took 0.36 s instead of 0.41, the median of ten each). Only ENOSPC
+/// and its kind are errors: a filesystem that cannot allocate ahead still
 /// takes the writes.
 #[cfg(target_os = "linux")]
 fn reserve(file: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use nix::errno::Errno;
+    use nix::fcntl::{FallocateFlags, fallocate};
     let Ok(len) = libc::off_t::try_from(len) else {
         return Ok(());
     };
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: takes no pointers; the descriptor is open for the call.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT) => Err(e),
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Err(e @ (Errno::ENOSPC | Errno::EFBIG | Errno::EDQUOT)) => Err(e.into()),
         _ => Ok(()),
     }
 }
@@ -562,18 +617,20 @@ impl BlockStore {
         }
     }
 
-    /// Creates an empty (sparse) device of `size_mb` MiB.
+    /// Creates an empty device of `size_mb` MiB, allocated on the disk.
     pub fn create(&self, name: &Label, size_mb: u64) -> Result<BlockFile, BlockError> {
-        self.create_with_data(name, size_mb, io::empty())
+        self.create_with_data(name, size_mb, io::empty(), &Check::NONE)
     }
 
-    /// Creates a device of `size_mb` MiB holding `data` followed by zeros (sparse).
-    /// Data longer than the device, or a failed read, creates nothing.
+    /// Creates a device of `size_mb` MiB holding `data` followed by zeros.
+    /// Data longer than the device, data that fails `check`, or a failed
+    /// read creates nothing.
     pub fn create_with_data(
         &self,
         name: &Label,
         size_mb: u64,
         mut data: impl Source,
+        check: &Check,
     ) -> Result<BlockFile, BlockError> {
         let size = bytes(size_mb)?;
         DirBuilder::new()
@@ -587,12 +644,18 @@ impl BlockStore {
         if fs::symlink_metadata(&path).is_ok() {
             return Err(BlockError::Exists { name: name.clone() });
         }
-        let (temp, _) =
-            self.write_temp(name, &mut data, size, |data_mb| BlockError::DataTooLarge {
+        let too_large = |data_mb| match data_mb {
+            Some(data_mb) => BlockError::DataTooLarge {
                 name: name.clone(),
                 size_mb,
                 data_mb,
-            })?;
+            },
+            None => BlockError::StreamDataTooLarge {
+                name: name.clone(),
+                size_mb,
+            },
+        };
+        let (temp, _) = self.write_temp(name, &mut data, size, check, too_large)?;
         // Unlike a rename, a hard link refuses to replace a file made meanwhile.
         fs::hard_link(&temp.path, &path).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => BlockError::Exists { name: name.clone() },
@@ -607,7 +670,8 @@ impl BlockStore {
         })
     }
 
-    /// Makes a device bigger; the new tail reads as zeros. It never shrinks.
+    /// Makes a device bigger, allocated on the disk; the new tail reads as
+    /// zeros. It never shrinks.
     pub fn grow(&self, name: &Label, new_size_mb: u64) -> Result<BlockFile, BlockError> {
         let _claim = self.claim(name)?;
         let dev = self.get(name)?;
@@ -619,13 +683,17 @@ impl BlockStore {
             });
         }
         let size = bytes(new_size_mb)?;
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .open(&dev.path)
-            .and_then(|file| {
-                file.set_len(size)?;
-                file.sync_all()
-            })
+            .map_err(io_err(&dev.path))?;
+        if let Err(e) = reserve(&file, size) {
+            // What a failed allocation took, it gives back; the device stays as it was.
+            let _ = file.set_len(dev.size_mb * MIB);
+            return Err(self.write_error(name, &dev.path, size, e));
+        }
+        file.set_len(size)
+            .and_then(|()| file.sync_all())
             .map_err(io_err(&dev.path))?;
         Ok(BlockFile {
             size_mb: new_size_mb,
@@ -642,26 +710,33 @@ impl BlockStore {
     }
 
     /// Replaces a device's contents with `data` (zlib if `compressed`) followed
-    /// by zeros; the device keeps its size. All or nothing: on any error the old
-    /// contents stay.
+    /// by zeros; the device keeps its size. All or nothing: on any error, or
+    /// data (decompressed) that fails `check`, the old contents stay.
     pub fn upload(
         &self,
         name: &Label,
         mut data: impl Source,
         compressed: bool,
+        check: &Check,
     ) -> Result<Uploaded, BlockError> {
         let _claim = self.claim(name)?;
         let dev = self.get(name)?;
-        let too_large = |upload_mb| BlockError::TooLarge {
-            name: name.clone(),
-            size_mb: dev.size_mb,
-            upload_mb,
+        let too_large = |upload_mb| match upload_mb {
+            Some(upload_mb) => BlockError::TooLarge {
+                name: name.clone(),
+                size_mb: dev.size_mb,
+                upload_mb,
+            },
+            None => BlockError::StreamTooLarge {
+                name: name.clone(),
+                size_mb: dev.size_mb,
+            },
         };
         let size = dev.size_mb * MIB;
         let (temp, written) = if compressed {
-            self.write_temp(name, &mut ZlibDecoder::new(data), size, too_large)
+            self.write_temp(name, &mut ZlibDecoder::new(data), size, check, too_large)
         } else {
-            self.write_temp(name, &mut data, size, too_large)
+            self.write_temp(name, &mut data, size, check, too_large)
         }?;
         // Held open, the old file is only unlinked by the rename; its blocks
         // and page cache are freed when the caller drops it.
@@ -725,28 +800,35 @@ impl BlockStore {
 
     /// Writes `data` then zeros up to `size` into a new temp file, on disk and
     /// ready to be put in place. More than `size` bytes of data is refused with
-    /// `too_large(data size in MiB, rounded up)`.
+    /// `too_large(data size in MiB, rounded up)` before any byte is written
+    /// when the size is known, else `too_large(None)` as soon as the data
+    /// passes `size`. Data that fails `check` is refused too, a stream longer
+    /// than it should be as soon as it passes that.
     fn write_temp(
         &self,
         name: &Label,
         data: &mut dyn Source,
         size: u64,
-        too_large: impl FnOnce(u64) -> BlockError,
+        check: &Check,
+        too_large: impl FnOnce(Option<u64>) -> BlockError,
     ) -> Result<(TempFile, u64), BlockError> {
         let receive = |source| BlockError::Receive {
             name: name.clone(),
             source,
         };
-        if let Some(known) = data.size().filter(|&n| n > size) {
-            return Err(too_large(known.div_ceil(MIB)));
+        if let Some(known) = data.size().or(check.size).filter(|&n| n > size) {
+            return Err(too_large(Some(known.div_ceil(MIB))));
+        }
+        if let (Some(known), Some(expected)) = (data.size(), check.size) {
+            check_size(name, known, expected)?;
         }
         let mut temp = TempFile::create(&self.dir, name)?;
-        if let Some(known) = data.size() {
-            reserve(&temp.file, known).map_err(|e| self.write_error(name, &temp.path, e))?;
-        }
+        let path = temp.path.clone();
+        let write_error = |e| self.write_error(name, &path, size, e);
+        reserve(&temp.file, size).map_err(write_error)?;
         let mut buf = vec![0u8; CHUNK];
         // One byte past the size is enough to know the data does not fit.
-        let limit = size + 1;
+        let limit = check.size.unwrap_or(size).min(size) + 1;
         let mut written = 0;
         while written < limit {
             let max = usize::try_from(limit - written).unwrap_or(usize::MAX);
@@ -754,30 +836,89 @@ impl BlockStore {
                 Ok(0) => break,
                 Ok(n) => written += n as u64,
                 Err(MoveError::Read(e)) => return Err(receive(e)),
-                Err(MoveError::Write(e)) => return Err(self.write_error(name, &temp.path, e)),
+                Err(MoveError::Write(e)) => return Err(write_error(e)),
             }
             temp.write_back(written);
         }
         if written > size {
-            // Read the rest only to tell the operator how big to grow.
-            let rest = io::copy(data, &mut io::sink()).map_err(receive)?;
-            return Err(too_large((written + rest).div_ceil(MIB)));
+            return Err(too_large(None));
         }
-        temp.finish(size)
-            .map_err(|e| self.write_error(name, &temp.path, e))?;
+        if let Some(expected) = check.size {
+            check_size(name, written, expected)?;
+        }
+        if let Some(expected) = &check.sha256 {
+            let got = sha256_of(&temp.file, written).map_err(io_err(&temp.path))?;
+            if got != *expected {
+                return Err(BlockError::Digest {
+                    name: name.clone(),
+                    got: hex::encode(got),
+                    expected: hex::encode(expected),
+                });
+            }
+        }
+        temp.finish(size).map_err(write_error)?;
         Ok((temp, written))
     }
 
-    fn write_error(&self, name: &Label, path: &Path, e: io::Error) -> BlockError {
+    /// `e` from writing `path`, a file of `need` bytes for device `name`.
+    fn write_error(&self, name: &Label, path: &Path, need: u64, e: io::Error) -> BlockError {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             BlockError::NoSpace {
                 name: name.clone(),
                 dir: self.dir.clone(),
+                need_mb: need.div_ceil(MIB),
+                free_mb: free_mb(&self.dir),
             }
         } else {
             io_err(path)(e)
         }
     }
+}
+
+/// The MiB free for an unprivileged writer in `dir`'s filesystem (0 if it
+/// cannot be told: only said in a message).
+fn free_mb(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map_or(0, |stat| {
+        // The field types differ between platforms; on some these casts are no-ops.
+        #[allow(clippy::unnecessary_cast)]
+        let bytes = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+        bytes / MIB
+    })
+}
+
+/// Refuses `got` bytes of data where `expected` were said to come.
+fn check_size(name: &Label, got: u64, expected: u64) -> Result<(), BlockError> {
+    let name = name.clone();
+    match got.cmp(&expected) {
+        std::cmp::Ordering::Less => Err(BlockError::Shorter {
+            name,
+            got,
+            expected,
+        }),
+        std::cmp::Ordering::Greater => Err(BlockError::Longer { name, expected }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// The SHA-256 of the first `len` bytes of `file`, as they are stored.
+fn sha256_of(file: &File, len: u64) -> io::Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0;
+    while done < len {
+        let want = usize::try_from(len - done).map_or(buf.len(), |left| left.min(buf.len()));
+        let n = match file.read_at(&mut buf[..want], done) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// A finished upload. The replaced contents are freed when it is dropped,
@@ -891,7 +1032,7 @@ mod tests {
     }
 
     #[test]
-    fn creates_sparse_private_devices() {
+    fn creates_allocated_private_devices() {
         let tmp = tempfile::tempdir().unwrap();
         let store = BlockStore::new(tmp.path());
         let dev = store.create(&label("disk"), 3).unwrap();
@@ -899,7 +1040,8 @@ mod tests {
         assert_eq!(meta.len(), 3 * MIB);
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(store.dir()).unwrap().mode() & 0o777, 0o700);
-        assert!(meta.blocks() * 512 < MIB, "not sparse");
+        // Backed by the disk (where the filesystem can allocate ahead).
+        assert!(meta.blocks() * 512 >= 3 * MIB, "sparse");
         assert_eq!(store.get(&label("disk")).unwrap(), dev);
         assert!(matches!(
             store.create(&label("disk"), 1),
@@ -997,7 +1139,7 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let data = pattern(MIB as usize + 7, 1);
         let dev = store
-            .create_with_data(&label("disk"), 2, data.as_slice())
+            .create_with_data(&label("disk"), 2, data.as_slice(), &Check::NONE)
             .unwrap();
         assert_eq!(dev.size_mb, 2);
         assert_eq!(fs::metadata(&dev.path).unwrap().mode() & 0o777, 0o600);
@@ -1005,7 +1147,7 @@ mod tests {
 
         let long = pattern(2 * MIB as usize + 1, 2);
         let err = store
-            .create_with_data(&label("big"), 2, long.as_slice())
+            .create_with_data(&label("big"), 2, long.as_slice(), &Check::NONE)
             .unwrap_err();
         assert!(
             matches!(
@@ -1024,7 +1166,7 @@ mod tests {
             Err(BlockError::NotFound(_))
         ));
         let err = store
-            .create_with_data(&label("disk"), 2, data.as_slice())
+            .create_with_data(&label("disk"), 2, data.as_slice(), &Check::NONE)
             .unwrap_err();
         assert!(matches!(err, BlockError::Exists { .. }), "{err}");
         assert!(temps(&store).is_empty());
@@ -1078,7 +1220,7 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let data = pattern(1000, 3);
         store
-            .create_with_data(&label("disk"), 1, data.as_slice())
+            .create_with_data(&label("disk"), 1, data.as_slice(), &Check::NONE)
             .unwrap();
         let dev = store.grow(&label("disk"), 3).unwrap();
         assert_eq!(dev.size_mb, 3);
@@ -1118,7 +1260,7 @@ mod tests {
                 data.clone()
             };
             let uploaded = store
-                .upload(&label("disk"), sent.as_slice(), compressed)
+                .upload(&label("disk"), sent.as_slice(), compressed, &Check::NONE)
                 .unwrap();
             assert_eq!(uploaded.bytes, data.len() as u64);
             drop(uploaded);
@@ -1150,7 +1292,7 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let old = pattern(MIB as usize, 6);
         let dev = store
-            .create_with_data(&label("disk"), 2, old.as_slice())
+            .create_with_data(&label("disk"), 2, old.as_slice(), &Check::NONE)
             .unwrap();
         let before = fs::read(&dev.path).unwrap();
 
@@ -1159,6 +1301,7 @@ mod tests {
                 &label("disk"),
                 pattern(4 * MIB as usize + 1, 7).as_slice(),
                 false,
+                &Check::NONE,
             )
             .unwrap_err();
         assert!(
@@ -1179,21 +1322,25 @@ mod tests {
                 &label("disk"),
                 zlib(&pattern(3 * MIB as usize, 8)).as_slice(),
                 true,
+                &Check::NONE,
             )
             .unwrap_err();
         assert!(
-            matches!(err, BlockError::TooLarge { upload_mb: 3, .. }),
+            matches!(err, BlockError::StreamTooLarge { size_mb: 2, .. }),
             "{err}"
         );
+        assert!(err.to_string().contains("larger than disk (2 MB)"), "{err}");
 
         let broken = FailAfter {
             data: io::Cursor::new(pattern(MIB as usize + 5, 9)),
         };
-        let err = store.upload(&label("disk"), broken, false).unwrap_err();
+        let err = store
+            .upload(&label("disk"), broken, false, &Check::NONE)
+            .unwrap_err();
         assert!(matches!(err, BlockError::Receive { .. }), "{err}");
 
         let err = store
-            .upload(&label("disk"), &b"not zlib"[..], true)
+            .upload(&label("disk"), &b"not zlib"[..], true, &Check::NONE)
             .unwrap_err();
         assert!(matches!(err, BlockError::Receive { .. }), "{err}");
 
@@ -1231,7 +1378,7 @@ mod tests {
                 started: started_tx,
                 go: go_rx,
             };
-            uploader.upload(&label("disk"), gate, false)
+            uploader.upload(&label("disk"), gate, false, &Check::NONE)
         });
         started.recv().unwrap();
         assert!(store.busy(&label("disk")));
@@ -1250,7 +1397,7 @@ mod tests {
         let other = store.open_download(&label("other")).unwrap();
         assert!(store.busy(&label("other")));
         assert!(matches!(
-            store.upload(&label("other"), &b"x"[..], false),
+            store.upload(&label("other"), &b"x"[..], false, &Check::NONE),
             Err(BlockError::Busy(_))
         ));
         drop(other);
@@ -1284,7 +1431,7 @@ mod tests {
             let store = BlockStore::new(root);
             let old = pattern(MIB as usize, 10);
             let dev = store
-                .create_with_data(&label("disk"), 2, old.as_slice())
+                .create_with_data(&label("disk"), 2, old.as_slice(), &Check::NONE)
                 .unwrap();
             let before = fs::read(&dev.path).unwrap();
             fill(&root.join("filler"));
@@ -1293,6 +1440,7 @@ mod tests {
                     &label("disk"),
                     pattern(2 * MIB as usize, 11).as_slice(),
                     false,
+                    &Check::NONE,
                 )
                 .unwrap_err();
             assert!(matches!(err, BlockError::NoSpace { .. }), "{err}");
@@ -1301,28 +1449,52 @@ mod tests {
         });
     }
 
+    /// A device the disk cannot back is refused, not made a sparse file
+    /// that a full disk could never fill; nothing is left, a grown device
+    /// keeps its size. (The daemon's policy counts devices by size; this is
+    /// what holds when the disk fills some other way.)
+    #[test]
+    fn devices_the_disk_cannot_back_are_refused() {
+        on_a_3_mib_tmpfs(|root| {
+            let store = BlockStore::new(root);
+            let err = store.create(&label("big"), 4).unwrap_err();
+            assert!(
+                matches!(err, BlockError::NoSpace { need_mb: 4, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("takes 4 MB and"), "{err}");
+            assert!(matches!(
+                store.get(&label("big")),
+                Err(BlockError::NotFound(_))
+            ));
+            assert!(temps(&store).is_empty());
+
+            let dev = store.create(&label("disk"), 1).unwrap();
+            let err = store.grow(&label("disk"), 4).unwrap_err();
+            assert!(
+                matches!(err, BlockError::NoSpace { need_mb: 4, .. }),
+                "{err}"
+            );
+            assert_eq!(fs::metadata(&dev.path).unwrap().len(), MIB);
+        });
+    }
+
     #[test]
     fn a_lent_file_too_big_for_the_disk_is_refused_before_any_byte_moves() {
         on_a_3_mib_tmpfs(|root| {
             let store = BlockStore::new(root);
-            let dev = store.create(&label("disk"), 2).unwrap();
-            // Room for the first MiB of the data, not for all of it.
-            let filler = root.join("filler");
-            fill(&filler);
-            let filled = fs::metadata(&filler).unwrap().len();
-            File::options()
-                .write(true)
-                .open(&filler)
-                .unwrap()
-                .set_len(filled - 5 * MIB / 4)
-                .unwrap();
+            let dev = store.create(&label("disk"), 1).unwrap();
+            // Room for a part of the data, not for all of it.
+            fill(&root.join("filler"));
             let mut pieces = 0;
-            let data = LocalFile::new(file_of(&pattern(2 * MIB as usize, 12)), |_| {
+            let data = LocalFile::new(file_of(&pattern(MIB as usize, 12)), |_| {
                 pieces += 1;
                 Ok(())
             })
             .unwrap();
-            let err = store.upload(&label("disk"), data, false).unwrap_err();
+            let err = store
+                .upload(&label("disk"), data, false, &Check::NONE)
+                .unwrap_err();
             assert!(matches!(err, BlockError::NoSpace { .. }), "{err}");
             assert_eq!(pieces, 0, "no piece was copied");
             assert!(fs::read(&dev.path).unwrap().iter().all(|&b| b == 0));
@@ -1386,7 +1558,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let uploaded = store.upload(&name, source, false).unwrap();
+        let uploaded = store.upload(&name, source, false, &Check::NONE).unwrap();
         assert_eq!(uploaded.bytes, data.len() as u64);
         let step = LOCAL_STEP as u64;
         assert_eq!(heard, [step, 2 * step, data.len() as u64]);
@@ -1419,7 +1591,9 @@ mod tests {
         let store = BlockStore::new(tmp.path());
         let name = label("disk");
         let old = pattern(MIB as usize, 8);
-        store.create_with_data(&name, 1, &old[..]).unwrap();
+        store
+            .create_with_data(&name, 1, &old[..], &Check::NONE)
+            .unwrap();
         let path = store.get(&name).unwrap().path;
 
         let heard = std::cell::Cell::new(0);
@@ -1429,7 +1603,7 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            store.upload(&name, big, false),
+            store.upload(&name, big, false, &Check::NONE),
             Err(BlockError::TooLarge { upload_mb: 2, .. })
         ));
         assert_eq!(heard.get(), 0, "refused only after copying");
@@ -1443,7 +1617,7 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            store.upload(&name, stopped, false),
+            store.upload(&name, stopped, false, &Check::NONE),
             Err(BlockError::Receive { .. })
         ));
         assert_eq!(sha(&fs::read(&path).unwrap()), sha(&old));

@@ -247,6 +247,7 @@ async fn carry_out(
                 size_mb: *size_mb,
                 with_data: true,
                 lend: false,
+                check: Default::default(),
             };
             send_file(connect, request, data, &reporter).await?
         }
@@ -255,6 +256,7 @@ async fn carry_out(
                 name: name.clone(),
                 compressed: false,
                 lend: false,
+                check: Default::default(),
             };
             send_file(connect, request, path, &reporter).await?
         }
@@ -455,6 +457,7 @@ pub fn change(client: &Arc<Client>, command: &Command, updates: &mpsc::Sender<Up
             size_mb,
             with_data: false,
             lend: false,
+            check: Default::default(),
         },
         Command::BlockDestroy(name) => Request::BlockDestroy { name },
         _ => return,

@@ -4,8 +4,12 @@
 use crate::api::block::BlockDeviceInfo;
 use crate::api::frame::{CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use crate::api::label::Label;
-use crate::api::protocol::{ApiError, DaemonMessage, ErrorKind, InvalidBlock, Reply, StreamItem};
-use crate::host::block::{BlockError, Download, Listed, LocalFile, MoveError, Source, Uploaded};
+use crate::api::protocol::{
+    ApiError, DaemonMessage, DataCheck, ErrorKind, InvalidBlock, Reply, StreamItem,
+};
+use crate::host::block::{
+    BlockError, Check, Download, Listed, LocalFile, MoveError, Source, Uploaded,
+};
 use crate::host::daemon::session::{Context, Inbound, Inflow, Out, Replies};
 use bytes::{Buf, Bytes};
 use std::fs::File;
@@ -26,9 +30,14 @@ impl From<BlockError> for ApiError {
             BlockError::Exists { .. } | BlockError::Busy(_) => ErrorKind::Conflict,
             BlockError::TooLarge { .. }
             | BlockError::DataTooLarge { .. }
+            | BlockError::StreamTooLarge { .. }
+            | BlockError::StreamDataTooLarge { .. }
             | BlockError::ZeroSize
             | BlockError::SizeTooBig(_)
-            | BlockError::NeverShrinks { .. } => ErrorKind::Invalid,
+            | BlockError::NeverShrinks { .. }
+            | BlockError::Shorter { .. }
+            | BlockError::Longer { .. }
+            | BlockError::Digest { .. } => ErrorKind::Invalid,
             _ => ErrorKind::Host,
         };
         ApiError::new(kind, e.to_string())
@@ -91,22 +100,45 @@ fn check_disk(ctx: &Context, size_mb: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The store's form of what a client says its data must be.
+fn store_check(check: &DataCheck) -> Result<Check, ApiError> {
+    let sha256 = match &check.sha256 {
+        None => None,
+        Some(text) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(text, &mut digest).map_err(|_| {
+                ApiError::new(
+                    ErrorKind::Invalid,
+                    format!("{text:?} is not a SHA-256: give the 64 hex digits `sha256sum` prints"),
+                )
+            })?;
+            Some(digest)
+        }
+    };
+    Ok(Check {
+        size: check.size,
+        sha256,
+    })
+}
+
 pub async fn create(
     ctx: &Context,
     name: Label,
     size_mb: u64,
     with_data: bool,
+    check: DataCheck,
     out: &Replies,
     mut inbound: Inflow,
 ) -> Result<Reply, ApiError> {
     check_disk(ctx, size_mb)?;
+    let check = store_check(&check)?;
     let store = ctx.sup.block_store().clone();
     let file = if let Some(lent) = inbound.local.take() {
         let data = Lent::source(lent, out.clone(), inbound.rx).await?;
-        blocking(move || Ok(store.create_with_data(&name, size_mb, data)?)).await?
+        blocking(move || Ok(store.create_with_data(&name, size_mb, data, &check)?)).await?
     } else if with_data {
         let data = Incoming::open(out.clone(), inbound).await;
-        blocking(move || Ok(store.create_with_data(&name, size_mb, data)?)).await?
+        blocking(move || Ok(store.create_with_data(&name, size_mb, data, &check)?)).await?
     } else {
         blocking(move || Ok(store.create(&name, size_mb)?)).await?
     };
@@ -121,8 +153,15 @@ pub async fn create(
 
 /// Answers `transferred` once the new contents are in place, and frees the
 /// old ones only after that.
-pub async fn upload(ctx: &Context, name: Label, compressed: bool, out: Replies, inbound: Inflow) {
-    let uploaded = receive_upload(ctx, name, compressed, &out, inbound).await;
+pub async fn upload(
+    ctx: &Context,
+    name: Label,
+    compressed: bool,
+    check: DataCheck,
+    out: Replies,
+    inbound: Inflow,
+) {
+    let uploaded = receive_upload(ctx, name, compressed, &check, &out, inbound).await;
     match uploaded {
         Ok(uploaded) => {
             let bytes = uploaded.bytes;
@@ -141,17 +180,19 @@ async fn receive_upload(
     ctx: &Context,
     name: Label,
     compressed: bool,
+    check: &DataCheck,
     out: &Replies,
     mut inbound: Inflow,
 ) -> Result<Uploaded, ApiError> {
     attached(ctx, &name)?;
+    let check = store_check(check)?;
     let store = ctx.sup.block_store().clone();
     if let Some(lent) = inbound.local.take() {
         let data = Lent::source(lent, out.clone(), inbound.rx).await?;
-        return blocking(move || Ok(store.upload(&name, data, false)?)).await;
+        return blocking(move || Ok(store.upload(&name, data, false, &check)?)).await;
     }
     let data = Incoming::open(out.clone(), inbound).await;
-    blocking(move || Ok(store.upload(&name, data, compressed)?)).await
+    blocking(move || Ok(store.upload(&name, data, compressed, &check)?)).await
 }
 
 /// Streams the device out as data frames, then `end`; an error instead ends it.

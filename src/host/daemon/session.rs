@@ -97,12 +97,16 @@ pub async fn handle(ctx: &Context, request: Request, out: Replies, inbound: Infl
             name,
             size_mb,
             with_data,
+            check,
             ..
-        } => blocks::create(ctx, name, size_mb, with_data, &out, inbound).await,
+        } => blocks::create(ctx, name, size_mb, with_data, check, &out, inbound).await,
         Request::BlockUpload {
-            name, compressed, ..
+            name,
+            compressed,
+            check,
+            ..
         } => {
-            return blocks::upload(ctx, name, compressed, out, inbound).await;
+            return blocks::upload(ctx, name, compressed, check, out, inbound).await;
         }
         other => {
             let changes = matches!(
