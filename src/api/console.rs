@@ -38,12 +38,14 @@ pub struct ConsoleLine {
 /// characters as they are, tabs kept, and every control byte, escape sequence
 /// introducer and invalid UTF-8 byte written out visibly (`\x1b`, `\x07`,
 /// `\xff`), so nothing a unikernel prints can move the cursor, change colours
-/// or set the window title.
+/// or set the window title. Invisible format characters are written out too
+/// (`\u{202e}`): a right-to-left override or a zero-width space would make the
+/// operator read something other than what the unikernel printed.
 pub fn visible(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c == '\t' || !(c.is_control() || ('\u{80}'..='\u{9f}').contains(&c)) {
+            if c == '\t' || !(c.is_control() || is_format(c)) {
                 out.push(c);
             } else {
                 push_escaped(&mut out, c);
@@ -54,6 +56,38 @@ pub fn visible(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Unicode's format characters (general category Cf) and the line and
+/// paragraph separators: each changes how the text around it is shown, or
+/// hides, without being seen itself. Among them the bidirectional controls
+/// (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069) and the zero-width
+/// ones (U+200B..U+200D, U+2060, U+FEFF).
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -94,6 +128,17 @@ pub enum Since {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_and_zero_width_characters_are_shown() {
+        let hostile = "ok \u{202e}gnp.exe\u{202c} a\u{200b}b\u{2066}c\u{2069}\u{200e}\u{200f}\u{61c}\u{2060}\u{feff}\u{200d}";
+        assert_eq!(
+            visible(hostile.as_bytes()),
+            "ok \\u{202e}gnp.exe\\u{202c} a\\u{200b}b\\u{2066}c\\u{2069}\\u{200e}\\u{200f}\\u{61c}\\u{2060}\\u{feff}\\u{200d}"
+        );
+        // Visible text from other scripts is left alone.
+        assert_eq!(visible("שלום é 日本".as_bytes()), "שלום é 日本");
+    }
 
     #[test]
     fn escapes_cannot_reach_the_terminal() {

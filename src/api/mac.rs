@@ -28,6 +28,20 @@ impl Mac {
             .finalize();
         Mac([0x00, 0x80, 0x41, digest[0], digest[1], digest[2]])
     }
+
+    /// Why an interface may not use this address, if it may not. A group
+    /// address (the low bit of the first octet, which includes the broadcast
+    /// ff:ff:ff:ff:ff:ff) would make every frame sent to it a flood to the
+    /// bridge, and the all-zero address is no station's.
+    pub fn unusable(&self) -> Option<&'static str> {
+        if self.0[0] & 0x01 != 0 {
+            Some("a broadcast or multicast address")
+        } else if self.0 == [0; 6] {
+            Some("the all-zero address")
+        } else {
+            None
+        }
+    }
 }
 
 impl std::str::FromStr for Mac {
@@ -92,6 +106,29 @@ mod tests {
         let mac: Mac = "02:AB:cd:00:01:ff".parse().unwrap();
         assert_eq!(mac.0, [0x02, 0xab, 0xcd, 0x00, 0x01, 0xff]);
         assert_eq!(mac.to_string(), "02:ab:cd:00:01:ff");
+    }
+
+    #[test]
+    fn group_and_zero_addresses_are_unusable() {
+        for bad in [
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "33:33:00:00:00:01",
+            "03:00:00:00:00:01",
+        ] {
+            let mac: Mac = bad.parse().unwrap();
+            assert!(mac.unusable().is_some(), "{bad} was usable");
+        }
+        assert!(
+            "00:00:00:00:00:00"
+                .parse::<Mac>()
+                .unwrap()
+                .unusable()
+                .is_some()
+        );
+        for good in ["02:ab:cd:00:01:ff", "00:80:41:cd:8a:eb"] {
+            assert_eq!(good.parse::<Mac>().unwrap().unusable(), None);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::api::block::BlockDeviceInfo;
 use crate::api::image::{DeviceKind, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
+use crate::api::mac::Mac;
 use crate::api::policy::{Policy, Usage, format_cpus};
 use crate::api::unikernel::{DEFAULT_SECTOR_SIZE, RestartPolicy, UnikernelConfig};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,14 @@ pub enum Problem {
     },
     #[error("device {0} is bound twice: bind it once")]
     BoundTwice(String),
+    #[error(
+        "{mac} (for {device}) is {why}, which no interface can have: use a locally administered unicast address such as 02:00:00:00:00:01"
+    )]
+    UnusableMac {
+        device: String,
+        mac: Mac,
+        why: String,
+    },
     #[error("bridge {bridge} (for {device}) does not exist: create it or use one of: {}", names_or_none(.bridges))]
     NoBridge {
         device: String,
@@ -138,6 +147,7 @@ impl Problem {
             | Problem::NotInManifest { device, .. }
             | Problem::WrongKind { device, .. }
             | Problem::BoundTwice(device)
+            | Problem::UnusableMac { device, .. }
             | Problem::NoBridge { device, .. }
             | Problem::NoBlock { device, .. }
             | Problem::BlockAttached { device, .. }
@@ -238,6 +248,13 @@ fn check_devices(config: &UnikernelConfig, facts: &Facts, problems: &mut Vec<Pro
         }
     }
     for net in &config.nets {
+        if let Some((mac, why)) = net.mac.and_then(|m| Some((m, m.unusable()?))) {
+            problems.push(Problem::UnusableMac {
+                device: net.interface.clone(),
+                mac,
+                why: why.into(),
+            });
+        }
         if !facts.policy.bridges.contains(&net.bridge) {
             problems.push(Problem::NoBridge {
                 device: net.interface.clone(),
@@ -544,6 +561,29 @@ mod tests {
             p.to_string(),
             "bridge br9 (for service0) does not exist: create it or use one of: br0"
         );
+    }
+
+    #[test]
+    fn broadcast_multicast_and_zero_macs_are_refused() {
+        for bad in [
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+        ] {
+            let mut c = good();
+            c.nets[0].mac = Some(bad.parse().unwrap());
+            let p = only(Host::new().check(&c));
+            assert_eq!(p.field(), Field::Device("service0".into()));
+            let message = p.to_string();
+            assert!(
+                message.starts_with(&format!("{bad} (for service0) is ")),
+                "{message}"
+            );
+            assert!(message.contains("02:00:00:00:00:01"), "{message}");
+        }
+        let mut c = good();
+        c.nets[0].mac = Some("02:ab:cd:00:01:ff".parse().unwrap());
+        assert_eq!(Host::new().check(&c), vec![]);
     }
 
     #[test]

@@ -1,6 +1,21 @@
 //! Where fulmar keeps things on the host (DESIGN.md, "Host files").
 
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The data directory's own directories: only root (the daemon) may list them,
+/// as DESIGN.md's "Host files" says.
+const DATA_SUBDIRS: [&str; 2] = ["images", "block"];
+
+/// Creates `dir` (and any missing parent) as 0700, and makes it 0700 if it
+/// existed with a looser mode: earlier versions created `images/` as 0755.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 /// The data directory holds state, block devices, stored images and optional
 /// tenders; the runtime directory holds the socket, console FIFOs and per-run
@@ -42,6 +57,24 @@ impl Dirs {
         Ok(Dirs { data, runtime })
     }
 
+    /// Makes the data directory and those the daemon keeps in it 0700 where
+    /// they exist and are looser; returns those it changed, for the log.
+    pub fn tighten(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut changed = Vec::new();
+        let dirs = std::iter::once(self.data.clone())
+            .chain(DATA_SUBDIRS.iter().map(|d| self.data.join(d)));
+        for dir in dirs {
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+                private_dir(&dir)?;
+                changed.push(dir);
+            }
+        }
+        Ok(changed)
+    }
+
     /// Where the daemon listens unless `--socket` says otherwise.
     pub fn socket(&self) -> PathBuf {
         self.runtime.join("fulmar.sock")
@@ -51,6 +84,43 @@ impl Dirs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn directories_are_created_private_and_loose_ones_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/images");
+        private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&tmp.path().join("a")), 0o700);
+
+        let loose = tmp.path().join("old/images");
+        std::fs::create_dir_all(&loose).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&loose).unwrap();
+        assert_eq!(mode(&loose), 0o700);
+    }
+
+    #[test]
+    fn start_up_tightens_the_data_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::resolve(Some(tmp.path().into()), Some(tmp.path().into())).unwrap();
+        let images = tmp.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        for dir in [tmp.path(), images.as_path()] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        assert_eq!(
+            dirs.tighten().unwrap(),
+            vec![tmp.path().to_owned(), images.clone()]
+        );
+        assert_eq!(mode(tmp.path()), 0o700);
+        assert_eq!(mode(&images), 0o700);
+        assert_eq!(dirs.tighten().unwrap(), Vec::<PathBuf>::new());
+    }
 
     #[test]
     fn explicit_directories_win() {

@@ -75,6 +75,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         source,
     })?;
 
+    match opts.dirs.tighten() {
+        Ok(changed) => changed
+            .iter()
+            .for_each(|d| tracing::warn!("{} was readable by others: made it 0700", d.display())),
+        Err(e) => tracing::warn!("cannot make the data directories 0700: {e}"),
+    }
     let sup = Supervisor::new(Settings::new(opts.dirs.clone()));
     // Uploads a crash interrupted: their devices kept the old contents.
     let stale = sup.block_store().clean_stale();

@@ -271,7 +271,7 @@ async fn put_image(
     let host = |what: &str, e: std::io::Error| {
         ApiError::new(ErrorKind::Host, format!("cannot {what} the upload: {e}"))
     };
-    std::fs::create_dir_all(&ctx.uploads).map_err(|e| host("store", e))?;
+    crate::host::paths::private_dir(&ctx.uploads).map_err(|e| host("store", e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".upload-")
         .tempfile_in(&ctx.uploads)

@@ -5,7 +5,6 @@ use super::SupervisorError;
 use super::unit::StoredImage;
 use crate::host::image::{self, Compression, Image};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 fn dir(data: &Path) -> PathBuf {
@@ -30,11 +29,7 @@ pub(super) fn store(data: &Path, image: &Image) -> Result<StoredImage, Superviso
         return Ok(stored);
     }
     let dir = dir(data);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(io("create", &dir))?;
+    crate::host::paths::private_dir(&dir).map_err(io("create", &dir))?;
     // A unique name: two creates of the same image may write it at once.
     let mut tmp = tempfile::Builder::new()
         .prefix(".image-")
