@@ -551,3 +551,34 @@ fn policy_and_stats_for_scripts() {
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert!(host.ok(&["policy"]).starts_with("RESOURCE"));
 }
+
+#[test]
+fn a_missing_image_keeps_unikernels_listed_and_saved() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    host.ok(&["create", "off", &image(), "--", "sleep-forever"]);
+    host.ok(&["destroy", "off"]);
+    let pid = host.pid_of("web");
+    host.signal_daemon(Signal::SIGKILL);
+    let images = host.data.path().join("images");
+    std::fs::rename(&images, host.data.path().join("images.away")).unwrap();
+    // Twice: the second start must still find them in the state it saved.
+    for _ in 0..2 {
+        host.start(&[]);
+        assert_eq!(host.pid_of("web"), pid, "web was not re-adopted");
+        assert_eq!(host.state_of("web"), "running");
+        assert_eq!(host.state_of("off"), "stopped");
+        host.signal_daemon(Signal::SIGTERM);
+    }
+    // With nothing left running, web is listed stopped and says why.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    eventually("web is gone", || !alive(pid));
+    host.start(&[]);
+    eventually("web's end is booked", || host.state_of("web") != "running");
+    host.signal_daemon(Signal::SIGTERM);
+    host.start(&[]);
+    assert_eq!(host.state_of("off"), "stopped");
+    assert_ne!(host.state_of("web"), "");
+    assert!(host.ok(&["console", "web"]).contains("no stored image"));
+}

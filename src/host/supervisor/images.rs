@@ -2,7 +2,9 @@
 //! in `<data>/images/<sha256>` so restarts never need the client again.
 
 use super::SupervisorError;
+use super::saved::ImageFacts;
 use super::unit::StoredImage;
+use crate::api::image::Target;
 use crate::host::image::{self, Compression, Image};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
@@ -20,6 +22,20 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Supervi
 /// Where the image with `image`'s digest is (or will be) kept.
 pub(super) fn stored(data: &Path, image: &Image) -> StoredImage {
     StoredImage::new(&image.info, dir(data).join(&image.info.sha256))
+}
+
+/// A unikernel's image as the state file recorded it, for when the image
+/// itself cannot be read. A state file too old to record the facts gets
+/// those of an hvt image without devices: the listing is then only a
+/// placeholder until the image is back.
+pub(super) fn recorded(data: &Path, digest: &str, facts: Option<&ImageFacts>) -> StoredImage {
+    StoredImage {
+        target: facts.map_or(Target::Hvt, |f| f.target),
+        abi_version: facts.map_or(0, |f| f.abi_version),
+        devices: facts.map(|f| f.devices.clone()).unwrap_or_default(),
+        digest: digest.to_owned(),
+        path: dir(data).join(digest),
+    }
 }
 
 /// Keeps the uncompressed image (0600), written to a temporary file, synced
