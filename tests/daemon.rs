@@ -582,3 +582,37 @@ fn a_missing_image_keeps_unikernels_listed_and_saved() {
     assert_ne!(host.state_of("web"), "");
     assert!(host.ok(&["console", "web"]).contains("no stored image"));
 }
+
+#[test]
+fn a_change_the_state_cannot_record_is_not_acknowledged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let mut host = Host::new();
+    let data = host.data.path().to_owned();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &data,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=20m,mode=0700"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    // Fill the data disk: writing more than it holds fails once it is full.
+    let _ = std::fs::write(data.join("filler"), vec![1u8; 21 << 20]);
+    let err = host.fails(&["destroy", "web"]);
+    assert!(err.contains("not recorded"), "{err}");
+    let err = host.fails(&["remove", "web"]);
+    assert!(err.contains("not recorded"), "{err}");
+    host.signal_daemon(Signal::SIGKILL);
+}
