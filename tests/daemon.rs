@@ -616,3 +616,23 @@ fn a_change_the_state_cannot_record_is_not_acknowledged() {
     assert!(err.contains("not recorded"), "{err}");
     host.signal_daemon(Signal::SIGKILL);
 }
+
+#[test]
+fn a_new_daemon_removes_unfinished_images_a_killed_one_left() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    host.signal_daemon(Signal::SIGKILL);
+    let images = host.data.path().join("images");
+    for leftover in [".image-a1B2c3", ".upload-d4E5f6"] {
+        std::fs::write(images.join(leftover), b"half an image").unwrap();
+    }
+    host.start(&[]);
+    let mut names: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.retain(|n| n.starts_with('.'));
+    assert_eq!(names, Vec::<String>::new());
+    assert_eq!(host.state_of("web"), "running");
+}

@@ -81,6 +81,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if stale > 0 {
         tracing::info!("removed {stale} unfinished block uploads");
     }
+    let stale = sup.clean_stale_images();
+    if stale > 0 {
+        tracing::info!("removed {stale} unfinished images and image uploads");
+    }
     for failure in sup.restore(loaded.state.unwrap_or_default()).await {
         tracing::warn!("{} was not started: {}", failure.name, failure.reason);
     }

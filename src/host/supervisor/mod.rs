@@ -344,6 +344,12 @@ impl Supervisor {
         Console::new(self.inner.settings.console)
     }
 
+    /// Removes the unfinished images and uploads a killed daemon left; for
+    /// start-up only. Returns how many there were.
+    pub fn clean_stale_images(&self) -> usize {
+        images::clean_stale(&self.inner.settings.dirs.data)
+    }
+
     /// Keeps `image` by digest, for `create` to name later.
     pub async fn store(&self, image: Image) -> Result<ImageInfo, SupervisorError> {
         let data = self.inner.settings.dirs.data.clone();
