@@ -551,3 +551,88 @@ fn policy_and_stats_for_scripts() {
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert!(host.ok(&["policy"]).starts_with("RESOURCE"));
 }
+
+#[test]
+fn a_missing_image_keeps_unikernels_listed_and_saved() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    host.ok(&["create", "off", &image(), "--", "sleep-forever"]);
+    host.ok(&["destroy", "off"]);
+    let pid = host.pid_of("web");
+    host.signal_daemon(Signal::SIGKILL);
+    let images = host.data.path().join("images");
+    std::fs::rename(&images, host.data.path().join("images.away")).unwrap();
+    // Twice: the second start must still find them in the state it saved.
+    for _ in 0..2 {
+        host.start(&[]);
+        assert_eq!(host.pid_of("web"), pid, "web was not re-adopted");
+        assert_eq!(host.state_of("web"), "running");
+        assert_eq!(host.state_of("off"), "stopped");
+        host.signal_daemon(Signal::SIGTERM);
+    }
+    // With nothing left running, web is listed stopped and says why.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    eventually("web is gone", || !alive(pid));
+    host.start(&[]);
+    eventually("web's end is booked", || host.state_of("web") != "running");
+    host.signal_daemon(Signal::SIGTERM);
+    host.start(&[]);
+    assert_eq!(host.state_of("off"), "stopped");
+    assert_ne!(host.state_of("web"), "");
+    assert!(host.ok(&["console", "web"]).contains("no stored image"));
+}
+
+#[test]
+fn a_change_the_state_cannot_record_is_not_acknowledged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let mut host = Host::new();
+    let data = host.data.path().to_owned();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &data,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=20m,mode=0700"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    // Fill the data disk: writing more than it holds fails once it is full.
+    let _ = std::fs::write(data.join("filler"), vec![1u8; 21 << 20]);
+    let err = host.fails(&["destroy", "web"]);
+    assert!(err.contains("not recorded"), "{err}");
+    let err = host.fails(&["remove", "web"]);
+    assert!(err.contains("not recorded"), "{err}");
+    host.signal_daemon(Signal::SIGKILL);
+}
+
+#[test]
+fn a_new_daemon_removes_unfinished_images_a_killed_one_left() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    host.signal_daemon(Signal::SIGKILL);
+    let images = host.data.path().join("images");
+    for leftover in [".image-a1B2c3", ".upload-d4E5f6"] {
+        std::fs::write(images.join(leftover), b"half an image").unwrap();
+    }
+    host.start(&[]);
+    let mut names: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.retain(|n| n.starts_with('.'));
+    assert_eq!(names, Vec::<String>::new());
+    assert_eq!(host.state_of("web"), "running");
+}

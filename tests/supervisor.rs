@@ -15,6 +15,7 @@ use fulmar::api::unikernel::{
 use fulmar::host::image::{self, Compression};
 use fulmar::host::paths::Dirs;
 use fulmar::host::supervisor::{Backoff, Settings, Supervisor, SupervisorError};
+use nix::sys::signal::Signal;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -907,5 +908,40 @@ fn a_hung_start_stalls_no_other_unikernel() {
             info.state
         );
         host.sup.destroy(&label("stuck")).await.unwrap();
+    });
+}
+
+#[test]
+fn destroy_ends_a_run_whose_monitor_is_stopped() {
+    in_netns(|| async {
+        let host = Host::with(|s| s.grace = Duration::from_millis(300));
+        host.create(
+            config("frozen", &["sleep-forever"]),
+            &Spec::new(Target::Hvt, &[]),
+        )
+        .await
+        .unwrap();
+        let run = host.dirs.runtime.join("unikernels/frozen/run.json");
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run).unwrap()).unwrap();
+        let pids: Vec<i32> = ["monitor", "tender"]
+            .iter()
+            .map(|p| record[p]["pid"].as_i64().unwrap() as i32)
+            .collect();
+        for pid in &pids {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGSTOP).unwrap();
+        }
+        let info = tokio::time::timeout(PATIENCE, host.sup.destroy(&label("frozen")))
+            .await
+            .expect("destroy hung on a stopped monitor")
+            .unwrap();
+        assert_eq!(info.state, RunState::Stopped);
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            assert!(
+                !stat.is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z')),
+                "pid {pid} still runs"
+            );
+        }
     });
 }

@@ -23,7 +23,9 @@
 //!
 //! Only the monitor signals the tender: it is its parent and reaps it, so the
 //! pid names the tender whenever a signal is sent. The daemon signals only the
-//! monitor, through a pidfd where the kernel has them.
+//! monitor, through a pidfd where the kernel has them, except when a monitor
+//! has not ended a stopped run long after the grace period (it was stopped or
+//! hangs): then [`Monitored::kill`] kills both, each checked by start time.
 //!
 //! Every write of FILE is atomic (temporary file, fsync, rename, fsync of the
 //! directory), and the monitor writes it before it answers, so a daemon killed
@@ -311,6 +313,25 @@ impl Monitored {
             .signal(Signal::SIGTERM)
             .map_err(process_err(format!(
                 "signal the monitor (pid {})",
+                self.record.monitor.pid
+            )))
+    }
+
+    /// Kills the tender and the monitor with SIGKILL, for a monitor that did
+    /// not end the run in time (stopped, hung). Each is signalled through a
+    /// handle that checked its start time, so no later process with its pid is
+    /// hit; one that has gone is no error.
+    pub fn kill(&self) -> Result<(), MonitorError> {
+        if let Some(tender) = Handle::adopt(self.record.tender) {
+            tender.signal(Signal::SIGKILL).map_err(process_err(format!(
+                "kill the tender (pid {})",
+                self.record.tender.pid
+            )))?;
+        }
+        self.monitor
+            .signal(Signal::SIGKILL)
+            .map_err(process_err(format!(
+                "kill the monitor (pid {})",
                 self.record.monitor.pid
             )))
     }

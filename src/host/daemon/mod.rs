@@ -87,6 +87,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if stale > 0 {
         tracing::info!("removed {stale} unfinished block uploads");
     }
+    let stale = sup.clean_stale_images();
+    if stale > 0 {
+        tracing::info!("removed {stale} unfinished images and image uploads");
+    }
     for failure in sup.restore(loaded.state.unwrap_or_default()).await {
         tracing::warn!("{} was not started: {}", failure.name, failure.reason);
     }
@@ -107,7 +111,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         stop_all(&sup).await;
     }
     saving.abort();
-    persist.save(&sup).await;
+    // Logged; nobody is left to tell.
+    let _ = persist.save(&sup).await;
     if let Some(path) = bound {
         // Gone already is fine; it is only tidiness.
         let _ = std::fs::remove_file(path);
@@ -165,9 +170,10 @@ pub struct Persist {
 }
 
 impl Persist {
-    /// Saves now (the file write on a blocking thread); failures are logged,
-    /// since the daemon keeps serving and the next save may work.
-    pub async fn save(self: &Arc<Self>, sup: &Supervisor) {
+    /// Saves now (the file write on a blocking thread). A failure is logged
+    /// and returned, for a request to tell its client; the daemon keeps
+    /// serving, and the next save may work.
+    pub async fn save(self: &Arc<Self>, sup: &Supervisor) -> Result<(), String> {
         let snapshot = sup.snapshot();
         let me = self.clone();
         let saved = tokio::task::spawn_blocking(move || {
@@ -177,11 +183,13 @@ impl Persist {
                 .save(&snapshot)
         })
         .await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{e}"),
-            Err(e) => tracing::error!("saving the state failed: {e}"),
-        }
+        let failure = match saved {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("saving the state failed: {e}"),
+        };
+        tracing::error!("{failure}");
+        Err(failure)
     }
 }
 
@@ -190,7 +198,8 @@ impl Persist {
 async fn keep_saved(sup: Supervisor, persist: Arc<Persist>) {
     let mut events = sup.events();
     loop {
-        persist.save(&sup).await;
+        // Logged; the next change tries again.
+        let _ = persist.save(&sup).await;
         // Lagged only means more happened: the next save covers it.
         if let Err(RecvError::Closed) = events.recv().await {
             return;

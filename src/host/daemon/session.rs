@@ -118,10 +118,13 @@ pub async fn handle(ctx: &Context, request: Request, out: Replies, inbound: Infl
                     | Request::Remove { .. }
             );
             let answer = answer(ctx, other).await;
-            if changes {
-                ctx.persist.save(&ctx.sup).await;
+            match answer {
+                Ok(reply) if changes => match ctx.persist.save(&ctx.sup).await {
+                    Ok(()) => Ok(reply),
+                    Err(e) => Err(unsaved(&e)),
+                },
+                answer => answer,
             }
-            answer
         }
     };
     out.send(match answer {
@@ -187,6 +190,17 @@ async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
             ));
         }
     })
+}
+
+/// The answer to a change the daemon made but could not save: it holds now,
+/// but a daemon restart would bring back what the state file still says.
+fn unsaved(failure: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Host,
+        format!(
+            "done, but not recorded: {failure}; the daemon carries it out now, but after a restart it would go back to the last saved state: free space in the data directory or make it writable, then repeat the request"
+        ),
+    )
 }
 
 impl From<SupervisorError> for ApiError {

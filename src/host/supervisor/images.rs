@@ -2,7 +2,9 @@
 //! in `<data>/images/<sha256>` so restarts never need the client again.
 
 use super::SupervisorError;
+use super::saved::ImageFacts;
 use super::unit::StoredImage;
+use crate::api::image::Target;
 use crate::host::image::{self, Compression, Image};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,9 +18,52 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Supervi
     move |source| SupervisorError::Io { what, path, source }
 }
 
+/// Temporary files in the image store: images being stored, uploads being
+/// received (the daemon's upload handler writes there too).
+const TEMP_PREFIXES: [&str; 2] = [".image-", ".upload-"];
+
+/// Removes the temporary files a killed daemon left in the image store; only
+/// for start-up, when the data directory's lock keeps anyone else from
+/// writing them. Returns how many were removed.
+pub(super) fn clean_stale(data: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir(data)) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| TEMP_PREFIXES.iter().any(|p| n.starts_with(p)))
+                && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .filter(|e| match std::fs::remove_file(e.path()) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), "cannot remove an unfinished image: {err}");
+                false
+            }
+        })
+        .count()
+}
+
 /// Where the image with `image`'s digest is (or will be) kept.
 pub(super) fn stored(data: &Path, image: &Image) -> StoredImage {
     StoredImage::new(&image.info, dir(data).join(&image.info.sha256))
+}
+
+/// A unikernel's image as the state file recorded it, for when the image
+/// itself cannot be read. A state file too old to record the facts gets
+/// those of an hvt image without devices: the listing is then only a
+/// placeholder until the image is back.
+pub(super) fn recorded(data: &Path, digest: &str, facts: Option<&ImageFacts>) -> StoredImage {
+    StoredImage {
+        target: facts.map_or(Target::Hvt, |f| f.target),
+        abi_version: facts.map_or(0, |f| f.abi_version),
+        devices: facts.map(|f| f.devices.clone()).unwrap_or_default(),
+        digest: digest.to_owned(),
+        path: dir(data).join(digest),
+    }
 }
 
 /// Keeps the uncompressed image (0600), written to a temporary file, synced

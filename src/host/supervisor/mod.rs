@@ -20,7 +20,7 @@ mod unit;
 
 pub use backoff::Backoff;
 pub use launch::LaunchError;
-pub use saved::{RestoreFailure, Saved, SavedRun, SavedUnikernel};
+pub use saved::{ImageFacts, RestoreFailure, Saved, SavedRun, SavedUnikernel};
 
 use crate::api::event::Event;
 use crate::api::image::{ImageInfo, Target, TenderReport};
@@ -215,6 +215,11 @@ impl Supervisor {
                 .map(|u| SavedUnikernel {
                     config: u.config.clone(),
                     image: u.image.digest.clone(),
+                    facts: Some(ImageFacts {
+                        target: u.image.target,
+                        abi_version: u.image.abi_version,
+                        devices: u.image.devices.clone(),
+                    }),
                     state: u.state.clone(),
                     restarts: u.restarts,
                     failures: u.failures,
@@ -258,10 +263,18 @@ impl Supervisor {
         failures
     }
 
+    /// A unikernel whose image is gone is still listed and kept in the state;
+    /// a run of it is still re-adopted (the tender runs from its run
+    /// directory's copy); it only cannot be started.
     async fn restore_one(&self, saved: SavedUnikernel) -> Result<(), SupervisorError> {
-        let image = self.stored_image(&saved.image).await?;
-        let data = self.inner.settings.dirs.data.clone();
-        let stored = blocking(move || images::store(&data, &image)).await?;
+        let (stored, unreadable) = match self.restore_image(&saved.image).await {
+            Ok(stored) => (stored, None),
+            Err(e) => {
+                let data = &self.inner.settings.dirs.data;
+                let recorded = images::recorded(data, &saved.image, saved.facts.as_ref());
+                (recorded, Some(e))
+            }
+        };
         let name = saved.config.name.clone();
         let should_run = saved.should_run();
         let (lifecycle, held) = Inner::new_lifecycle().await;
@@ -283,7 +296,7 @@ impl Supervisor {
         self.inner.lock().insert(name.clone(), unit);
         self.inner.emit(Event::Created { name: name.clone() });
         if !should_run {
-            return Ok(());
+            return unreadable.map_or(Ok(()), Err);
         }
         if let Some(run) = saved.run {
             let runtime = &self.inner.settings.dirs.runtime;
@@ -314,11 +327,27 @@ impl Supervisor {
                 }
             }
         }
+        if let Some(e) = unreadable {
+            return Err(e);
+        }
         self.inner.start(&held, &name, StartWith::default()).await
+    }
+
+    /// The stored image `digest`, checked and kept again.
+    async fn restore_image(&self, digest: &str) -> Result<StoredImage, SupervisorError> {
+        let image = self.stored_image(digest).await?;
+        let data = self.inner.settings.dirs.data.clone();
+        blocking(move || images::store(&data, &image)).await
     }
 
     fn new_console(&self) -> Console {
         Console::new(self.inner.settings.console)
+    }
+
+    /// Removes the unfinished images and uploads a killed daemon left; for
+    /// start-up only. Returns how many there were.
+    pub fn clean_stale_images(&self) -> usize {
+        images::clean_stale(&self.inner.settings.dirs.data)
     }
 
     /// Keeps `image` by digest, for `create` to name later.

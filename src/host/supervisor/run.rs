@@ -23,6 +23,10 @@ pub(super) struct RunTask {
 /// ended (a process the tender started could hold the FIFO open).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long after the grace period a stopped run's monitor may take to report
+/// the end before the daemon kills the tender and the monitor itself.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
+
 impl RunTask {
     pub async fn supervise(mut self, stop: oneshot::Receiver<()>) {
         let started = Instant::now();
@@ -40,8 +44,9 @@ impl RunTask {
     }
 
     /// Waits for the run to end; when asked to stop, has the monitor send
-    /// SIGTERM and, after the grace period, SIGKILL. Only the monitor signals
-    /// the tender, its child, so no signal can reach a recycled pid.
+    /// SIGTERM and, after the grace period, SIGKILL. Normally only the monitor
+    /// signals the tender, its child; the daemon does only when the monitor
+    /// fails to, through a handle checked against the tender's start time.
     async fn wait_or_stop(&mut self, stop: oneshot::Receiver<()>) -> ExitStatus {
         let stop_requested = async {
             if stop.await.is_err() {
@@ -51,13 +56,31 @@ impl RunTask {
         };
         let outcome = tokio::select! {
             outcome = self.monitored.wait() => outcome,
-            () = stop_requested => {
-                if let Err(e) = self.monitored.stop() {
-                    tracing::warn!("{}: {e}", self.name);
-                }
-                self.monitored.wait().await
-            }
+            () = stop_requested => self.stop().await,
         };
+        self.status(outcome)
+    }
+
+    /// Has the monitor stop the tender; a monitor that has not reported the
+    /// end by the grace period and a margin (stopped, hung) is bypassed: the
+    /// tender and the monitor are killed, so a destroy always ends.
+    async fn stop(&mut self) -> Result<monitor::Outcome, monitor::MonitorError> {
+        if let Err(e) = self.monitored.stop() {
+            tracing::warn!("{}: {e}", self.name);
+        }
+        let patience = self.inner.settings.grace + STOP_MARGIN;
+        if let Ok(outcome) = tokio::time::timeout(patience, self.monitored.wait()).await {
+            return outcome;
+        }
+        tracing::warn!(
+            "{}: the monitor did not end the run in time; killing the tender and the monitor",
+            self.name
+        );
+        self.monitored.kill()?;
+        self.monitored.wait().await
+    }
+
+    fn status(&self, outcome: Result<monitor::Outcome, monitor::MonitorError>) -> ExitStatus {
         match outcome {
             Ok(monitor::Outcome::Exited { status, .. }) => status,
             Ok(monitor::Outcome::Unknown { .. }) => ExitStatus::Lost,

@@ -2,6 +2,7 @@
 //! unikernel's configuration, image digest and history. The daemon stores it
 //! with `host::state`; the supervisor makes and takes it.
 
+use crate::api::image::{Device, Target};
 use crate::api::label::Label;
 use crate::api::unikernel::{ExitRecord, RunState, TapInfo, UnikernelConfig};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,10 @@ pub struct SavedUnikernel {
     pub config: UnikernelConfig,
     /// The SHA-256 of the image kept in the data directory.
     pub image: String,
+    /// What the image says of itself, so that the unikernel can still be
+    /// listed when the image is gone (absent in state files of older fulmars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<ImageFacts>,
     /// The state when saved; whether it should be running decides what a new
     /// daemon does with it.
     pub state: RunState,
@@ -25,6 +30,14 @@ pub struct SavedUnikernel {
     /// The run going on when saved; its monitor may still be running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<SavedRun>,
+}
+
+/// The image facts a listing shows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub target: Target,
+    pub abi_version: u32,
+    pub devices: Vec<Device>,
 }
 
 /// What the run file does not say about a run: what fulmar made for it.
