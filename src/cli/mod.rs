@@ -49,6 +49,28 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
+/// What the daemon lets its clients make it hold.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitFlags {
+    /// The largest image the daemon takes, in MiB uncompressed; an upload is
+    /// refused as soon as it passes this
+    #[arg(long, value_name = "MIB", default_value_t = fulmar::host::image::MAX_IMAGE_SIZE >> 20)]
+    max_image_mb: u64,
+    /// Images the daemon receives at once, from all clients; one more is
+    /// refused until one is stored
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    image_uploads: usize,
+}
+
+impl LimitFlags {
+    fn limits(&self) -> fulmar::host::daemon::Limits {
+        fulmar::host::daemon::Limits {
+            max_image: self.max_image_mb.saturating_mul(1 << 20),
+            image_uploads: self.image_uploads,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the host backend in the foreground (systemd or auto-start)
@@ -63,6 +85,8 @@ pub enum Command {
         /// Detach from the terminal's session (how clients start a daemon)
         #[arg(long, hide = true)]
         background: bool,
+        #[command(flatten)]
+        limits: LimitFlags,
     },
     /// Bridge stdin/stdout to the local daemon, for `ssh HOST fulmar proxy`
     Proxy,
@@ -272,7 +296,17 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
             ref group,
             stop_on_exit,
             background,
-        }) => return daemon(&args, group.clone(), stop_on_exit, background).await,
+            ref limits,
+        }) => {
+            return daemon(
+                &args,
+                group.clone(),
+                stop_on_exit,
+                background,
+                limits.limits(),
+            )
+            .await;
+        }
         Some(ref command) => command,
     };
     let target = remote::Target::new(&args)?;
@@ -325,6 +359,7 @@ async fn daemon(
     group: Option<String>,
     stop_on_exit: bool,
     background: bool,
+    limits: fulmar::host::daemon::Limits,
 ) -> Result<(), CliError> {
     if background {
         // Out of the client's session, so its terminal closing does not stop us.
@@ -339,6 +374,7 @@ async fn daemon(
         socket,
         group,
         stop_on_exit,
+        limits,
     })
     .await?;
     Ok(())

@@ -50,6 +50,8 @@ const NET_BASIC: u32 = 2;
 const RESERVED_FIRST: u32 = 0x4000_0000;
 const ELF64_HEADER: usize = 64;
 const ELF64_PHDR: usize = 56;
+/// The bytes of a compressed image within which its program headers must lie.
+const HEADERS_WINDOW: u64 = 64 << 10;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// How to treat the bytes on disk.
@@ -125,6 +127,11 @@ pub enum ImageError {
          give a Solo5 unikernel image (a zlib bomb also ends here)"
     )]
     TooLarge { size: u64, limit: u64 },
+    #[error(
+        "the image inflates past byte {end}, where its ELF headers say it ends: \
+         a zlib bomb or a corrupt image, fetch the image again"
+    )]
+    PastElfEnd { end: u64 },
     #[error("cannot allocate {size} bytes to hold the image: free some memory and retry")]
     OutOfMemory { size: u64 },
     #[error(
@@ -443,6 +450,9 @@ fn inflate(input: &mut impl Input, max_size: u64) -> Result<(Vec<u8>, String), I
     let mut chunk = vec![0; CHUNK];
     let mut elf = Vec::new();
     let mut hasher = Sha256::new();
+    // Where the ELF ends by its headers, once they are in: nothing past it is
+    // inflated, so a bomb costs no more memory than the image it claims to be.
+    let mut extent = None;
     loop {
         let compressed = input.fill()?;
         let at_end = compressed.is_empty();
@@ -464,10 +474,21 @@ fn inflate(input: &mut impl Input, max_size: u64) -> Result<(Vec<u8>, String), I
         let out = &chunk[..produced];
         let size = elf.len() as u64 + out.len() as u64;
         check_size(size, max_size)?;
+        if let Some(end) = extent {
+            check_extent(size, end)?;
+        }
         elf.try_reserve(out.len())
             .map_err(|_| ImageError::OutOfMemory { size })?;
         hasher.update(out);
         elf.extend_from_slice(out);
+        if extent.is_none() {
+            extent = declared_extent(&elf)?;
+            if let Some(end) = extent {
+                check_extent(size, end)?;
+                elf.try_reserve_exact(usize::try_from(end).unwrap_or(usize::MAX) - elf.len())
+                    .map_err(|_| ImageError::OutOfMemory { size: end })?;
+            }
+        }
         match status {
             Status::StreamEnd => break,
             _ if consumed == 0 && produced == 0 => {
@@ -490,6 +511,51 @@ fn inflate(input: &mut impl Input, max_size: u64) -> Result<(Vec<u8>, String), I
         });
     }
     Ok((elf, hex::encode(hasher.finalize())))
+}
+
+/// Where an ELF arriving through zlib may end, from its headers: past its
+/// header and program header table, every segment's file bytes and the
+/// section header table (which linkers put last). `None` until those headers
+/// are in; refused at once if the bytes are not an ELF, or its program
+/// headers are not within [`HEADERS_WINDOW`] (a linker puts them right after
+/// the ELF header), so no bomb is inflated to learn that.
+fn declared_extent(elf: &[u8]) -> Result<Option<u64>, ImageError> {
+    if elf.len() < ELF64_HEADER {
+        return Ok(None);
+    }
+    check_magic(elf)?;
+    let field = |at: usize, len: usize| {
+        elf[at..at + len]
+            .iter()
+            .rev()
+            .fold(0u64, |n, b| n << 8 | u64::from(*b))
+    };
+    let (phoff, shoff) = (field(0x20, 8), field(0x28, 8));
+    let (phnum, shentsize, shnum) = (field(0x38, 2), field(0x3a, 2), field(0x3c, 2));
+    let table_end = phoff.saturating_add(phnum * ELF64_PHDR as u64);
+    if table_end > HEADERS_WINDOW {
+        return Err(ImageError::Elf(format!(
+            "the program headers end at byte {table_end}, past the first {HEADERS_WINDOW} \
+             bytes where a compressed image must have them"
+        )));
+    }
+    if (elf.len() as u64) < table_end {
+        return Ok(None);
+    }
+    let segments_end = (0..phnum)
+        .map(|i| phoff as usize + i as usize * ELF64_PHDR)
+        .map(|ph| field(ph + 8, 8).saturating_add(field(ph + 32, 8)))
+        .max()
+        .unwrap_or(0);
+    let sections_end = shoff.saturating_add(shentsize * shnum);
+    Ok(Some(table_end.max(segments_end).max(sections_end)))
+}
+
+fn check_extent(size: u64, end: u64) -> Result<(), ImageError> {
+    if size > end {
+        return Err(ImageError::PastElfEnd { end });
+    }
+    Ok(())
 }
 
 /// Decodes and checks the ABI and manifest notes of an uncompressed image.

@@ -31,6 +31,16 @@ pub struct Options {
     /// Stop every unikernel when the daemon stops, as albatross does; by
     /// default they keep running and the next daemon re-adopts them.
     pub stop_on_exit: bool,
+    pub limits: Limits,
+}
+
+/// What the daemon lets its clients make it hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest image taken, in bytes uncompressed.
+    pub max_image: u64,
+    /// Images received at once, by all clients.
+    pub image_uploads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +112,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         sup: sup.clone(),
         uploads: opts.dirs.data.join("images"),
         persist: persist.clone(),
+        max_image: opts.limits.max_image,
+        image_uploads: Arc::new(tokio::sync::Semaphore::new(opts.limits.image_uploads)),
     });
     listen::notify_ready();
     tracing::info!("listening on {}", opts.socket.display());

@@ -82,6 +82,10 @@ pub struct Context {
     /// Saved before a change is acknowledged, so a daemon killed right after
     /// never forgets a unikernel it said it runs.
     pub persist: Arc<Persist>,
+    /// The largest image taken, in bytes uncompressed.
+    pub max_image: u64,
+    /// One permit for each image that may be received at once.
+    pub image_uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves one request to its end: one reply or error, or a stream then `End`.
@@ -285,6 +289,15 @@ async fn put_image(
     let host = |what: &str, e: std::io::Error| {
         ApiError::new(ErrorKind::Host, format!("cannot {what} the upload: {e}"))
     };
+    let _receiving = ctx.image_uploads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            ErrorKind::Conflict,
+            "the daemon is receiving as many images as it takes at once (--image-uploads): \
+             retry when one is stored",
+        )
+    })?;
+    let most = upload_limit(ctx.max_image);
+    let mut received = 0u64;
     crate::host::paths::private_dir(&ctx.uploads).map_err(|e| host("store", e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".upload-")
@@ -302,6 +315,10 @@ async fn put_image(
                 window
                     .received(len)
                     .map_err(|e| ApiError::new(ErrorKind::Protocol, e.to_string()))?;
+                received += len;
+                if received > most {
+                    return Err(too_large(ctx.max_image));
+                }
                 file.write_all(&chunk).map_err(|e| host("write", e))?;
                 window.consumed(len);
             }
@@ -329,14 +346,33 @@ async fn put_image(
         Compression::Detect
     };
     let path = tmp.path().to_owned();
-    let image = tokio::task::spawn_blocking(move || image::load(&path, compression))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Host, format!("checking the image failed: {e}")))?
-        .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
+    let max_image = ctx.max_image;
+    let image =
+        tokio::task::spawn_blocking(move || image::load_limited(&path, compression, max_image))
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::Host, format!("checking the image failed: {e}")))?
+            .map_err(|e| ApiError::new(ErrorKind::Invalid, e.to_string()))?;
     let info = ctx.sup.store(image).await?;
     let tender = ctx.sup.tender_report(info.target, info.abi_version).await;
     Ok(Reply::Image {
         image: info,
         tender,
     })
+}
+
+/// The most bytes an upload of an image of at most `max_image` bytes may
+/// send: zlib's worst case (stored blocks, 5 bytes per 65,535, and its
+/// header and check) stays under this.
+fn upload_limit(max_image: u64) -> u64 {
+    max_image.saturating_add(max_image / 8192 + 64)
+}
+
+fn too_large(max_image: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::Invalid,
+        format!(
+            "the upload is larger than any image of at most {max_image} bytes the daemon \
+             takes (--max-image-mb): give a Solo5 unikernel image"
+        ),
+    )
 }
