@@ -192,9 +192,12 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
         argv: argv.clone(),
     })?;
     made.run_file = Some(run_file);
+    let pid = monitored.record().tender.pid;
+    // Before the drain starts, so the mark precedes the guest's first line.
+    console.mark(&format!("started, pid {pid}"));
     let drain = tokio::spawn(drain(reader, (*console).clone(), config.name.to_string()));
     Ok(Launched {
-        pid: monitored.record().tender.pid,
+        pid,
         monitored,
         argv,
         taps,

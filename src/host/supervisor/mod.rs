@@ -611,7 +611,6 @@ impl Inner {
             .ok_or_else(|| SupervisorError::NotFound(name.clone()))?;
         match launched {
             Ok(launched) => {
-                unit.console.mark(&format!("started, pid {}", launched.pid));
                 self.begin_run(unit, launched, now_ms());
                 Ok(())
             }
