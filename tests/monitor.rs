@@ -5,8 +5,8 @@ mod support;
 
 use fulmar::api::image::Target;
 use fulmar::api::unikernel::ExitStatus;
-use fulmar::host::console;
 use fulmar::host::monitor::{self, Adoption, MonitorError, Outcome, ProcessRef, Spec};
+use fulmar::host::{console, rundir};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -251,9 +251,43 @@ async fn a_tender_deaf_to_sigterm_is_killed_after_the_grace_period() {
     );
 }
 
+/// A monitor whose run directory is held (a new daemon reclaiming what a
+/// killed one left) starts no tender there and records nothing.
+#[tokio::test]
+async fn a_monitor_starts_no_tender_in_a_run_directory_someone_holds() {
+    let f = Fixture::new();
+    let rundir::Claim::Free(held) = rundir::claim(f.dir.path()).unwrap() else {
+        panic!("a fresh directory is taken");
+    };
+    let sleeper = || f.spec(vec!["sleep".into(), "600".into()], None);
+    match monitor::spawn(&sleeper()) {
+        Err(MonitorError::Start { reason }) => {
+            assert!(
+                reason.contains("another monitor holds the run directory"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.status().exists());
+    drop(held);
+    let mut run = monitor::spawn(&sleeper()).unwrap();
+    assert!(matches!(
+        rundir::claim(f.dir.path()).unwrap(),
+        rundir::Claim::Taken
+    ));
+    run.stop().unwrap();
+    within(run.wait()).await.unwrap();
+    assert!(matches!(
+        rundir::claim(f.dir.path()).unwrap(),
+        rundir::Claim::Free(_)
+    ));
+}
+
 /// The monitor's blocked signals must not reach the tender (or SIGTERM would
 /// never end a tender that relies on its default action), nor descriptors the
-/// daemon let through; and the monitor leads a session of its own.
+/// daemon let through (the monitor holds its run directory, locked, and
+/// nothing else); and the monitor leads a session of its own.
 #[tokio::test]
 async fn the_tender_starts_clean_and_the_monitor_in_its_own_session() {
     let f = Fixture::new();
@@ -263,15 +297,15 @@ async fn the_tender_starts_clean_and_the_monitor_in_its_own_session() {
     drop(leaked);
     let tender = run.record().tender.pid;
     let monitor = run.record().monitor.pid;
-    for pid in [monitor, tender] {
+    let run_dir = f.dir.path().canonicalize().unwrap();
+    for (pid, own) in [(monitor, Some(run_dir)), (tender, None)] {
         let fds: Vec<_> = fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .map(|e| e.unwrap())
+            .filter(|e| !["0", "1", "2"].contains(&e.file_name().to_str().unwrap()))
+            .map(|e| fs::read_link(e.path()).unwrap())
             .collect();
-        assert!(
-            fds.iter().all(|fd| ["0", "1", "2"].contains(&fd.as_str())),
-            "pid {pid} holds {fds:?}"
-        );
+        assert_eq!(fds, Vec::from_iter(own), "pid {pid} holds more");
     }
     assert_eq!(proc_field(tender, "status", "SigBlk:"), "0000000000000000");
     let ignored = u64::from_str_radix(&proc_field(tender, "status", "SigIgn:"), 16).unwrap();

@@ -152,6 +152,9 @@ pub enum Command {
         /// The console FIFO for the tender's stdout and stderr
         #[arg(long, value_name = "FIFO")]
         console: Option<PathBuf>,
+        /// The run directory, open as this descriptor
+        #[arg(long, value_name = "FD")]
+        run_dir_fd: Option<i32>,
         /// The tender's command line
         #[arg(last = true, required = true, value_name = "ARGV")]
         argv: Vec<String>,
@@ -260,6 +263,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         status,
         grace_ms,
         console,
+        run_dir_fd,
         argv,
     }) = args.command
     {
@@ -267,6 +271,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             status,
             grace: Duration::from_millis(grace_ms),
             console,
+            run_dir_fd,
             argv,
         })?);
     }

@@ -5,11 +5,13 @@
 pub mod block;
 pub mod console;
 pub mod daemon;
+pub mod durable;
 pub mod image;
 pub mod monitor;
 pub mod net;
 pub mod paths;
 pub mod policy;
+pub mod rundir;
 pub mod state;
 pub mod stats;
 pub mod supervisor;

@@ -61,12 +61,12 @@
 
 use crate::api::unikernel::ExitStatus;
 use crate::host::console::{self, ConsoleError};
+use crate::host::rundir;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -227,12 +227,15 @@ pub fn spawn(spec: &Spec) -> Result<Monitored, MonitorError> {
         _ => {}
     }
     let program = spec.program.clone().unwrap_or_else(this_program);
-    let mut child = command(&program, spec)
-        .spawn()
-        .map_err(|source| MonitorError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+    let dir = spec.status.parent().unwrap_or(Path::new("."));
+    let dir = File::open(dir).map_err(io_err("open the run directory", dir))?;
+    let mut child =
+        command(&program, spec, &dir)
+            .spawn()
+            .map_err(|source| MonitorError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
     if let Err(e) = handshake(&mut child, &program) {
         kill_orphan(&spec.status);
         return Err(e);
@@ -286,6 +289,23 @@ pub async fn adopt(status: &Path) -> Result<Adoption, MonitorError> {
     }
     // Read again: the monitor may have finished between the two looks.
     Ok(Adoption::Ended(outcome(status).await?))
+}
+
+/// Whether a monitor still runs the run that `status` records: a second run
+/// must never start beside it (two guests on one disk).
+pub fn still_running(status: &Path) -> bool {
+    read_run_file(status).ok().flatten().is_some_and(|file| {
+        file.ended.is_none() && file.run.is_this_boot() && file.run.monitor.is_running()
+    })
+}
+
+/// Waits (briefly) for a monitor that holds its run directory but has not
+/// written its run file yet: it is starting its tender.
+pub async fn recorded(status: &Path) {
+    let deadline = Instant::now() + HANDSHAKE;
+    while !status.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A running monitor, spawned or adopted. Dropping it leaves the monitor and
@@ -394,7 +414,7 @@ fn this_program() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("fulmar"))
 }
 
-fn command(program: &Path, spec: &Spec) -> Command {
+fn command(program: &Path, spec: &Spec, dir: &File) -> Command {
     let mut cmd = Command::new(program);
     cmd.arg0("fulmar")
         .arg("monitor")
@@ -405,6 +425,7 @@ fn command(program: &Path, spec: &Spec) -> Command {
     if let Some(console) = &spec.console {
         cmd.arg("--console").arg(console);
     }
+    hand_over(&mut cmd, dir);
     cmd.arg("--")
         .args(&spec.argv)
         .stdin(Stdio::null())
@@ -475,6 +496,29 @@ fn read_answer(mut out: ChildStdout, deadline: Instant) -> Result<String, String
     let answer = String::from_utf8_lossy(&answer);
     Ok(answer.lines().next().unwrap_or_default().to_owned())
 }
+
+/// Gives the monitor the run directory as an open descriptor
+/// (`host::rundir`): the one descriptor it inherits besides its stdio.
+#[cfg(target_os = "linux")]
+fn hand_over(cmd: &mut Command, dir: &File) {
+    use std::os::fd::AsRawFd;
+    let fd = dir.as_raw_fd();
+    cmd.arg("--run-dir-fd").arg(fd.to_string());
+    // SAFETY: the hook runs in the forked child before exec and only calls
+    // fcntl on a descriptor the child has (the parent keeps `dir` open until
+    // spawn returns); fcntl is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn hand_over(_cmd: &mut Command, _dir: &File) {}
 
 /// A monitor stopped before it answered may have started its tender and
 /// recorded it: that tender must not run on unsupervised.
@@ -704,31 +748,10 @@ fn read_run_file(path: &Path) -> Result<Option<RunFile>, MonitorError> {
         })
 }
 
-/// Replaces `path` atomically: a temporary file beside it, fsync, rename, and
-/// an fsync of the directory so that the rename itself is durable.
+/// Every write of the run file is atomic and durable (module docs).
 fn write_run_file(path: &Path, file: &RunFile) -> Result<(), MonitorError> {
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let json = serde_json::to_vec(file).map_err(|e| io_err("encode", path)(e.into()))?;
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
-    out.write_all(&json)
-        .and_then(|()| out.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("rename the run file to", path))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync the directory", dir))
+    crate::host::durable::replace(path, &json).map_err(io_err("write the run file", path))
 }
 
 fn now_ms() -> u64 {
@@ -747,6 +770,8 @@ pub struct Options {
     pub status: PathBuf,
     pub grace: Duration,
     pub console: Option<PathBuf>,
+    /// The run directory, open as this descriptor (Linux; see `host::rundir`).
+    pub run_dir_fd: Option<i32>,
     pub argv: Vec<String>,
 }
 
@@ -764,7 +789,7 @@ pub fn run(opts: &Options) -> Result<(), MonitorError> {
                 at_ms: now_ms(),
             };
             write_run_file(
-                &opts.status,
+                &started.run_dir.status,
                 &RunFile {
                     run: started.record,
                     ended: Some(ended),
@@ -784,10 +809,78 @@ struct Started {
     signals: SigSet,
     /// The console's keep-alive read end (module docs); held, never read.
     _console: Option<File>,
+    run_dir: RunDir,
+}
+
+/// The monitor's hold on its run directory, and its files' paths.
+struct RunDir {
+    /// Held while the monitor lives (`host::rundir`).
+    _lock: Option<rundir::Held>,
+    status: PathBuf,
+    console: Option<PathBuf>,
+}
+
+impl RunDir {
+    /// Locks the directory the daemon handed over and anchors the paths to it;
+    /// refuses one that another monitor holds or that was removed meanwhile
+    /// (the daemon that started us was killed and a new one reclaimed it).
+    #[cfg(target_os = "linux")]
+    fn take(opts: &Options) -> Result<RunDir, MonitorError> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let Some(fd) = opts.run_dir_fd else {
+            return Ok(RunDir::unanchored(opts));
+        };
+        // SAFETY: F_GETFD only reads the flags of a descriptor number; an
+        // invalid one is an error, not undefined behaviour.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            return Err(process_err(format!("use run directory descriptor {fd}"))(
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: the descriptor is open (checked above) and was handed to
+        // this process for this purpose only: nothing else here owns it.
+        let dir = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Not for the tender: it holds only its console, taps and disks.
+        nix::fcntl::fcntl(
+            &dir,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| process_err("keep the run directory from the tender")(e.into()))?;
+        let gone = |reason: &str| MonitorError::Start {
+            reason: format!("{}: {reason}", opts.status.display()),
+        };
+        if rundir::is_removed(&dir).map_err(process_err("look at the run directory"))? {
+            return Err(gone(
+                "the run directory was removed before the monitor started",
+            ));
+        }
+        let lock = rundir::lock(dir)
+            .map_err(process_err("lock the run directory"))?
+            .ok_or_else(|| gone("another monitor holds the run directory"))?;
+        Ok(RunDir {
+            _lock: Some(lock),
+            status: rundir::anchored(fd, &opts.status),
+            console: opts.console.as_deref().map(|c| rundir::anchored(fd, c)),
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn take(opts: &Options) -> Result<RunDir, MonitorError> {
+        Ok(RunDir::unanchored(opts))
+    }
+
+    fn unanchored(opts: &Options) -> RunDir {
+        RunDir {
+            _lock: None,
+            status: opts.status.clone(),
+            console: opts.console.clone(),
+        }
+    }
 }
 
 fn start(opts: &Options) -> Result<Started, MonitorError> {
-    close_inherited();
+    close_inherited(opts.run_dir_fd);
+    let run_dir = RunDir::take(opts)?;
     let signals = take_signals()?;
     leave_session();
     let Some((program, args)) = opts.argv.split_first() else {
@@ -795,7 +888,7 @@ fn start(opts: &Options) -> Result<Started, MonitorError> {
             reason: "the monitor was given nothing to run".into(),
         });
     };
-    let (stdout, stderr, keep_alive) = console_streams(opts.console.as_deref())?;
+    let (stdout, stderr, keep_alive) = console_streams(run_dir.console.as_deref())?;
     let mut command = Command::new(program);
     command
         .args(args)
@@ -810,13 +903,14 @@ fn start(opts: &Options) -> Result<Started, MonitorError> {
         .map_err(process_err(format!("start {program}")))?;
     match record(&tender).and_then(|run| {
         let file = RunFile { run, ended: None };
-        write_run_file(&opts.status, &file).map(|()| file.run)
+        write_run_file(&run_dir.status, &file).map(|()| file.run)
     }) {
         Ok(record) => Ok(Started {
             tender,
             record,
             signals,
             _console: keep_alive,
+            run_dir,
         }),
         Err(e) => {
             // Nobody could find this tender again: it must not outlive us.
@@ -841,15 +935,16 @@ fn record(tender: &Child) -> Result<RunRecord, MonitorError> {
 /// the daemon, or a socket-activation socket) would be held by the monitor and
 /// the tender for as long as the unikernel runs: a leaked pipe would keep its
 /// reader waiting, a leaked socket its peer. Only 0, 1 and 2 are ours, and
-/// nothing in this process has opened another yet.
+/// the run directory's descriptor `keep`; nothing in this process has opened
+/// another yet.
 #[cfg(target_os = "linux")]
-fn close_inherited() {
+fn close_inherited(keep: Option<std::os::fd::RawFd>) {
     let Ok(listing) = fs::read_dir("/proc/self/fd") else {
         return;
     };
     let inherited: Vec<std::os::fd::RawFd> = listing
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd > 2 && Some(fd) != keep)
         .collect();
     // The listing's own descriptor is among them, closed already: EBADF.
     for fd in inherited {
@@ -857,8 +952,9 @@ fn close_inherited() {
     }
 }
 
+/// The daemon hands over no run directory descriptor here (`host::rundir`).
 #[cfg(target_os = "freebsd")]
-fn close_inherited() {
+fn close_inherited(_keep: Option<std::os::fd::RawFd>) {
     // SAFETY: nothing in this process has opened a descriptor above 2 yet, so
     // none that Rust code owns is closed under it.
     unsafe { libc::closefrom(3) }

@@ -44,7 +44,13 @@ pub enum NetError {
         "no free tap name after {attempts} attempts: other programs keep creating vmmtap interfaces; try again"
     )]
     NoFreeName { attempts: u32 },
+    #[error("cannot record tap {tap} before making it ({why}): check the runtime directory's disk")]
+    Record { tap: String, why: String },
 }
+
+/// Told each tap name before a tap of that name may come to exist, so that a
+/// crash at any moment leaves a record of every tap to reclaim.
+pub type Record<'a> = &'a mut dyn FnMut(&str) -> Result<(), String>;
 
 fn bridge_hint(bridge: &str, available: &[String]) -> String {
     let create = os::create_bridge_hint(bridge);
@@ -96,8 +102,8 @@ pub fn bridges() -> Result<Vec<String>, NetError> {
 }
 
 /// Creates a tap, brings it up and attaches it to `bridge`. Either all of that
-/// happens or nothing is left behind.
-pub fn create_tap(bridge: &str) -> Result<Tap, NetError> {
+/// happens or nothing is left behind; `record` hears the name first.
+pub fn create_tap(bridge: &str, record: Record) -> Result<Tap, NetError> {
     let available = bridges()?;
     if !available.iter().any(|b| b == bridge) {
         return Err(NetError::NoBridge {
@@ -105,13 +111,13 @@ pub fn create_tap(bridge: &str) -> Result<Tap, NetError> {
             available,
         });
     }
-    attach_new_tap(bridge)
+    attach_new_tap(bridge, record)
 }
 
 /// The part of [`create_tap`] after the bridge check; separate so tests can make
 /// the attach step fail.
-fn attach_new_tap(bridge: &str) -> Result<Tap, NetError> {
-    let name = os::new_tap()?;
+fn attach_new_tap(bridge: &str, record: Record) -> Result<Tap, NetError> {
+    let name = os::new_tap(record)?;
     if let Err(error) = os::attach(&name, bridge) {
         if let Err(undo) = os::destroy(&name) {
             tracing::warn!(tap = %name, %undo, "could not delete the tap of a failed attach");
@@ -196,7 +202,7 @@ use linux as os;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{Kind, NetError, SYS_CLASS_NET, run, sysfs_dir};
+    use super::{Kind, NetError, Record, SYS_CLASS_NET, run, sysfs_dir};
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
@@ -263,13 +269,17 @@ mod linux {
         format!("{PREFIX}{n}")
     }
 
-    pub(super) fn new_tap() -> Result<String, NetError> {
+    pub(super) fn new_tap(record: Record) -> Result<String, NetError> {
         // The guard protects no data, so a panic elsewhere leaves nothing to repair.
         let _naming = NAMING
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for _ in 0..ATTEMPTS {
             let name = free_name(&interfaces()?);
+            record(&name).map_err(|why| NetError::Record {
+                tap: name.clone(),
+                why,
+            })?;
             match run("ip", &["tuntap", "add", "dev", &name, "mode", "tap"]) {
                 Ok(_) => return Ok(name),
                 // Another program (a second fulmar, albatross) took the name
@@ -298,7 +308,7 @@ use freebsd as os;
 
 #[cfg(target_os = "freebsd")]
 mod freebsd {
-    use super::{Kind, NetError, run};
+    use super::{Kind, NetError, Record, run};
 
     pub(super) fn create_bridge_hint(bridge: &str) -> String {
         format!("ifconfig bridge create name {bridge}")
@@ -329,14 +339,19 @@ mod freebsd {
         })
     }
 
-    /// The kernel picks the name and prints it, so there is nothing to race for.
-    pub(super) fn new_tap() -> Result<String, NetError> {
+    /// The kernel picks the name and prints it, so there is nothing to race
+    /// for, and the name can only be recorded once the tap exists.
+    pub(super) fn new_tap(record: Record) -> Result<String, NetError> {
         let name = run("ifconfig", &["tap", "create"])?.trim().to_owned();
         if name.is_empty() {
             return Err(NetError::Failed {
                 command: "ifconfig tap create".into(),
                 why: "it printed no interface name".into(),
             });
+        }
+        if let Err(why) = record(&name) {
+            let _ = destroy(&name);
+            return Err(NetError::Record { tap: name, why });
         }
         Ok(name)
     }
@@ -356,6 +371,10 @@ mod tests {
     use super::*;
     use crate::host::netns::{self, bridge, ip};
     use std::collections::BTreeSet;
+
+    fn unrecorded(_: &str) -> Result<(), String> {
+        Ok(())
+    }
 
     fn sysfs(name: &str, attribute: &str) -> Option<String> {
         std::fs::read_to_string(sysfs_dir(name).unwrap().join(attribute))
@@ -437,8 +456,8 @@ mod tests {
     fn creates_taps_with_the_smallest_free_name() {
         netns::run(|| {
             bridge("br0");
-            let first = create_tap("br0").unwrap();
-            let second = create_tap("br0").unwrap();
+            let first = create_tap("br0", &mut unrecorded).unwrap();
+            let second = create_tap("br0", &mut unrecorded).unwrap();
             assert_eq!(
                 (first.name.as_str(), second.name.as_str()),
                 ("vmmtap0", "vmmtap1")
@@ -451,8 +470,32 @@ mod tests {
             }
             delete_tap("vmmtap0").unwrap();
             assert!(!tap_exists("vmmtap0").unwrap());
-            assert_eq!(create_tap("br0").unwrap().name, "vmmtap0");
-            assert_eq!(create_tap("br0").unwrap().name, "vmmtap2");
+            assert_eq!(create_tap("br0", &mut unrecorded).unwrap().name, "vmmtap0");
+            assert_eq!(create_tap("br0", &mut unrecorded).unwrap().name, "vmmtap2");
+        });
+    }
+
+    #[test]
+    fn every_tap_is_recorded_before_it_exists_and_an_unrecorded_one_is_not_made() {
+        netns::run(|| {
+            bridge("br0");
+            let mut seen = Vec::new();
+            let mut record = |name: &str| {
+                assert!(
+                    !tap_exists(name).unwrap(),
+                    "{name} was made before its record"
+                );
+                seen.push(name.to_owned());
+                Ok(())
+            };
+            let tap = create_tap("br0", &mut record).unwrap();
+            assert_eq!(seen, std::slice::from_ref(&tap.name));
+            let refused = create_tap("br0", &mut |_| Err("disk full".into()));
+            assert!(
+                matches!(refused, Err(NetError::Record { .. })),
+                "{refused:?}"
+            );
+            assert_eq!(taps(), BTreeSet::from([tap.name]));
         });
     }
 
@@ -464,7 +507,7 @@ mod tests {
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
             for bridge in ["br9", "veth0"] {
-                match create_tap(bridge) {
+                match create_tap(bridge, &mut unrecorded) {
                     Err(NetError::NoBridge {
                         bridge: b,
                         available,
@@ -487,7 +530,7 @@ mod tests {
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
             for bridge in ["veth0", "gone"] {
-                match attach_new_tap(bridge) {
+                match attach_new_tap(bridge, &mut unrecorded) {
                     Err(NetError::Failed { command, .. }) => {
                         assert!(command.contains(bridge), "{command}")
                     }
@@ -512,7 +555,7 @@ mod tests {
                 assert!(!tap_exists(other).unwrap());
             }
             assert_eq!(bridges().unwrap(), ["br0"]);
-            let tap = create_tap("br0").unwrap();
+            let tap = create_tap("br0", &mut unrecorded).unwrap();
             delete_tap(&tap.name).unwrap();
             assert!(sysfs(&tap.name, "flags").is_none());
             delete_tap(&tap.name).unwrap();
@@ -525,7 +568,7 @@ mod tests {
         netns::run(|| {
             bridge("br0");
             let threads: Vec<_> = (0..THREADS)
-                .map(|_| std::thread::spawn(|| create_tap("br0").unwrap().name))
+                .map(|_| std::thread::spawn(|| create_tap("br0", &mut unrecorded).unwrap().name))
                 .collect();
             let names: BTreeSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             let expected: BTreeSet<String> = (0..THREADS).map(|n| format!("vmmtap{n}")).collect();

@@ -43,15 +43,18 @@ impl Host {
 
     /// `fulmar ARGS` against this host, with the test tender on PATH.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(fulmar());
-        c.args(args)
-            .env("FULMAR_DIR", self.data.path())
-            .env("FULMAR_RUNTIME_DIR", self.runtime.path())
-            .env("FULMAR_SOCKET", self.socket())
-            .env("PATH", self.tenders.path_var())
-            .env_remove("FULMAR_LOG")
-            .stdin(Stdio::null());
-        c
+        self.cli().command(args)
+    }
+
+    /// What runs the CLI against this host, for other threads to keep using
+    /// while this one stops and starts the daemon.
+    pub fn cli(&self) -> Cli {
+        Cli {
+            data: self.data.path().to_owned(),
+            runtime: self.runtime.path().to_owned(),
+            socket: self.socket(),
+            path: self.tenders.path_var(),
+        }
     }
 
     /// Starts `fulmar daemon EXTRA` and waits until it listens.
@@ -96,9 +99,7 @@ impl Host {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--no-start"];
-        all.extend_from_slice(args);
-        self.command(&all).output().unwrap()
+        self.cli().run(args)
     }
 
     pub fn list(&self) -> Vec<serde_json::Value> {
@@ -236,6 +237,36 @@ impl Drop for Host {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The CLI's environment for one [`Host`].
+#[derive(Clone)]
+pub struct Cli {
+    data: PathBuf,
+    runtime: PathBuf,
+    socket: PathBuf,
+    path: std::ffi::OsString,
+}
+
+impl Cli {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(fulmar());
+        c.args(args)
+            .env("FULMAR_DIR", &self.data)
+            .env("FULMAR_RUNTIME_DIR", &self.runtime)
+            .env("FULMAR_SOCKET", &self.socket)
+            .env("PATH", &self.path)
+            .env_remove("FULMAR_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `fulmar --no-start ARGS`, whatever comes of it.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--no-start"];
+        all.extend_from_slice(args);
+        self.command(&all).output().unwrap()
     }
 }
 

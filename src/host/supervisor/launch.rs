@@ -3,8 +3,10 @@
 
 use crate::api::unikernel::{TapInfo, UnikernelConfig};
 use crate::host::console::{self, Console};
+use crate::host::durable;
 use crate::host::monitor;
 use crate::host::net;
+use crate::host::rundir;
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -25,6 +27,10 @@ pub enum LaunchError {
     Net(#[from] net::NetError),
     #[error("{0}")]
     Monitor(#[from] monitor::MonitorError),
+    #[error(
+        "a run of {name} is still going under its monitor, so a second one would share its disks and MAC: restart the daemon, which re-adopts or stops it"
+    )]
+    StillRunning { name: String },
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError {
@@ -40,23 +46,33 @@ pub struct Resources {
     image: Option<PathBuf>,
     fifo: Option<PathBuf>,
     run_file: Option<PathBuf>,
+    /// The record of the taps ([`TAPS_FILE`]), removed only after them.
+    taps_file: Option<PathBuf>,
     taps: Vec<String>,
 }
 
 impl Resources {
-    /// What a run of an earlier daemon left in `dir` and its taps, for the end
-    /// of an adopted or finished run.
-    pub fn left_by(dir: &Path, taps: &[TapInfo]) -> Resources {
+    /// What a run of an earlier daemon left in `dir`: the files, and every tap
+    /// it recorded or the state file names, for the end of an adopted,
+    /// finished or unwanted run.
+    pub fn left_by(dir: &Path, saved: &[TapInfo]) -> Resources {
+        let mut taps: Vec<String> = recorded_taps(dir).into_iter().map(|t| t.tap).collect();
+        for tap in saved {
+            if !taps.contains(&tap.tap) {
+                taps.push(tap.tap.clone());
+            }
+        }
         Resources {
             dir: Some(dir.to_owned()),
             image: Some(dir.join("image")),
             fifo: Some(dir.join("console")),
             run_file: Some(dir.join(RUN_FILE)),
-            taps: taps.iter().map(|t| t.tap.clone()).collect(),
+            taps_file: Some(dir.join(TAPS_FILE)),
+            taps,
         }
     }
 
-    /// Removes the taps, the image copy, the FIFO and the run directory. Clean-up
+    /// Removes the taps, the files, the FIFO and the run directory. Clean-up
     /// goes on past a failure so that one stuck tap does not leak the rest.
     pub fn release(self) {
         for tap in &self.taps {
@@ -64,7 +80,14 @@ impl Resources {
                 tracing::warn!("clean-up: {e}");
             }
         }
-        for file in [&self.image, &self.run_file].into_iter().flatten() {
+        // A crash between a durable write's temporary file and its rename
+        // leaves the temporary file.
+        let records = [&self.run_file, &self.taps_file].into_iter().flatten();
+        let temps: Vec<PathBuf> = records.map(|f| durable::temp_of(f)).collect();
+        let files = [&self.image, &self.run_file, &self.taps_file]
+            .into_iter()
+            .flatten();
+        for file in files.chain(&temps) {
             match fs::remove_file(file) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     tracing::warn!("clean-up: cannot remove {}: {e}", file.display());
@@ -97,9 +120,14 @@ pub struct Launched {
     pub drain: JoinHandle<()>,
 }
 
+/// Where the runs live: one directory per unikernel that runs.
+pub fn runs_dir(runtime: &Path) -> PathBuf {
+    runtime.join("unikernels")
+}
+
 /// Where a unikernel's run lives: `<runtime>/unikernels/<name>/{image,console}`.
 pub fn run_dir(runtime: &Path, name: &str) -> PathBuf {
-    runtime.join("unikernels").join(name)
+    runs_dir(runtime).join(name)
 }
 
 /// One of the configuration's block devices, paired with its file by name.
@@ -150,6 +178,13 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
         monitor,
     } = plan;
     let dir = &run_dir(runtime, config.name.as_str());
+    // Monitors lock their directory; those of older fulmars only record it.
+    let locked = matches!(rundir::claim(dir), Ok(rundir::Claim::Taken));
+    if locked || monitor::still_running(&dir.join(RUN_FILE)) {
+        return Err(LaunchError::StillRunning {
+            name: config.name.to_string(),
+        });
+    }
     if !dir.exists() {
         DirBuilder::new()
             .recursive(true)
@@ -164,16 +199,26 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
     fs::set_permissions(&image, fs::Permissions::from_mode(0o600))
         .map_err(io_err("restrict", &image))?;
 
-    let mut taps = Vec::with_capacity(config.nets.len());
+    let taps_file = dir.join(TAPS_FILE);
+    made.taps_file = Some(taps_file.clone());
+    let mut taps: Vec<TapInfo> = Vec::with_capacity(config.nets.len());
     for net in &config.nets {
-        let tap = net::create_tap(&net.bridge)?;
-        made.taps.push(tap.name.clone());
-        taps.push(TapInfo {
+        let info = |tap: &str| TapInfo {
             interface: net.interface.clone(),
-            tap: tap.name,
+            tap: tap.to_owned(),
             bridge: net.bridge.clone(),
             mac: config.mac_of(net),
-        });
+        };
+        // Durable before the tap exists: a daemon killed at any moment
+        // leaves a record of every tap its successor must reclaim.
+        let mut record = |tap: &str| {
+            let mut all = taps.clone();
+            all.push(info(tap));
+            record_taps(&taps_file, &all)
+        };
+        let tap = net::create_tap(&net.bridge, &mut record)?;
+        made.taps.push(tap.name.clone());
+        taps.push(info(&tap.name));
     }
 
     // The reader is open before the tender starts, so no early output is lost.
@@ -212,10 +257,16 @@ pub fn adopt(
     name: &str,
     runtime: &Path,
     monitored: monitor::Monitored,
-    taps: &[TapInfo],
+    saved_taps: &[TapInfo],
     console: &Console,
 ) -> Result<Launched, LaunchError> {
     let dir = run_dir(runtime, name);
+    let recorded = recorded_taps(&dir);
+    let taps = if recorded.is_empty() {
+        saved_taps
+    } else {
+        &recorded
+    };
     let fifo = dir.join("console");
     let reader = console::open_reader(&fifo)?;
     let drain = tokio::spawn(drain(reader, console.clone(), name.to_owned()));
@@ -231,6 +282,37 @@ pub fn adopt(
 
 /// Where the monitor records a run, inside its run directory.
 pub const RUN_FILE: &str = "run.json";
+
+/// Where a run records its taps, each before it is made.
+pub const TAPS_FILE: &str = "taps.json";
+
+fn record_taps(file: &Path, taps: &[TapInfo]) -> Result<(), String> {
+    let json = serde_json::to_vec(taps).map_err(|e| e.to_string())?;
+    durable::replace(file, &json).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// The taps a run in `dir` recorded; none if it recorded none (or a fulmar
+/// before the record made it; the state file names those).
+pub fn recorded_taps(dir: &Path) -> Vec<TapInfo> {
+    let file = dir.join(TAPS_FILE);
+    match fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(
+                "{} is not a tap record ({e}): its taps are not reclaimed",
+                file.display()
+            );
+            Vec::new()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read {} ({e}): its taps are not reclaimed",
+                file.display()
+            );
+            Vec::new()
+        }
+    }
+}
 
 /// How runs are monitored.
 #[derive(Debug, Clone)]

@@ -27,19 +27,22 @@ use crate::api::image::{ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
 use crate::api::policy::PolicyReport;
 use crate::api::time::now_ms;
-use crate::api::unikernel::{ExitRecord, ExitStatus, RunState, UnikernelConfig, UnikernelInfo};
+use crate::api::unikernel::{
+    ExitRecord, ExitStatus, RunState, TapInfo, UnikernelConfig, UnikernelInfo,
+};
 use crate::api::validate::Problem;
 use crate::host::block::{BlockError, BlockStore};
 use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
 use crate::host::monitor;
 use crate::host::paths::Dirs;
+use crate::host::rundir;
 use crate::host::tender::ProbeCache;
 use crate::host::{policy, stats};
 use rules::{HostFacts, Resolved};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedMutexGuard, broadcast, oneshot, watch};
@@ -212,6 +215,7 @@ impl Supervisor {
         Saved {
             unikernels: units
                 .values()
+                .filter(|u| !u.creating)
                 .map(|u| SavedUnikernel {
                     config: u.config.clone(),
                     image: u.image.digest.clone(),
@@ -244,8 +248,15 @@ impl Supervisor {
     /// (a host reboot) are started, higher startup priority first. One that
     /// cannot be brought back stays listed as stopped, with the reason in its
     /// console, and is reported.
+    ///
+    /// The run directories are the record of what runs, whatever the state
+    /// file says: a run no unikernel should have (a create or start the
+    /// state never recorded, because the daemon was killed first) is stopped
+    /// and its taps, files and directory reclaimed, so after any crash every
+    /// tender is either supervised or gone.
     pub async fn restore(&self, saved: Saved) -> Vec<RestoreFailure> {
         let mut unikernels = saved.unikernels;
+        self.reclaim_unwanted_runs(&unikernels).await;
         unikernels.sort_by_key(|u| std::cmp::Reverse(u.config.startup_priority));
         let mut failures = Vec::new();
         for u in unikernels {
@@ -261,6 +272,89 @@ impl Supervisor {
             }
         }
         failures
+    }
+
+    /// Stops and reclaims every run in the runtime directory that belongs to
+    /// no unikernel that should run.
+    async fn reclaim_unwanted_runs(&self, saved: &[SavedUnikernel]) {
+        let root = launch::runs_dir(&self.inner.settings.dirs.runtime);
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(
+                    "cannot list {} ({e}): runs left there are not reclaimed",
+                    root.display()
+                );
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let known = saved.iter().find(|u| name == u.config.name.as_str());
+            if known.is_some_and(SavedUnikernel::should_run) {
+                continue;
+            }
+            let taps = known
+                .and_then(|u| u.run.as_ref())
+                .map(|r| r.taps.clone())
+                .unwrap_or_default();
+            self.reclaim(&entry.path(), &taps).await;
+        }
+    }
+
+    /// Stops the run in `dir`, if one still goes, and removes what it made.
+    async fn reclaim(&self, dir: &Path, saved_taps: &[TapInfo]) {
+        let what = dir.display().to_string();
+        let (adoption, _held) = match self.look_into(dir).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!("{what}: {e}; left in place");
+                return;
+            }
+        };
+        if let monitor::Adoption::Running(mut monitored) = adoption {
+            tracing::warn!(
+                "{what}: a run the state does not record (its start was never acknowledged): stopping it"
+            );
+            let patience = self.inner.settings.grace + run::STOP_MARGIN;
+            if let Err(e) = run::stop(&mut monitored, patience, &what).await {
+                tracing::error!("{what}: {e}; its files and taps are left in place");
+                return;
+            }
+        }
+        tracing::info!("{what}: reclaimed a run nothing should have");
+        launch::Resources::left_by(dir, saved_taps).release();
+    }
+
+    /// What a run directory left by an earlier daemon holds. When no monitor
+    /// lives there, its lock comes along, to hold until its contents are
+    /// removed: a monitor its daemon started just before being killed then
+    /// finds the directory taken or gone, and starts no tender.
+    async fn look_into(
+        &self,
+        dir: &Path,
+    ) -> Result<(monitor::Adoption, Option<rundir::Held>), SupervisorError> {
+        let run_file = dir.join(launch::RUN_FILE);
+        let held = match rundir::claim(dir) {
+            Ok(rundir::Claim::Free(held)) => Some(held),
+            Ok(rundir::Claim::Taken) => {
+                monitor::recorded(&run_file).await;
+                None
+            }
+            Err(source) => {
+                return Err(SupervisorError::Io {
+                    what: "lock the run directory",
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        };
+        let adoption = monitor::adopt(&run_file).await.map_err(LaunchError::from)?;
+        Ok((adoption, held))
     }
 
     /// A unikernel whose image is gone is still listed and kept in the state;
@@ -298,32 +392,41 @@ impl Supervisor {
         if !should_run {
             return unreadable.map_or(Ok(()), Err);
         }
-        if let Some(run) = saved.run {
-            let runtime = &self.inner.settings.dirs.runtime;
-            let dir = launch::run_dir(runtime, name.as_str());
-            let adoption = monitor::adopt(&dir.join(launch::RUN_FILE))
-                .await
-                .map_err(LaunchError::from)?;
+        let runtime = &self.inner.settings.dirs.runtime;
+        let dir = launch::run_dir(runtime, name.as_str());
+        // A run the state file did not record yet (a restart, a start just
+        // before the daemon was killed) is found by its directory all the same.
+        if dir.exists() {
+            let saved_taps = saved
+                .run
+                .as_ref()
+                .map(|r| r.taps.clone())
+                .unwrap_or_default();
+            let since_ms = saved.run.as_ref().map_or_else(now_ms, |r| r.since_ms);
+            let (adoption, held) = self.look_into(&dir).await?;
             match adoption {
                 monitor::Adoption::Running(monitored) => {
                     let launched =
-                        launch::adopt(name.as_str(), runtime, monitored, &run.taps, &console)?;
+                        launch::adopt(name.as_str(), runtime, monitored, &saved_taps, &console)?;
                     console.mark(&format!("re-adopted by a new daemon, pid {}", launched.pid));
                     let mut units = self.inner.lock();
                     if let Some(unit) = units.get_mut(&name) {
-                        self.inner.begin_run(unit, launched, run.since_ms);
+                        self.inner.begin_run(unit, launched, since_ms);
                     }
                     return Ok(());
                 }
                 monitor::Adoption::Ended(monitor::Outcome::Exited { status, at_ms }) => {
-                    launch::Resources::left_by(&dir, &run.taps).release();
-                    let ran = Duration::from_millis(at_ms.saturating_sub(run.since_ms));
+                    launch::Resources::left_by(&dir, &saved_taps).release();
+                    let ran = Duration::from_millis(at_ms.saturating_sub(since_ms));
                     self.inner.ended(&name, status, ran);
                     return Ok(());
                 }
-                // Nothing of it is left (a reboot): start it afresh.
+                // Nothing of it is left (a reboot, a start that never got
+                // its tender going): start it afresh.
                 monitor::Adoption::Ended(monitor::Outcome::Unknown { .. }) => {
-                    launch::Resources::left_by(&dir, &run.taps).release();
+                    launch::Resources::left_by(&dir, &saved_taps).release();
+                    // Before the new run claims a directory of the same name.
+                    drop(held);
                 }
             }
         }
@@ -432,7 +535,8 @@ impl Supervisor {
             // other create can take them while this one works off the lock.
             let stored = images::stored(&self.inner.settings.dirs.data, &image);
             let starting = RunState::Starting { since_ms: now_ms() };
-            let unit = Unit::new(config, stored, starting, lifecycle, self.new_console());
+            let mut unit = Unit::new(config, stored, starting, lifecycle, self.new_console());
+            unit.creating = true;
             units.insert(name.clone(), unit);
         }
         self.inner.emit(Event::Created { name: name.clone() });
@@ -444,6 +548,9 @@ impl Supervisor {
             self.inner.lock().remove(&name);
             self.inner.emit(Event::Removed { name: name.clone() });
             return Err(e);
+        }
+        if let Some(unit) = self.inner.lock().get_mut(&name) {
+            unit.creating = false;
         }
         drop(held);
         self.info(&name)

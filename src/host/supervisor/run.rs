@@ -25,7 +25,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long after the grace period a stopped run's monitor may take to report
 /// the end before the daemon kills the tender and the monitor itself.
-const STOP_MARGIN: Duration = Duration::from_secs(2);
+pub(super) const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 impl RunTask {
     pub async fn supervise(mut self, stop: oneshot::Receiver<()>) {
@@ -61,23 +61,9 @@ impl RunTask {
         self.status(outcome)
     }
 
-    /// Has the monitor stop the tender; a monitor that has not reported the
-    /// end by the grace period and a margin (stopped, hung) is bypassed: the
-    /// tender and the monitor are killed, so a destroy always ends.
     async fn stop(&mut self) -> Result<monitor::Outcome, monitor::MonitorError> {
-        if let Err(e) = self.monitored.stop() {
-            tracing::warn!("{}: {e}", self.name);
-        }
         let patience = self.inner.settings.grace + STOP_MARGIN;
-        if let Ok(outcome) = tokio::time::timeout(patience, self.monitored.wait()).await {
-            return outcome;
-        }
-        tracing::warn!(
-            "{}: the monitor did not end the run in time; killing the tender and the monitor",
-            self.name
-        );
-        self.monitored.kill()?;
-        self.monitored.wait().await
+        stop(&mut self.monitored, patience, self.name.as_str()).await
     }
 
     fn status(&self, outcome: Result<monitor::Outcome, monitor::MonitorError>) -> ExitStatus {
@@ -90,4 +76,25 @@ impl RunTask {
             }
         }
     }
+}
+
+/// Has the monitor stop the tender; a monitor that has not reported the end
+/// within `patience` (stopped, hung) is bypassed: the tender and the monitor
+/// are killed, so a stop always ends.
+pub(super) async fn stop(
+    monitored: &mut monitor::Monitored,
+    patience: Duration,
+    name: &str,
+) -> Result<monitor::Outcome, monitor::MonitorError> {
+    if let Err(e) = monitored.stop() {
+        tracing::warn!("{name}: {e}");
+    }
+    if let Ok(outcome) = tokio::time::timeout(patience, monitored.wait()).await {
+        return outcome;
+    }
+    tracing::warn!(
+        "{name}: the monitor did not end the run in time; killing the tender and the monitor"
+    );
+    monitored.kill()?;
+    monitored.wait().await
 }

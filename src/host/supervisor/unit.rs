@@ -59,6 +59,9 @@ pub(super) struct Unit {
     pub failures: u32,
     pub exits: Vec<ExitRecord>,
     pub argv: Vec<String>,
+    /// Its create has not answered yet: the state file must not keep it, so
+    /// a daemon killed meanwhile leaves no unikernel nobody was told of.
+    pub creating: bool,
 }
 
 impl Unit {
@@ -83,6 +86,7 @@ impl Unit {
             failures: 0,
             exits: Vec::new(),
             argv: Vec::new(),
+            creating: false,
         }
     }
 
