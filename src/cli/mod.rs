@@ -11,6 +11,7 @@ mod tui;
 
 use clap::{Parser, Subcommand};
 use fulmar::api::protocol::Request;
+use fulmar::api::unikernel::RestartPolicy;
 use fulmar::host::monitor;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -174,9 +175,11 @@ pub struct CreateArgs {
     /// Block device: DEV[:BLOCK][@SECTOR] (DEV alone means block device DEV)
     #[arg(long = "block", value_name = "DEV[:BLOCK][@SECTOR]")]
     pub blocks: Vec<String>,
-    /// Restart when the unikernel fails, or only on these exit codes
-    #[arg(long, value_name = "CODES", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    pub restart_on_fail: Option<String>,
+    /// When to start it again after it ends: never; on-failure (a non-zero
+    /// exit or a signal); on-failure:CODES, only those, e.g. 2,3 or
+    /// signal,2-5; always (exit 0 too). Back-off doubles from 1 s to 60 s
+    #[arg(long, value_name = "POLICY", default_value = "on-failure")]
+    pub restart: RestartPolicy,
     /// The image is zlib-compressed (detected otherwise)
     #[arg(long)]
     pub compressed: bool,

@@ -82,16 +82,21 @@ pub fn duration(ms: u64) -> String {
 /// What the STATE column says: the state, and for ended runs how they ended.
 fn state_text(u: &UnikernelInfo, now: u64) -> String {
     match &u.state {
-        RunState::Exited { exit } => match exit.status {
-            ExitStatus::Code(c) => format!("exited {c}"),
-            ExitStatus::Signal(s) => format!("killed by {}", signal_name(s)),
-            ExitStatus::Lost => "ended unseen".into(),
-        },
+        RunState::Exited { exit } => exit_text(exit.status),
         RunState::Restarting { at_ms } => {
             format!("restarting in {}", duration(at_ms.saturating_sub(now)))
         }
         RunState::CrashLoop { failures, .. } => format!("crash loop ({failures} failures)"),
         other => other.name().into(),
+    }
+}
+
+/// How a run ended, in the words of the STATE and LAST EXIT columns.
+fn exit_text(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(c) => format!("exited {c}"),
+        ExitStatus::Signal(s) => format!("killed by {}", signal_name(s)),
+        ExitStatus::Lost => "ended unseen".into(),
     }
 }
 
@@ -103,7 +108,16 @@ pub fn signal_name(n: i32) -> String {
 pub fn list_table(unikernels: &[UnikernelInfo]) -> String {
     let now = now_ms();
     let header = [
-        "NAME", "STATE", "TARGET", "CPU", "MEM", "PID", "UPTIME", "RESTARTS", "DIGEST",
+        "NAME",
+        "STATE",
+        "TARGET",
+        "CPU",
+        "MEM",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "DIGEST",
     ];
     let rows: Vec<Vec<String>> = unikernels
         .iter()
@@ -119,6 +133,7 @@ pub fn list_table(unikernels: &[UnikernelInfo]) -> String {
                 row.started
                     .map_or("-".into(), |s| duration(now.saturating_sub(s))),
                 row.restarts.to_string(),
+                u.exits.last().map_or("-".into(), |e| exit_text(e.status)),
                 row.digest.chars().take(12).collect(),
             ]
         })
