@@ -92,6 +92,14 @@ fn a_killed_tender_comes_back_under_on_failure_not_under_never() {
     );
     assert_eq!(cell(&host, "web", "RESTARTS"), "1");
     assert_eq!(cell(&host, "web", "LAST EXIT"), "killed by SIGKILL");
+    let info = host.ok(&["info", "web"]);
+    for shown in [
+        "restart    on-failure\n",
+        "restarts   1\n",
+        "last exit  killed by SIGKILL\n",
+    ] {
+        assert!(info.contains(shown), "{shown:?} not in\n{info}");
+    }
     eventually("db stays down", || host.state_of("db") == "exited");
     let db_row = row(&host, "db");
     assert_eq!(

@@ -105,6 +105,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show one unikernel: its state, restart policy, restarts and exits
+    Info {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create and start a unikernel
     Create(CreateArgs),
     /// Stop a unikernel (SIGTERM, then SIGKILL)
@@ -320,6 +326,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
     let c = &client;
     Ok(match command {
         Command::List { json } => remote::list(c, *json).await,
+        Command::Info { name, json } => remote::info(c, name, *json).await,
         Command::Create(create) => remote::create(c, create).await,
         Command::Destroy { name } => destroy_like(c, name, |name| Request::Destroy { name }).await,
         Command::Restart { name } => destroy_like(c, name, |name| Request::Restart { name }).await,

@@ -91,6 +91,41 @@ fn state_text(u: &UnikernelInfo, now: u64) -> String {
     }
 }
 
+/// `fulmar info`: what an operator asks about one unikernel, its exits last.
+pub fn info_text(u: &UnikernelInfo) -> String {
+    let row = ListRow::new(u);
+    let now = now_ms();
+    let mut state = state_text(u, now);
+    if let (Some(pid), Some(started)) = (row.pid, row.started) {
+        state += &format!(", pid {pid}, up {}", duration(now.saturating_sub(started)));
+    }
+    let last = u
+        .exits
+        .last()
+        .map_or("none yet".into(), |e| exit_text(e.status));
+    let mut rows = vec![
+        vec!["name".into(), row.name],
+        vec!["state".into(), state],
+        vec!["restart".into(), u.config.restart.to_string()],
+        vec!["restarts".into(), row.restarts.to_string()],
+        vec!["last exit".into(), last],
+        vec!["target".into(), row.target.to_string()],
+        vec!["memory".into(), format!("{} MB", row.memory_mb)],
+        vec!["cpu".into(), row.cpu.to_string()],
+        vec!["digest".into(), row.digest],
+    ];
+    rows.extend(u.exits.iter().rev().map(|e| {
+        let ago = duration(now.saturating_sub(e.at_ms));
+        let ran = duration(e.ran_ms);
+        vec![
+            "exit".into(),
+            format!("{} {ago} ago, after running {ran}", exit_text(e.status)),
+        ]
+    }));
+    let table = table(&["", ""], &rows);
+    table.lines().skip(1).map(|l| format!("{l}\n")).collect()
+}
+
 /// How a run ended, in the words of the STATE and LAST EXIT columns.
 fn exit_text(status: ExitStatus) -> String {
     match status {
