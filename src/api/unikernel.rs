@@ -242,7 +242,7 @@ impl UnikernelConfig {
             nets: Vec::new(),
             blocks: Vec::new(),
             args: Vec::new(),
-            restart: RestartPolicy::OnFailure,
+            restart: RestartPolicy::default(),
             startup_priority: 0,
         }
     }
