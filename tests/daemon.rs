@@ -55,6 +55,100 @@ fn create_list_console_destroy() {
     assert!(host.list().is_empty());
 }
 
+fn row(host: &Host, name: &str) -> serde_json::Value {
+    host.list().into_iter().find(|u| u["name"] == name).unwrap()
+}
+
+/// The cell of the `list` table in `name`'s row and the `column` column.
+fn cell(host: &Host, name: &str, column: &str) -> String {
+    let table = host.ok(&["list"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let at = header.find(column).unwrap();
+    let line = lines.find(|l| l.starts_with(&format!("{name} "))).unwrap();
+    line[at..].split("  ").next().unwrap().to_owned()
+}
+
+#[test]
+fn a_killed_tender_comes_back_under_on_failure_not_under_never() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "web", &image(), "--", "sleep-forever"]);
+    let never = ["--restart", "never", "--", "sleep-forever"];
+    host.ok(&[&["create", "db", &image()][..], &never].concat());
+    let (web, db) = (host.pid_of("web"), host.pid_of("db"));
+    for pid in [web, db] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    }
+    eventually("web runs again", || {
+        let web_row = row(&host, "web");
+        web_row["state"] == "running" && web_row["restarts"] == 1
+    });
+    assert_ne!(host.pid_of("web"), web);
+    let web_row = row(&host, "web");
+    assert_eq!(
+        (web_row["signal"].clone(), web_row["exit_code"].clone()),
+        (9.into(), serde_json::Value::Null)
+    );
+    assert_eq!(cell(&host, "web", "RESTARTS"), "1");
+    assert_eq!(cell(&host, "web", "LAST EXIT"), "killed by SIGKILL");
+    let info = host.ok(&["info", "web"]);
+    for shown in [
+        "restart    on-failure\n",
+        "restarts   1\n",
+        "last exit  killed by SIGKILL\n",
+    ] {
+        assert!(info.contains(shown), "{shown:?} not in\n{info}");
+    }
+    eventually("db stays down", || host.state_of("db") == "exited");
+    let db_row = row(&host, "db");
+    assert_eq!(
+        (db_row["signal"].clone(), db_row["restarts"].clone()),
+        (9.into(), 0.into())
+    );
+}
+
+#[test]
+fn exit_0_restarts_only_under_always() {
+    let mut host = Host::new();
+    host.start(&[]);
+    host.ok(&["create", "done", &image(), "--", "exit=0"]);
+    host.ok(&[
+        "create",
+        "again",
+        &image(),
+        "--restart",
+        "always",
+        "--",
+        "exit=0",
+    ]);
+    eventually("again restarts", || {
+        row(&host, "again")["restarts"].as_u64() >= Some(1)
+    });
+    assert_eq!(row(&host, "again")["exit_code"], 0);
+    assert_eq!(host.state_of("done"), "exited");
+    let done = row(&host, "done");
+    assert_eq!(
+        (done["exit_code"].clone(), done["restarts"].clone()),
+        (0.into(), 0.into())
+    );
+    assert_eq!(cell(&host, "done", "LAST EXIT"), "exited 0");
+}
+
+#[test]
+fn a_bad_restart_policy_names_the_accepted_forms() {
+    let mut host = Host::new();
+    host.start(&[]);
+    for bad in ["sometimes", "on-failure:x", "on-failure:300", "on-failure:"] {
+        let err = host.fails(&["create", "web", &image(), "--restart", bad]);
+        assert!(
+            err.contains("write never, on-failure, on-failure:CODES"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(host.list().is_empty());
+}
+
 #[test]
 fn errors_are_one_line_and_change_nothing() {
     let mut host = Host::new();
@@ -166,7 +260,15 @@ fn a_corrupt_state_file_stops_the_daemon_and_is_kept() {
 fn stopped_and_exited_unikernels_survive_a_daemon_restart() {
     let mut host = Host::new();
     host.start(&[]);
-    host.ok(&["create", "done", &image(), "--", "exit=3"]);
+    host.ok(&[
+        "create",
+        "done",
+        &image(),
+        "--restart",
+        "never",
+        "--",
+        "exit=3",
+    ]);
     host.ok(&["create", "halted", &image(), "--", "sleep-forever"]);
     host.ok(&["destroy", "halted"]);
     eventually("done exits", || host.state_of("done") == "exited");
@@ -269,6 +371,8 @@ fn a_killed_daemon_re_adopts_its_unikernels() {
         "create",
         "web",
         &image(),
+        "--restart",
+        "never",
         "--",
         "print=before",
         "sleep=1500",

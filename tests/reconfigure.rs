@@ -73,7 +73,7 @@ fn new_settings_restart_it_with_the_same_image() {
     let mut config = before.config.clone();
     config.memory_mb = 96;
     config.args = vec!["print=second run".into(), "sleep-forever".into()];
-    config.restart = RestartPolicy::OnFailure;
+    config.restart = RestartPolicy::Always;
     config.startup_priority = 7;
     let after = reconfigure(&host, config.clone()).unwrap();
     assert_eq!(after.config, config);

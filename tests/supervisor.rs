@@ -221,6 +221,8 @@ fn block(device: &str, block: &Label) -> BlockConfig {
 
 fn config(name: &str, args: &[&str]) -> UnikernelConfig {
     let mut c = UnikernelConfig::new(label(name));
+    // Most tests watch one run end; those about restarts say so.
+    c.restart = RestartPolicy::Never;
     c.args = args.iter().map(|a| a.to_string()).collect();
     c
 }
@@ -419,82 +421,92 @@ fn quick_backoff(s: &mut Settings) {
 fn exits_restart_or_not_by_policy() {
     in_netns(|| async {
         let mut host = Host::with(quick_backoff);
-        let on_codes = |codes: &[u8]| RestartPolicy::OnExitCodes(codes.iter().copied().collect());
+        let policy = |text: &str| text.parse::<RestartPolicy>().unwrap();
         let cases = [
+            ("zero-never", "exit=0", "never", ExitStatus::Code(0), false),
+            ("two-never", "exit=2", "never", ExitStatus::Code(2), false),
             (
-                "zero-never",
-                "exit=0",
-                RestartPolicy::Never,
-                ExitStatus::Code(0),
-                false,
-            ),
-            (
-                "two-never",
-                "exit=2",
-                RestartPolicy::Never,
-                ExitStatus::Code(2),
+                "signal-never",
+                "raise=6",
+                "never",
+                ExitStatus::Signal(6),
                 false,
             ),
             (
                 "two-onfail",
                 "exit=2",
-                RestartPolicy::OnFailure,
+                "on-failure",
                 ExitStatus::Code(2),
                 true,
             ),
             (
                 "abort-onfail",
                 "abort",
-                RestartPolicy::OnFailure,
+                "on-failure",
                 ExitStatus::Code(255),
                 true,
             ),
             (
                 "zero-onfail",
                 "exit=0",
-                RestartPolicy::OnFailure,
+                "on-failure",
                 ExitStatus::Code(0),
-                true,
+                false,
             ),
             (
                 "one-onfail",
                 "exit=1",
-                RestartPolicy::OnFailure,
+                "on-failure",
                 ExitStatus::Code(1),
-                false,
+                true,
             ),
             (
                 "usage-onfail",
                 "exit=64",
-                RestartPolicy::OnFailure,
+                "on-failure",
                 ExitStatus::Code(64),
-                false,
+                true,
             ),
             (
                 "signal-onfail",
                 "raise=6",
-                RestartPolicy::OnFailure,
+                "on-failure",
                 ExitStatus::Signal(6),
-                false,
+                true,
             ),
+            ("zero-always", "exit=0", "always", ExitStatus::Code(0), true),
             (
                 "listed",
                 "exit=3",
-                on_codes(&[3]),
+                "on-failure:3",
                 ExitStatus::Code(3),
                 true,
             ),
             (
                 "not-listed",
                 "exit=2",
-                on_codes(&[3]),
+                "on-failure:3",
                 ExitStatus::Code(2),
                 false,
+            ),
+            (
+                "signal-unlisted",
+                "raise=6",
+                "on-failure:3",
+                ExitStatus::Signal(6),
+                false,
+            ),
+            (
+                "signal-listed",
+                "raise=6",
+                "on-failure:signal",
+                ExitStatus::Signal(6),
+                true,
             ),
         ];
         for (name, step, restart, status, restarts) in cases {
             let mut c = config(name, &[step]);
-            c.restart = restart;
+            c.restart = policy(restart);
             host.create(c, &Spec::new(Target::Hvt, &[])).await.unwrap();
             assert_eq!(host.exit_of(name).await, status, "{name}");
             let state = host.state(name);
@@ -744,14 +756,6 @@ fn refused_launches_leave_the_host_unchanged() {
                 UnikernelConfig {
                     memory_mb: 4097,
                     ..config("big", &[])
-                },
-                Spec::new(Target::Hvt, &[]),
-            ),
-            (
-                "restart code that never restarts",
-                UnikernelConfig {
-                    restart: RestartPolicy::OnExitCodes([1].into()),
-                    ..config("r", &[])
                 },
                 Spec::new(Target::Hvt, &[]),
             ),

@@ -187,3 +187,42 @@ async fn a_watched_console_follows_a_unikernel_created_again_under_its_name() {
         host.ok(&["remove", "web"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_that_cannot_be_followed_says_why_once() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let image = Spec::new(Target::Hvt, &[]).path();
+    let image = image.to_str().unwrap();
+    let (tx, mut updates) = mpsc::channel(1024);
+    let commands = link::spawn(host.connector(), tx);
+    next(&mut updates, "connected", |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    commands
+        .send(Command::Watch(Label::new("ghost").unwrap()))
+        .unwrap();
+    let failure = |u: Update| match u {
+        Update::Done {
+            what,
+            outcome: Err(why),
+        } if what.contains("console of ghost") => Some(why),
+        _ => None,
+    };
+    let why = next(&mut updates, "the follow's failure", failure).await;
+    assert!(why.contains("ghost"), "{why}");
+    // Every change makes the link follow again; the same reason is not repeated.
+    host.ok(&["create", "web", image, "--", "sleep-forever"]);
+    let again = async {
+        loop {
+            match updates.recv().await {
+                Some(u) if failure(u.clone()).is_some() => return u,
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    };
+    let repeated = tokio::time::timeout(Duration::from_secs(2), again).await;
+    assert!(repeated.is_err(), "reported again: {repeated:?}");
+}

@@ -388,7 +388,6 @@ mod tests {
         let mut e = ApiError::new(ErrorKind::Invalid, "cannot create web");
         e.problems = vec![
             Problem::NameTaken(Label::new("web").unwrap()),
-            Problem::RestartCode(1),
             Problem::NoMemory,
             Problem::Cpu {
                 cpu: 7,

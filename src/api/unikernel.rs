@@ -33,35 +33,186 @@ pub struct BlockConfig {
     pub sector_size: Option<u32>,
 }
 
-/// What happens when a unikernel's tender exits.
+/// What happens when a unikernel's tender exits. Unlike albatross, a signal
+/// (kill -9, the OOM killer) is a failure: operators expect a killed service
+/// to come back, as under systemd's `Restart=on-failure` or Kubernetes.
+/// An end nobody saw ([`ExitStatus::Lost`]) never restarts: the tender may
+/// still be running unsupervised, and a second copy would share its disks.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
+#[serde(from = "StoredPolicy", into = "StoredPolicy")]
 pub enum RestartPolicy {
-    #[default]
     Never,
-    /// After any exit but those that mean "do not retry" (see [`RestartPolicy::restarts_after`]).
+    /// After any non-zero exit and after any signal.
+    #[default]
     OnFailure,
-    /// Only after these exit codes.
+    /// Only after these exit codes, and after a signal if `signals`.
+    OnFailureOf {
+        codes: BTreeSet<u8>,
+        signals: bool,
+    },
+    /// After every end, exit 0 included.
+    Always,
+}
+
+/// Exits albatross (and fulmar before its restart rule changed) never
+/// restarts after: 1 (a tender error), 60..=64 (MirageOS usage exits).
+fn albatross_refuses(code: u8) -> bool {
+    code == 1 || (60..=64).contains(&code)
+}
+
+/// How state files and the protocol spell a [`RestartPolicy`]. `on-failure`
+/// and `on-exit-codes` are how older fulmars wrote albatross's rule, so they
+/// load with that meaning; current ones write the other names.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum StoredPolicy {
+    Never,
+    /// Older fulmars: after any exit code but 1 and 60..=64, never after a signal.
+    OnFailure,
+    /// Older fulmars: after these codes, never 1, 60..=64 or a signal.
     OnExitCodes(BTreeSet<u8>),
+    OnAnyFailure,
+    OnFailureOf {
+        codes: BTreeSet<u8>,
+        signals: bool,
+    },
+    Always,
+}
+
+impl From<StoredPolicy> for RestartPolicy {
+    fn from(stored: StoredPolicy) -> RestartPolicy {
+        let albatross = |codes: BTreeSet<u8>| RestartPolicy::OnFailureOf {
+            codes: codes
+                .into_iter()
+                .filter(|&c| !albatross_refuses(c))
+                .collect(),
+            signals: false,
+        };
+        match stored {
+            StoredPolicy::Never => RestartPolicy::Never,
+            StoredPolicy::OnFailure => albatross((0..=u8::MAX).collect()),
+            StoredPolicy::OnExitCodes(codes) => albatross(codes),
+            StoredPolicy::OnAnyFailure => RestartPolicy::OnFailure,
+            StoredPolicy::OnFailureOf { codes, signals } => {
+                RestartPolicy::OnFailureOf { codes, signals }
+            }
+            StoredPolicy::Always => RestartPolicy::Always,
+        }
+    }
+}
+
+impl From<RestartPolicy> for StoredPolicy {
+    fn from(policy: RestartPolicy) -> StoredPolicy {
+        match policy {
+            RestartPolicy::Never => StoredPolicy::Never,
+            RestartPolicy::OnFailure => StoredPolicy::OnAnyFailure,
+            RestartPolicy::OnFailureOf { codes, signals } => {
+                StoredPolicy::OnFailureOf { codes, signals }
+            }
+            RestartPolicy::Always => StoredPolicy::Always,
+        }
+    }
+}
+
+/// Why `--restart` (or the create form's codes) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{why}: write never, on-failure, on-failure:CODES (e.g. on-failure:2,3, on-failure:signal,3, on-failure:2-59) or always"
+)]
+pub struct RestartPolicyError {
+    pub why: String,
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = RestartPolicyError;
+
+    fn from_str(text: &str) -> Result<RestartPolicy, RestartPolicyError> {
+        match text.trim() {
+            "never" => Ok(RestartPolicy::Never),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "always" => Ok(RestartPolicy::Always),
+            other => match other.strip_prefix("on-failure:") {
+                Some(list) => failures_of(list),
+                None => Err(RestartPolicyError {
+                    why: format!("{other:?} is not a restart policy"),
+                }),
+            },
+        }
+    }
+}
+
+/// `signal,2,3,10-20` as the failures that restart.
+fn failures_of(list: &str) -> Result<RestartPolicy, RestartPolicyError> {
+    if list.trim().is_empty() {
+        return Err(RestartPolicyError {
+            why: format!("on-failure:{list} names no exit code"),
+        });
+    }
+    let code = |c: &str| {
+        c.parse::<u8>().map_err(|_| RestartPolicyError {
+            why: format!("{c:?} is not an exit code (0 to 255) nor \"signal\""),
+        })
+    };
+    let mut codes = BTreeSet::new();
+    let mut signals = false;
+    for item in list.split(',').map(str::trim) {
+        if item == "signal" {
+            signals = true;
+        } else if let Some((from, to)) = item.split_once('-') {
+            codes.extend(code(from)?..=code(to)?);
+        } else {
+            codes.insert(code(item)?);
+        }
+    }
+    Ok(RestartPolicy::OnFailureOf { codes, signals })
+}
+
+impl fmt::Display for RestartPolicy {
+    /// The `--restart` spelling, so what fulmar shows can be typed back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::Never => f.write_str("never"),
+            RestartPolicy::OnFailure => f.write_str("on-failure"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::OnFailureOf { codes, signals } => {
+                let mut items: Vec<String> =
+                    signals.then(|| "signal".to_string()).into_iter().collect();
+                items.extend(code_ranges(codes));
+                write!(f, "on-failure:{}", items.join(","))
+            }
+        }
+    }
+}
+
+/// `{2,3,4,9}` as `2-4`, `9`.
+fn code_ranges(codes: &BTreeSet<u8>) -> Vec<String> {
+    let mut ranges: Vec<(u8, u8)> = Vec::new();
+    for &c in codes {
+        match ranges.last_mut() {
+            Some((_, to)) if to.checked_add(1) == Some(c) => *to = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    ranges
+        .into_iter()
+        .map(|(from, to)| match from == to {
+            true => from.to_string(),
+            false => format!("{from}-{to}"),
+        })
+        .collect()
 }
 
 impl RestartPolicy {
-    /// albatross's rule, from SOLO5.md: never after exit 1 (a tender error),
-    /// 60..=64 (MirageOS help, version and usage errors) or a signal; nor
-    /// after an end nobody saw.
     pub fn restarts_after(&self, exit: ExitStatus) -> bool {
-        let ExitStatus::Code(code) = exit else {
-            return false;
-        };
-        if code == 1 || (60..=64).contains(&code) {
-            return false;
-        }
-        match self {
-            RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => true,
-            RestartPolicy::OnExitCodes(codes) => {
+        match (self, exit) {
+            (_, ExitStatus::Lost) | (RestartPolicy::Never, _) => false,
+            (RestartPolicy::Always, _) => true,
+            (RestartPolicy::OnFailure, ExitStatus::Code(code)) => code != 0,
+            (RestartPolicy::OnFailure, ExitStatus::Signal(_)) => true,
+            (RestartPolicy::OnFailureOf { codes, .. }, ExitStatus::Code(code)) => {
                 u8::try_from(code).is_ok_and(|c| codes.contains(&c))
             }
+            (RestartPolicy::OnFailureOf { signals, .. }, ExitStatus::Signal(_)) => *signals,
         }
     }
 }
@@ -91,7 +242,7 @@ impl UnikernelConfig {
             nets: Vec::new(),
             blocks: Vec::new(),
             args: Vec::new(),
-            restart: RestartPolicy::Never,
+            restart: RestartPolicy::default(),
             startup_priority: 0,
         }
     }
@@ -220,26 +371,110 @@ mod tests {
     use super::*;
 
     #[test]
-    fn restart_rule_follows_albatross() {
+    fn on_failure_restarts_after_failures_and_signals_not_exit_0() {
         let on_fail = RestartPolicy::OnFailure;
-        for code in [0, 2, 59, 65, 255] {
+        for code in [1, 2, 60, 64, 255] {
             assert!(
                 on_fail.restarts_after(ExitStatus::Code(code)),
                 "code {code}"
             );
         }
-        for code in [1, 60, 61, 62, 63, 64] {
-            assert!(
-                !on_fail.restarts_after(ExitStatus::Code(code)),
-                "code {code}"
-            );
+        assert!(!on_fail.restarts_after(ExitStatus::Code(0)));
+        assert!(on_fail.restarts_after(ExitStatus::Signal(9)));
+        assert!(RestartPolicy::Always.restarts_after(ExitStatus::Code(0)));
+        assert!(!RestartPolicy::Never.restarts_after(ExitStatus::Signal(9)));
+        for policy in [RestartPolicy::OnFailure, RestartPolicy::Always] {
+            assert!(!policy.restarts_after(ExitStatus::Lost), "{policy}");
         }
-        assert!(!on_fail.restarts_after(ExitStatus::Signal(9)));
-        assert!(!RestartPolicy::Never.restarts_after(ExitStatus::Code(2)));
-        let listed = RestartPolicy::OnExitCodes([2, 3].into());
+    }
+
+    #[test]
+    fn listed_failures_restart_and_signals_only_when_listed() {
+        let listed: RestartPolicy = "on-failure:2,3".parse().unwrap();
         assert!(listed.restarts_after(ExitStatus::Code(2)));
         assert!(!listed.restarts_after(ExitStatus::Code(4)));
-        assert!(!listed.restarts_after(ExitStatus::Signal(2)));
+        assert!(!listed.restarts_after(ExitStatus::Signal(9)));
+        let with_signal: RestartPolicy = "on-failure:signal,3".parse().unwrap();
+        assert!(with_signal.restarts_after(ExitStatus::Signal(9)));
+        assert!(!with_signal.restarts_after(ExitStatus::Code(2)));
+    }
+
+    #[test]
+    fn policies_parse_and_print_as_typed() {
+        for text in [
+            "never",
+            "on-failure",
+            "always",
+            "on-failure:2-4,9",
+            "on-failure:signal,3",
+            "on-failure:signal",
+        ] {
+            let policy: RestartPolicy = text.parse().unwrap();
+            assert_eq!(policy.to_string(), text);
+        }
+        assert_eq!(
+            "on-failure:3,2,4"
+                .parse::<RestartPolicy>()
+                .unwrap()
+                .to_string(),
+            "on-failure:2-4"
+        );
+        for (bad, says) in [
+            ("sometimes", "\"sometimes\" is not a restart policy"),
+            ("on-failure:2,x", "\"x\" is not an exit code"),
+            ("on-failure:256", "\"256\" is not an exit code"),
+            ("on-failure:", "names no exit code"),
+        ] {
+            let err = bad.parse::<RestartPolicy>().unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(
+                err.contains("write never, on-failure, on-failure:CODES"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn older_state_files_keep_albatrosss_rule() {
+        let old = |json: &str| serde_json::from_str::<RestartPolicy>(json).unwrap();
+        for policy in [
+            old("\"on-failure\""),
+            old("{\"on-exit-codes\":[0,1,2,63,65]}"),
+        ] {
+            for code in [0, 2, 65] {
+                assert!(
+                    policy.restarts_after(ExitStatus::Code(code)),
+                    "{policy} {code}"
+                );
+            }
+            for code in [1, 60, 63, 64] {
+                assert!(
+                    !policy.restarts_after(ExitStatus::Code(code)),
+                    "{policy} {code}"
+                );
+            }
+            assert!(!policy.restarts_after(ExitStatus::Signal(9)), "{policy}");
+        }
+        assert_eq!(
+            old("\"on-failure\"").to_string(),
+            "on-failure:0,2-59,65-255"
+        );
+        assert_eq!(old("\"never\""), RestartPolicy::Never);
+    }
+
+    #[test]
+    fn policies_survive_a_round_trip() {
+        for text in ["never", "on-failure", "always", "on-failure:signal,2-4"] {
+            let policy: RestartPolicy = text.parse().unwrap();
+            let json = serde_json::to_string(&policy).unwrap();
+            assert_eq!(
+                serde_json::from_str::<RestartPolicy>(&json).unwrap(),
+                policy,
+                "{json}"
+            );
+        }
+        let json = serde_json::to_string(&RestartPolicy::OnFailure).unwrap();
+        assert_eq!(json, "\"on-any-failure\"");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::api::image::{DeviceKind, ImageInfo, Target, TenderReport};
 use crate::api::label::Label;
 use crate::api::mac::Mac;
 use crate::api::policy::{Policy, Usage, format_cpus};
-use crate::api::unikernel::{DEFAULT_SECTOR_SIZE, RestartPolicy, UnikernelConfig};
+use crate::api::unikernel::{DEFAULT_SECTOR_SIZE, UnikernelConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -36,7 +36,6 @@ pub enum Field {
     Image,
     Memory,
     Cpu,
-    Restart,
     /// A manifest device (or a configured one the manifest lacks), by name.
     Device(String),
 }
@@ -59,10 +58,6 @@ pub enum Problem {
     Memory { asked: u64, free: u64, total: u64 },
     #[error("CPU {cpu} is not online here: use one of {}", format_cpus(.online))]
     Cpu { cpu: u32, online: Vec<u32> },
-    #[error(
-        "exit {0} never restarts a unikernel (1 is a tender error, 60..64 are MirageOS usage exits): drop it from the list"
-    )]
-    RestartCode(u8),
     #[error("the image's manifest declares {kind} device {device}: bind it with --{kind} {device}{}", if *.kind == DeviceKind::Net { "[:BRIDGE]" } else { "[:BLOCK]" })]
     Unbound { device: String, kind: DeviceKind },
     #[error("the image declares no device {device}: its manifest has {}", names_or_none(.declared))]
@@ -142,7 +137,6 @@ impl Problem {
             Problem::NoTender(_) => Field::Image,
             Problem::NoMemory | Problem::HvtMemory { .. } | Problem::Memory { .. } => Field::Memory,
             Problem::Cpu { .. } => Field::Cpu,
-            Problem::RestartCode(_) => Field::Restart,
             Problem::Unbound { device, .. }
             | Problem::NotInManifest { device, .. }
             | Problem::WrongKind { device, .. }
@@ -169,7 +163,6 @@ pub fn validate(config: &UnikernelConfig, facts: &Facts) -> Vec<Problem> {
         problems.push(Problem::NoTender(error.clone()));
     }
     check_resources(config, facts, &mut problems);
-    check_restart(&config.restart, &mut problems);
     check_devices(config, facts, &mut problems);
     problems
 }
@@ -190,17 +183,6 @@ fn check_resources(config: &UnikernelConfig, facts: &Facts, problems: &mut Vec<P
             cpu: config.cpu,
             online: facts.policy.cpus.clone(),
         });
-    }
-}
-
-fn check_restart(restart: &RestartPolicy, problems: &mut Vec<Problem>) {
-    if let RestartPolicy::OnExitCodes(codes) = restart {
-        problems.extend(
-            codes
-                .iter()
-                .filter(|&&c| c == 1 || (60..=64).contains(&c))
-                .map(|&c| Problem::RestartCode(c)),
-        );
     }
 }
 
@@ -483,18 +465,6 @@ mod tests {
         c.cpu = 7;
         let p = only(Host::new().check(&c));
         assert_eq!(p.to_string(), "CPU 7 is not online here: use one of 0-1");
-    }
-
-    #[test]
-    fn restart_codes_must_be_able_to_restart() {
-        let mut c = good();
-        c.restart = RestartPolicy::OnExitCodes([2, 255].into());
-        assert_eq!(Host::new().check(&c), vec![]);
-        c.restart = RestartPolicy::OnExitCodes([2, 1, 63].into());
-        assert_eq!(
-            Host::new().check(&c),
-            vec![Problem::RestartCode(1), Problem::RestartCode(63)]
-        );
     }
 
     #[test]

@@ -3,9 +3,7 @@
 use crate::cli::CreateArgs;
 use fulmar::api::label::{Label, LabelError};
 use fulmar::api::mac::{Mac, MacError};
-use fulmar::api::unikernel::{
-    BlockConfig, DEFAULT_MEMORY_MB, NetConfig, RestartPolicy, UnikernelConfig,
-};
+use fulmar::api::unikernel::{BlockConfig, DEFAULT_MEMORY_MB, NetConfig, UnikernelConfig};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CreateError {
@@ -15,8 +13,6 @@ pub enum CreateError {
     Net { arg: String, why: String },
     #[error("--block {arg}: {why}")]
     Block { arg: String, why: String },
-    #[error("--restart-on-fail={arg}: {why}")]
-    Restart { arg: String, why: String },
 }
 
 /// The configuration `fulmar create` asks for.
@@ -32,7 +28,7 @@ pub fn config(args: &CreateArgs) -> Result<UnikernelConfig, CreateError> {
             .map(|b| block(b))
             .collect::<Result<_, _>>()?,
         args: args.args.clone(),
-        restart: restart(args.restart_on_fail.as_deref())?,
+        restart: args.restart.clone(),
         startup_priority: args.priority,
         ..UnikernelConfig::new(name)
     })
@@ -92,24 +88,6 @@ pub fn block(arg: &str) -> Result<BlockConfig, CreateError> {
     })
 }
 
-/// Absent: never; `--restart-on-fail`: on failure; `=2,3`: on those codes.
-pub fn restart(arg: Option<&str>) -> Result<RestartPolicy, CreateError> {
-    match arg {
-        None => Ok(RestartPolicy::Never),
-        Some("") => Ok(RestartPolicy::OnFailure),
-        Some(codes) => codes
-            .split(',')
-            .map(|c| {
-                c.trim().parse::<u8>().map_err(|_| CreateError::Restart {
-                    arg: codes.into(),
-                    why: format!("{c:?} is not an exit code (0 to 255)"),
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map(RestartPolicy::OnExitCodes),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,22 +133,5 @@ mod tests {
             block("storage@big"),
             Err(CreateError::Block { .. })
         ));
-    }
-
-    #[test]
-    fn restart_policies() {
-        assert_eq!(restart(None), Ok(RestartPolicy::Never));
-        assert_eq!(restart(Some("")), Ok(RestartPolicy::OnFailure));
-        assert_eq!(
-            restart(Some("2,3")),
-            Ok(RestartPolicy::OnExitCodes([2, 3].into()))
-        );
-        assert!(
-            restart(Some("2,x"))
-                .unwrap_err()
-                .to_string()
-                .contains("\"x\" is not an exit code")
-        );
-        assert!(restart(Some("256")).is_err());
     }
 }

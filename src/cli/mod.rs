@@ -11,6 +11,7 @@ mod tui;
 
 use clap::{Parser, Subcommand};
 use fulmar::api::protocol::Request;
+use fulmar::api::unikernel::RestartPolicy;
 use fulmar::host::monitor;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,6 +105,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show one unikernel: its state, restart policy, restarts and exits
+    Info {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create and start a unikernel
     Create(CreateArgs),
     /// Stop a unikernel (SIGTERM, then SIGKILL)
@@ -177,9 +184,11 @@ pub struct CreateArgs {
     /// Block device: DEV[:BLOCK][@SECTOR] (DEV alone means block device DEV)
     #[arg(long = "block", value_name = "DEV[:BLOCK][@SECTOR]")]
     pub blocks: Vec<String>,
-    /// Restart when the unikernel fails, or only on these exit codes
-    #[arg(long, value_name = "CODES", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    pub restart_on_fail: Option<String>,
+    /// When to start it again after it ends: never; on-failure (a non-zero
+    /// exit or a signal); on-failure:CODES, only those, e.g. 2,3 or
+    /// signal,2-5; always (exit 0 too). Back-off doubles from 1 s to 60 s
+    #[arg(long, value_name = "POLICY", default_value = "on-failure")]
+    pub restart: RestartPolicy,
     /// The image is zlib-compressed (detected otherwise)
     #[arg(long)]
     pub compressed: bool,
@@ -322,6 +331,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
     let c = &client;
     Ok(match command {
         Command::List { json } => remote::list(c, *json).await,
+        Command::Info { name, json } => remote::info(c, name, *json).await,
         Command::Create(create) => remote::create(c, create).await,
         Command::Destroy { name } => destroy_like(c, name, |name| Request::Destroy { name }).await,
         Command::Restart { name } => destroy_like(c, name, |name| Request::Restart { name }).await,

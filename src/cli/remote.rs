@@ -113,6 +113,18 @@ pub async fn list(client: &Client, json: bool) -> Result<(), RemoteError> {
     }
 }
 
+pub async fn info(client: &Client, name: &str, json: bool) -> Result<(), RemoteError> {
+    let reply = client.call(Request::Info { name: label(name)? }).await?;
+    let Reply::Unikernel { unikernel } = reply else {
+        return Err(unexpected(reply));
+    };
+    if json {
+        print_json(&unikernel)
+    } else {
+        print(&show::info_text(&unikernel))
+    }
+}
+
 pub async fn create(client: &Client, args: &CreateArgs) -> Result<(), RemoteError> {
     let config = create::config(args)?;
     let image_err = |source| RemoteError::Image {

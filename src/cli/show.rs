@@ -82,16 +82,56 @@ pub fn duration(ms: u64) -> String {
 /// What the STATE column says: the state, and for ended runs how they ended.
 fn state_text(u: &UnikernelInfo, now: u64) -> String {
     match &u.state {
-        RunState::Exited { exit } => match exit.status {
-            ExitStatus::Code(c) => format!("exited {c}"),
-            ExitStatus::Signal(s) => format!("killed by {}", signal_name(s)),
-            ExitStatus::Lost => "ended unseen".into(),
-        },
+        RunState::Exited { exit } => exit_text(exit.status),
         RunState::Restarting { at_ms } => {
             format!("restarting in {}", duration(at_ms.saturating_sub(now)))
         }
         RunState::CrashLoop { failures, .. } => format!("crash loop ({failures} failures)"),
         other => other.name().into(),
+    }
+}
+
+/// `fulmar info`: what an operator asks about one unikernel, its exits last.
+pub fn info_text(u: &UnikernelInfo) -> String {
+    let row = ListRow::new(u);
+    let now = now_ms();
+    let mut state = state_text(u, now);
+    if let (Some(pid), Some(started)) = (row.pid, row.started) {
+        state += &format!(", pid {pid}, up {}", duration(now.saturating_sub(started)));
+    }
+    let last = u
+        .exits
+        .last()
+        .map_or("none yet".into(), |e| exit_text(e.status));
+    let mut rows = vec![
+        vec!["name".into(), row.name],
+        vec!["state".into(), state],
+        vec!["restart".into(), u.config.restart.to_string()],
+        vec!["restarts".into(), row.restarts.to_string()],
+        vec!["last exit".into(), last],
+        vec!["target".into(), row.target.to_string()],
+        vec!["memory".into(), format!("{} MB", row.memory_mb)],
+        vec!["cpu".into(), row.cpu.to_string()],
+        vec!["digest".into(), row.digest],
+    ];
+    rows.extend(u.exits.iter().rev().map(|e| {
+        let ago = duration(now.saturating_sub(e.at_ms));
+        let ran = duration(e.ran_ms);
+        vec![
+            "exit".into(),
+            format!("{} {ago} ago, after running {ran}", exit_text(e.status)),
+        ]
+    }));
+    let table = table(&["", ""], &rows);
+    table.lines().skip(1).map(|l| format!("{l}\n")).collect()
+}
+
+/// How a run ended, in the words of the STATE and LAST EXIT columns.
+fn exit_text(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(c) => format!("exited {c}"),
+        ExitStatus::Signal(s) => format!("killed by {}", signal_name(s)),
+        ExitStatus::Lost => "ended unseen".into(),
     }
 }
 
@@ -103,7 +143,16 @@ pub fn signal_name(n: i32) -> String {
 pub fn list_table(unikernels: &[UnikernelInfo]) -> String {
     let now = now_ms();
     let header = [
-        "NAME", "STATE", "TARGET", "CPU", "MEM", "PID", "UPTIME", "RESTARTS", "DIGEST",
+        "NAME",
+        "STATE",
+        "TARGET",
+        "CPU",
+        "MEM",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "DIGEST",
     ];
     let rows: Vec<Vec<String>> = unikernels
         .iter()
@@ -119,6 +168,7 @@ pub fn list_table(unikernels: &[UnikernelInfo]) -> String {
                 row.started
                     .map_or("-".into(), |s| duration(now.saturating_sub(s))),
                 row.restarts.to_string(),
+                u.exits.last().map_or("-".into(), |e| exit_text(e.status)),
                 row.digest.chars().take(12).collect(),
             ]
         })

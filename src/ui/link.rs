@@ -8,6 +8,7 @@ use crate::api::label::Label;
 use crate::api::protocol::{Reply, Request, StreamItem};
 use crate::ui::message::{Command, Update};
 use crate::ui::transfer::{self, Job, Transfers};
+use futures_util::FutureExt;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io::Write;
@@ -138,9 +139,9 @@ impl Link {
                 return ended;
             }
         }
-        let mut consoles: HashMap<Label, JoinHandle<()>> = HashMap::new();
+        let mut consoles: HashMap<Label, ConsoleTask> = HashMap::new();
         for name in self.watched.clone() {
-            consoles.insert(name.clone(), self.follow(&client, name));
+            consoles.insert(name.clone(), self.follow(&client, name, None));
         }
         let ended = self.serve(&client, &mut events, &mut consoles).await;
         consoles.values().for_each(JoinHandle::abort);
@@ -152,7 +153,7 @@ impl Link {
         &mut self,
         client: &Arc<Client>,
         events: &mut crate::api::client::Stream,
-        consoles: &mut HashMap<Label, JoinHandle<()>>,
+        consoles: &mut HashMap<Label, ConsoleTask>,
     ) -> Ended {
         let mut stats = tokio::time::interval(STATS_EVERY);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -200,12 +201,12 @@ impl Link {
         &mut self,
         client: &Arc<Client>,
         command: Command,
-        consoles: &mut HashMap<Label, JoinHandle<()>>,
+        consoles: &mut HashMap<Label, ConsoleTask>,
     ) {
         match command {
             Command::Watch(name) => {
                 if self.watched.insert(name.clone()) {
-                    consoles.insert(name.clone(), self.follow(client, name));
+                    consoles.insert(name.clone(), self.follow(client, name, None));
                 }
             }
             Command::Unwatch(name) => {
@@ -305,41 +306,61 @@ impl Link {
 
     /// Follows again the watched consoles whose stream ended: their unikernel
     /// was removed (or not there yet) and may have been created since.
-    fn refollow(&self, client: &Arc<Client>, consoles: &mut HashMap<Label, JoinHandle<()>>) {
+    fn refollow(&self, client: &Arc<Client>, consoles: &mut HashMap<Label, ConsoleTask>) {
         for (name, task) in consoles.iter_mut() {
             if task.is_finished() {
-                *task = self.follow(client, name.clone());
+                let reported = task.now_or_never().and_then(Result::ok).flatten();
+                *task = self.follow(client, name.clone(), reported);
             }
         }
     }
 
     /// Streams `name`'s console (history, then live) into updates. Lines seen
     /// before a reconnect come again and the app's buffer skips them by `seq`.
-    fn follow(&self, client: &Arc<Client>, name: Label) -> JoinHandle<()> {
+    /// Whatever stops the stream but its end reaches the app as a failed
+    /// `Done`, so the operator learns why the console stopped moving; once,
+    /// not again on every refollow while the reason stays `reported`.
+    fn follow(&self, client: &Arc<Client>, name: Label, reported: Option<String>) -> ConsoleTask {
         let (client, updates) = (client.clone(), self.updates.clone());
         tokio::spawn(async move {
-            let request = Request::Console {
-                name: name.clone(),
-                since: crate::api::console::Since::Everything,
-                follow: true,
-            };
-            let mut stream = match client.stream(request).await {
-                Ok(stream) => stream,
-                Err(_) => return,
-            };
-            while let Some(Ok(StreamItem::Console { event })) = stream.next().await {
-                if updates
-                    .send(Update::Console {
-                        name: name.clone(),
-                        event,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            let reason = stream_console(&client, &name, &updates).await.err()?;
+            if reported.as_ref() != Some(&reason) {
+                let what = format!("following the console of {name}");
+                let outcome = Err(reason.clone());
+                let _ = updates.send(Update::Done { what, outcome }).await;
             }
+            Some(reason)
         })
+    }
+}
+
+/// A followed console; it ends with the failure it reported, if any.
+type ConsoleTask = JoinHandle<Option<String>>;
+
+/// Sends `name`'s console lines as updates until the stream or the app ends
+/// (`Ok`), or the stream fails (`Err`, why).
+async fn stream_console(
+    client: &Client,
+    name: &Label,
+    updates: &mpsc::Sender<Update>,
+) -> Result<(), String> {
+    let request = Request::Console {
+        name: name.clone(),
+        since: crate::api::console::Since::Everything,
+        follow: true,
+    };
+    let mut stream = client.stream(request).await.map_err(|e| e.to_string())?;
+    loop {
+        let event = match stream.next().await {
+            None => return Ok(()),
+            Some(Ok(StreamItem::Console { event })) => event,
+            Some(Ok(other)) => return Err(format!("unexpected {other:?} on the console stream")),
+            Some(Err(e)) => return Err(e.to_string()),
+        };
+        let name = name.clone();
+        if updates.send(Update::Console { name, event }).await.is_err() {
+            return Ok(());
+        }
     }
 }
 

@@ -362,14 +362,14 @@ fn wrap(text: &str, room: usize) -> Vec<String> {
 }
 
 fn restart(policy: &RestartPolicy) -> String {
-    match policy {
-        RestartPolicy::Never => "never".into(),
-        RestartPolicy::OnFailure => "on failure (not after exit 1, 60 to 64, or a signal)".into(),
-        RestartPolicy::OnExitCodes(codes) => {
-            let codes: Vec<String> = codes.iter().map(u8::to_string).collect();
-            format!("after exit codes {}", codes.join(", "))
-        }
-    }
+    let means = match policy {
+        RestartPolicy::Never => "stays down when it exits",
+        RestartPolicy::OnFailure => "after a non-zero exit or a signal",
+        RestartPolicy::OnFailureOf { signals: true, .. } => "after these exit codes or a signal",
+        RestartPolicy::OnFailureOf { signals: false, .. } => "after these exit codes only",
+        RestartPolicy::Always => "after every exit",
+    };
+    format!("{policy} ({means})")
 }
 
 /// Arguments as an operator would type them: quoted where a space or quote
@@ -468,7 +468,7 @@ mod tests {
     fn details_exited_with_history() {
         let mut info = exited("batch", ExitStatus::Code(2));
         info.restarts = 2;
-        info.config.restart = RestartPolicy::OnExitCodes([2, 3].into());
+        info.config.restart = "on-failure:signal,2,3".parse().unwrap();
         info.exits = vec![
             ExitRecord {
                 status: ExitStatus::Code(2),

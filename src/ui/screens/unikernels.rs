@@ -30,12 +30,13 @@ pub enum Column {
     CpuUse,
     Uptime,
     Restarts,
+    LastExit,
     Taps,
     Digest,
 }
 
 impl Column {
-    const ALL: [Column; 10] = [
+    const ALL: [Column; 11] = [
         Column::Name,
         Column::State,
         Column::Target,
@@ -44,6 +45,7 @@ impl Column {
         Column::CpuUse,
         Column::Uptime,
         Column::Restarts,
+        Column::LastExit,
         Column::Taps,
         Column::Digest,
     ];
@@ -58,6 +60,7 @@ impl Column {
             Column::CpuUse => "CPU%",
             Column::Uptime => "UPTIME",
             Column::Restarts => "RESTARTS",
+            Column::LastExit => "LAST EXIT",
             Column::Taps => "TAPS",
             Column::Digest => "DIGEST",
         }
@@ -111,6 +114,13 @@ fn uptime_ms(info: &UnikernelInfo, now_ms: u64) -> Option<u64> {
     }
 }
 
+/// How the last run ended, so a restarted unikernel still says why it restarted.
+fn last_exit(info: &UnikernelInfo) -> String {
+    info.exits
+        .last()
+        .map_or_else(|| "-".to_string(), |e| format::exit(e.status))
+}
+
 fn compare(column: Column, a: &UnikernelInfo, b: &UnikernelInfo, model: &Model) -> Ordering {
     let cpu_use = |u: &UnikernelInfo| model.cpu.get(&u.config.name).map_or(-1.0, |c| c.percent);
     let started = |u: &UnikernelInfo| match u.state {
@@ -127,6 +137,7 @@ fn compare(column: Column, a: &UnikernelInfo, b: &UnikernelInfo, model: &Model) 
         // The longest-running first when ascending reads oddly; oldest start first does not.
         Column::Uptime => started(a).cmp(&started(b)),
         Column::Restarts => a.restarts.cmp(&b.restarts),
+        Column::LastExit => last_exit(a).cmp(&last_exit(b)),
         Column::Taps => a.taps.len().cmp(&b.taps.len()),
         Column::Digest => a.digest.cmp(&b.digest),
     }
@@ -279,7 +290,7 @@ impl View for UnikernelsView {
         }
         let visible = usize::from(area.height.saturating_sub(1)).max(1);
         // Only the rows on screen are built: 1,000 unikernels cost what 50 do.
-        let cells: Vec<(bool, [String; 10], &RunState)> = self
+        let cells: Vec<(bool, [String; 11], &RunState)> = self
             .rows
             .in_view(visible)
             .iter()
@@ -343,7 +354,7 @@ impl View for UnikernelsView {
 }
 
 /// The text of every column for one unikernel, indexed by [`Column`].
-fn cells(info: &UnikernelInfo, cx: &DrawCx) -> [String; 10] {
+fn cells(info: &UnikernelInfo, cx: &DrawCx) -> [String; 11] {
     let name = &info.config.name;
     let cpu_use = cx
         .model
@@ -369,6 +380,7 @@ fn cells(info: &UnikernelInfo, cx: &DrawCx) -> [String; 10] {
         cpu_use,
         uptime,
         info.restarts.to_string(),
+        last_exit(info),
         taps,
         info.digest.get(..12).unwrap_or(&info.digest).to_string(),
     ]
@@ -376,14 +388,15 @@ fn cells(info: &UnikernelInfo, cx: &DrawCx) -> [String; 10] {
 
 /// The columns that fit in `width`, each as wide as its widest text: the
 /// most telling first (name, state, uptime), the digest last.
-fn fit(width: u16, rows: &[(bool, [String; 10], &RunState)]) -> Vec<(Column, u16)> {
-    const PRIORITY: [Column; 10] = [
+fn fit(width: u16, rows: &[(bool, [String; 11], &RunState)]) -> Vec<(Column, u16)> {
+    const PRIORITY: [Column; 11] = [
         Column::Name,
         Column::State,
         Column::Uptime,
         Column::CpuUse,
         Column::Memory,
         Column::Restarts,
+        Column::LastExit,
         Column::Cpu,
         Column::Target,
         Column::Taps,

@@ -369,13 +369,14 @@ impl CreateView {
         b.row(Row::Args, "Arguments", Input::Field(&form.args), args_note);
         let restart_note = b.dim(match form.restart {
             RestartKind::Never => "stays down when it exits",
-            RestartKind::OnFailure => "any exit but 1, 60-64, signals",
-            RestartKind::OnCodes => "only after the codes below",
+            RestartKind::OnFailure => "after a non-zero exit or a signal",
+            RestartKind::OnCodes => "only after the failures below",
+            RestartKind::Always => "after every exit, 0 too",
         });
         let restart = b.choice(form.restart.name(), true);
         b.row(Row::Restart, "Restart", restart, restart_note);
         if form.restart == RestartKind::OnCodes {
-            let note = b.dim("exit codes, e.g. 2,3");
+            let note = b.dim("exit codes and signal, e.g. signal,2-5");
             b.row(Row::Codes, "  codes", Input::Field(&form.codes), note);
         }
         let priority_note = b.dim("higher starts first at boot");

@@ -11,8 +11,8 @@ use crate::api::mac::Mac;
 use crate::api::policy::Usage;
 use crate::api::protocol::ApiError;
 use crate::api::unikernel::{
-    BlockConfig, DEFAULT_MEMORY_MB, DEFAULT_SECTOR_SIZE, NetConfig, RestartPolicy, UnikernelConfig,
-    UnikernelInfo,
+    BlockConfig, DEFAULT_MEMORY_MB, DEFAULT_SECTOR_SIZE, NetConfig, RestartPolicy,
+    RestartPolicyError, UnikernelConfig, UnikernelInfo,
 };
 use crate::api::validate::{self, Facts, Field as Part, Problem};
 use crate::ui::model::Model;
@@ -44,20 +44,23 @@ pub enum RestartKind {
     Never,
     OnFailure,
     OnCodes,
+    Always,
 }
 
 impl RestartKind {
-    const ALL: [RestartKind; 3] = [
+    const ALL: [RestartKind; 4] = [
         RestartKind::Never,
         RestartKind::OnFailure,
         RestartKind::OnCodes,
+        RestartKind::Always,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             RestartKind::Never => "never",
             RestartKind::OnFailure => "on failure",
-            RestartKind::OnCodes => "on exit codes",
+            RestartKind::OnCodes => "on listed failures",
+            RestartKind::Always => "always",
         }
     }
 
@@ -192,8 +195,8 @@ impl Form {
             memory: Field::new(&DEFAULT_MEMORY_MB.to_string()),
             cpu: Field::new("0"),
             args: Field::new("").with_placeholder("(none)"),
-            restart: RestartKind::Never,
-            codes: Field::new("").with_placeholder("e.g. 2,3"),
+            restart: RestartKind::OnFailure,
+            codes: Field::new("").with_placeholder("e.g. 2,3 or signal,2-5"),
             priority: Field::new("0"),
             devices: Vec::new(),
             refused: None,
@@ -212,10 +215,11 @@ impl Form {
         (form.restart, form.codes) = match &config.restart {
             RestartPolicy::Never => (RestartKind::Never, form.codes),
             RestartPolicy::OnFailure => (RestartKind::OnFailure, form.codes),
-            RestartPolicy::OnExitCodes(codes) => {
-                let list: Vec<String> = codes.iter().map(u8::to_string).collect();
+            RestartPolicy::Always => (RestartKind::Always, form.codes),
+            listed @ RestartPolicy::OnFailureOf { .. } => {
                 let mut field = form.codes;
-                field.set(&list.join(","));
+                let text = listed.to_string();
+                field.set(text.strip_prefix("on-failure:").unwrap_or(&text));
                 (RestartKind::OnCodes, field)
             }
         };
@@ -472,10 +476,14 @@ impl Form {
         config.restart = match self.restart {
             RestartKind::Never => RestartPolicy::Never,
             RestartKind::OnFailure => RestartPolicy::OnFailure,
-            RestartKind::OnCodes => match exit_codes(self.codes.text()) {
-                Ok(codes) => RestartPolicy::OnExitCodes(codes),
-                Err(why) => {
-                    check.add(Row::Codes, why);
+            RestartKind::Always => RestartPolicy::Always,
+            RestartKind::OnCodes => match format!("on-failure:{}", self.codes.text()).parse() {
+                Ok(listed) => listed,
+                Err(RestartPolicyError { why }) => {
+                    check.add(
+                        Row::Codes,
+                        format!("{why}: list exit codes and \"signal\", e.g. 2,3 or signal,2-5"),
+                    );
                     RestartPolicy::Never
                 }
             },
@@ -529,7 +537,6 @@ impl Form {
             (Part::Image, _) => Row::Image,
             (Part::Memory, _) => Row::Memory,
             (Part::Cpu, _) => Row::Cpu,
-            (Part::Restart, _) => Row::Codes,
             (Part::Device(name), Problem::SectorSize { .. } | Problem::SectorAlign { .. }) => {
                 device(&name).map_or(Row::Image, Row::Sector)
             }
@@ -582,23 +589,6 @@ fn net_config(row: &DeviceRow) -> NetConfig {
         bridge: row.choice.clone().unwrap_or_default(),
         mac: row.mac,
     }
-}
-
-/// "2,3" as a set of exit codes.
-fn exit_codes(text: &str) -> Result<std::collections::BTreeSet<u8>, String> {
-    if text.trim().is_empty() {
-        return Err("list the exit codes that restart it, e.g. 2,3".into());
-    }
-    text.split(',')
-        .map(|c| {
-            c.trim().parse::<u8>().map_err(|_| {
-                format!(
-                    "{:?} is not an exit code: write numbers 0 to 255, e.g. 2,3",
-                    c.trim()
-                )
-            })
-        })
-        .collect()
 }
 
 /// The facts of a unikernel's image that the daemon reports; what it does

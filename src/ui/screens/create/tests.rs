@@ -219,25 +219,22 @@ fn rule_arguments_split_like_a_shell() {
 }
 
 #[test]
-fn rule_restart_codes_are_ones_that_restart() {
+fn rule_restart_policy_is_on_failure_unless_chosen() {
     let config = passes(|f| {
         f.restart = RestartKind::OnCodes;
-        f.codes.set("2, 3");
+        f.codes.set("signal, 1, 2-3");
     });
-    assert_eq!(config.restart, RestartPolicy::OnExitCodes([2, 3].into()));
+    assert_eq!(config.restart.to_string(), "on-failure:signal,1-3");
+    assert_eq!(passes(|_| {}).restart, RestartPolicy::OnFailure);
     assert_eq!(
-        passes(|f| f.restart = RestartKind::OnFailure).restart,
-        RestartPolicy::OnFailure
+        passes(|f| f.restart = RestartKind::Always).restart,
+        RestartPolicy::Always
     );
-    fails(Row::Codes, "exit 1 never restarts a unikernel", |f| {
-        f.restart = RestartKind::OnCodes;
-        f.codes.set("2,1");
-    });
     fails(Row::Codes, "\"x\" is not an exit code", |f| {
         f.restart = RestartKind::OnCodes;
         f.codes.set("2,x");
     });
-    fails(Row::Codes, "list the exit codes", |f| {
+    fails(Row::Codes, "names no exit code", |f| {
         f.restart = RestartKind::OnCodes
     });
 }
