@@ -337,8 +337,9 @@ impl Link {
 /// A followed console; it ends with the failure it reported, if any.
 type ConsoleTask = JoinHandle<Option<String>>;
 
-/// Sends `name`'s console lines as updates until the stream or the app ends
-/// (`Ok`), or the stream fails (`Err`, why).
+/// Sends `name`'s console lines as updates until the stream, the connection or
+/// the app ends (`Ok`: a lost connection is the link's to report, once, as
+/// the disconnection), or the stream fails (`Err`, why).
 async fn stream_console(
     client: &Client,
     name: &Label,
@@ -349,12 +350,19 @@ async fn stream_console(
         since: crate::api::console::Since::Everything,
         follow: true,
     };
-    let mut stream = client.stream(request).await.map_err(|e| e.to_string())?;
+    let connection_lost =
+        |e: &ClientError| matches!(e, ClientError::Closed | ClientError::Frame(_));
+    let mut stream = match client.stream(request).await {
+        Ok(stream) => stream,
+        Err(e) if connection_lost(&e) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
     loop {
         let event = match stream.next().await {
             None => return Ok(()),
             Some(Ok(StreamItem::Console { event })) => event,
             Some(Ok(other)) => return Err(format!("unexpected {other:?} on the console stream")),
+            Some(Err(e)) if connection_lost(&e) => return Ok(()),
             Some(Err(e)) => return Err(e.to_string()),
         };
         let name = name.clone();
