@@ -3,12 +3,13 @@
 //! own task, so a slow stream never holds up another request.
 
 use crate::api::frame::{
-    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
-    HANDSHAKE_TIMEOUT, Pipe, Received, server_handshake,
+    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter, Pipe, Received,
+    server_handshake,
 };
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
 use crate::host::daemon::access::Access;
 use crate::host::daemon::blocks;
+use crate::host::daemon::gate::Gate;
 use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -27,35 +28,66 @@ const INCOMING: usize = 64;
 
 pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 
-/// Serves a client on the daemon's socket, refusing peers that `access` does not allow.
-pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
-    let peer = stream.peer_cred();
+/// How a connection is held to its limits.
+#[derive(Clone)]
+pub struct Admission {
+    pub access: Access,
+    pub gate: Arc<Gate>,
+    /// For the client's Hello, and for each part of a frame once it began.
+    pub timeout: Duration,
+}
+
+/// Serves a client on the daemon's socket, refusing peers that `access` does
+/// not allow and connections past the gate's caps.
+pub async fn serve(stream: UnixStream, ctx: Arc<Context>, admission: Admission) {
+    let Ok(peer) = stream.peer_cred() else {
+        tracing::warn!("hung up on a client whose credentials the system would not say");
+        return;
+    };
+    let (uid, gid) = (peer.uid(), peer.gid());
+    if !admission.access.allows(uid, gid) {
+        tracing::warn!(
+            "refused uid {uid} gid {gid}: not root, the daemon's user or in the socket's group"
+        );
+        let why = format!(
+            "uid {uid} gid {gid} may not use this fulmar daemon: ask its administrator to add you to the socket's group"
+        );
+        return turn_away(stream, &admission, ErrorKind::Denied, why).await;
+    }
+    let _place = match admission.gate.admit(uid) {
+        Ok(ticket) => ticket,
+        Err(full) => {
+            tracing::warn!("refused a connection: {full}");
+            return turn_away(stream, &admission, ErrorKind::Conflict, full.to_string()).await;
+        }
+    };
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
-    if let Err(e) = server_handshake(&mut reader, &mut writer, SOFTWARE, HANDSHAKE_TIMEOUT).await {
+    if let Err(e) = server_handshake(&mut reader, &mut writer, SOFTWARE, admission.timeout).await {
         tracing::info!("a client failed the handshake: {e}");
         return;
     }
-    let allowed = match &peer {
-        Ok(cred) => access.allows(cred.uid(), cred.gid()),
-        Err(_) => false,
-    };
-    if !allowed {
-        let who = peer.map_or("an unknown peer".into(), |c| {
-            format!("uid {} gid {}", c.uid(), c.gid())
-        });
-        tracing::warn!("refused {who}: not root, the daemon's user or in the socket's group");
-        let refusal = DaemonMessage::Error(ApiError::new(
-            ErrorKind::Denied,
-            format!(
-                "{who} may not use this fulmar daemon: ask its administrator to add you to the socket's group"
-            ),
-        ));
-        refuse(reader, writer, &refusal).await;
-        return;
-    }
+    reader.set_stall_timeout(admission.timeout);
     serve_requests(reader, writer, ctx).await;
+}
+
+/// Tells a client it may not connect, once it said Hello; past
+/// [`crate::host::daemon::gate::REFUSING`] at once, it is only hung up on.
+async fn turn_away(stream: UnixStream, admission: &Admission, kind: ErrorKind, why: String) {
+    let Some(_telling) = admission.gate.refusing() else {
+        return;
+    };
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read);
+    let mut writer = FrameWriter::new(write);
+    if server_handshake(&mut reader, &mut writer, SOFTWARE, admission.timeout)
+        .await
+        .is_ok()
+    {
+        let refusal = DaemonMessage::Error(ApiError::new(kind, why));
+        refuse(reader, writer, &refusal).await;
+    }
 }
 
 /// How long a refused client may go on sending before the daemon hangs up.
