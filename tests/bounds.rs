@@ -380,6 +380,61 @@ fn a_half_frame_is_dropped() {
     host.ok(&["list"]);
 }
 
+/// What the kernel says a process's resident memory is now, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_reads_no_replies_holds_the_daemon_to_bounded_memory() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const REQUESTS: usize = 20_000;
+    let mut host = Host::new();
+    host.start(&[]);
+    let (conn, refused) = idle_connection(&host);
+    assert_eq!(refused, None);
+    let sent = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let mut to = conn.try_clone().unwrap();
+        let sent = &sent;
+        s.spawn(move || {
+            for id in 1..=REQUESTS as u64 {
+                let request = json_frame(id, &ClientMessage::Request(Request::List));
+                if to.write_all(&request).is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Until all are sent, or the daemon stopped reading them: a daemon
+        // that reads them all is only slow, never still for seconds.
+        let mut last = usize::MAX;
+        while sent.load(Ordering::Relaxed) != last && last != REQUESTS {
+            last = sent.load(Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        host.ok(&["list"]);
+        let peak = peak_rss_kib(host.daemon_pid());
+        assert!(
+            peak < MEMORY_CAP_KIB,
+            "the daemon peaked at {peak} KiB after {last} requests"
+        );
+        // The writer fails once the connection is gone.
+        conn.shutdown(std::net::Shutdown::Both).unwrap();
+    });
+    host.ok(&["list"]);
+    let now = rss_kib(host.daemon_pid());
+    assert!(now < MEMORY_CAP_KIB, "the daemon holds {now} KiB");
+}
+
 /// `fulmar daemon EXTRA` for `host`, started with open-file limits `soft`
 /// and `hard`, as systemd's defaults or a unit's `LimitNOFILE` set them.
 fn daemon_with_file_limit(host: &Host, soft: u64, hard: u64) -> std::process::Child {

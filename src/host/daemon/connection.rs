@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// Frames queued for the writer; a client that stops reading fills it, and
@@ -25,6 +25,11 @@ use tokio::task::JoinHandle;
 const OUTGOING: usize = 256;
 /// Data chunks queued for an upload's handler (the credit window bounds it).
 const INCOMING: usize = 64;
+/// Requests of one connection being served at once. A client that does not
+/// read its replies stalls its own requests at the full queue; past this many,
+/// the daemon stops reading from it until some finish, so its requests wait
+/// in its socket, not in the daemon's memory.
+const IN_FLIGHT: usize = 64;
 
 pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 
@@ -130,6 +135,7 @@ pub async fn serve_requests<R, W>(
     let writing = tokio::spawn(write_frames(writer, rx));
     let mut requests = Requests {
         running: HashMap::new(),
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
     loop {
         let frame = match reader.next_into(|id| requests.pipe(id)).await {
@@ -181,6 +187,8 @@ struct Running {
 
 struct Requests {
     running: HashMap<u64, Running>,
+    /// One permit for each request that may be served at once.
+    in_flight: Arc<Semaphore>,
 }
 
 /// A request that says it lends a file whose frame brought none.
@@ -224,6 +232,13 @@ impl Requests {
                     Some(true) => Some(lent.ok_or(NO_FILE)?),
                     _ => None,
                 };
+                // Waiting here is the backpressure: no frame is read meanwhile.
+                let permit = self
+                    .in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let (inbound, rx) = mpsc::channel(INCOMING);
                 let pipe = block_data(&request).then(new_pipe).flatten();
                 let incoming = Inflow {
@@ -237,18 +252,20 @@ impl Requests {
                 let task = match request {
                     // Subscribed here, before the next frame is read, so that
                     // whatever the client asks next is seen by the stream.
-                    Request::Events => tokio::spawn(session::events(ctx.sup.events(), replies)),
+                    Request::Events => {
+                        spawn_holding(permit, session::events(ctx.sup.events(), replies))
+                    }
                     Request::BlockDownload {
                         name, compressed, ..
                     } => {
                         let window = Arc::new(CreditWindow::new());
                         credit = Some(window.clone());
-                        tokio::spawn(async move {
+                        spawn_holding(permit, async move {
                             blocks::download(&ctx, name, compressed, replies, window, incoming)
                                 .await
                         })
                     }
-                    request => tokio::spawn(async move {
+                    request => spawn_holding(permit, async move {
                         session::handle(&ctx, request, replies, incoming).await
                     }),
                 };
@@ -297,6 +314,18 @@ impl Requests {
             }
         }
     }
+}
+
+/// Runs a request's handler, which holds its place among the connection's
+/// requests in flight until it ends.
+fn spawn_holding(
+    permit: OwnedSemaphorePermit,
+    handler: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        handler.await;
+        drop(permit);
+    })
 }
 
 /// Whether `request` sends block device contents, which are spliced from the
