@@ -120,6 +120,11 @@ pub enum FrameError {
         "the connection closed mid-frame, {received} bytes into it: the other end stopped or crashed"
     )]
     ClosedMidFrame { received: usize },
+    #[error(
+        "a frame stopped {received} bytes into it: nothing more came for {after:?}, so the \
+         connection was closed (the other end is stuck, or not speaking fulmar's protocol)"
+    )]
+    Stalled { received: usize, after: Duration },
     #[error("this connection already failed to read a frame and cannot be used: reconnect")]
     Unusable,
     #[error("connection error: {0}")]
@@ -332,6 +337,8 @@ pub struct FrameReader<R> {
     /// Where a read between frames lands when it may bring files with it.
     #[cfg(target_os = "linux")]
     scratch: Vec<u8>,
+    /// How long a frame that began may go without its next byte.
+    stall: Option<Duration>,
 }
 
 /// Files the peer may send before the frames that use them are read; a peer
@@ -348,7 +355,20 @@ impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {
             lent: Vec::new(),
             #[cfg(target_os = "linux")]
             scratch: Vec::new(),
+            stall: None,
         }
+    }
+
+    /// Fails a frame that began and then brought nothing for `after`, so a
+    /// peer cannot hold the reader (and its buffer) with half a frame.
+    /// Progress keeps it going: a slow link is not a stuck peer.
+    pub fn set_stall_timeout(&mut self, after: Duration) {
+        self.stall = Some(after);
+    }
+
+    /// The stall timeout for the next read, when a frame has begun.
+    fn mid_frame(&self, begun: bool) -> Option<Duration> {
+        self.stall.filter(|_| begun)
     }
 
     /// The oldest file the peer sent and nothing has taken yet: the one that
@@ -388,14 +408,16 @@ impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {
             None if self.after_data => HEADER_LEN.saturating_sub(self.buf.len()).max(1),
             None => READ_AHEAD,
         };
+        let received = self.buf.len();
+        let stall = self.mid_frame(received > 0);
         let read = if self.decoder.pending.is_none() {
-            self.read_between_frames(want).await?
+            within(stall, received, self.read_between_frames(want)).await?
         } else {
             // Never past the pending frame's end, so never into the bytes a
             // file was sent with, which only a frame's first byte has.
             self.buf.reserve(want);
             let mut room = (&mut self.buf).limit(want);
-            self.inner.read_buf(&mut room).await?
+            within(stall, received, self.inner.read_buf(&mut room)).await?
         };
         if read == 0 {
             return match self.buf.len() {
@@ -487,7 +509,9 @@ impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {
                 let Some(socket) = zerocopy::unix_socket(&self.inner) else {
                     break;
                 };
-                match zerocopy::splice_from(socket, pipe, head.len - piped, &mut pieces).await? {
+                let stall = self.stall;
+                let splice = zerocopy::splice_from(socket, pipe, head.len - piped, &mut pieces);
+                match within(stall, HEADER_LEN + piped, splice).await? {
                     zerocopy::Spliced::Moved(n) => piped += n,
                     zerocopy::Spliced::PipeFull => break,
                     zerocopy::Spliced::End => {
@@ -513,15 +537,31 @@ impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {
     async fn read_exact(&mut self, len: usize, before: usize) -> Result<Bytes, FrameError> {
         while self.buf.len() < len {
             let want = len - self.buf.len();
+            let (stall, received) = (self.stall, before + self.buf.len());
             self.buf.reserve(want);
             let mut room = (&mut self.buf).limit(want);
-            if self.inner.read_buf(&mut room).await? == 0 {
+            if within(stall, received, self.inner.read_buf(&mut room)).await? == 0 {
                 return Err(FrameError::ClosedMidFrame {
                     received: before + self.buf.len(),
                 });
             }
         }
         Ok(self.buf.split_to(len).freeze())
+    }
+}
+
+/// Awaits a read of a frame `received` bytes into it, for at most `stall`.
+async fn within<T, E: Into<FrameError>>(
+    stall: Option<Duration>,
+    received: usize,
+    read: impl Future<Output = Result<T, E>>,
+) -> Result<T, FrameError> {
+    let Some(after) = stall else {
+        return read.await.map_err(Into::into);
+    };
+    match tokio::time::timeout(after, read).await {
+        Ok(read) => read.map_err(Into::into),
+        Err(_elapsed) => Err(FrameError::Stalled { received, after }),
     }
 }
 
@@ -2159,5 +2199,32 @@ mod tests {
         for task in [dispatcher, credit_in, credit_out] {
             task.abort();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_stops_half_way_fails_and_one_that_trickles_does_not() {
+        const STALL: Duration = Duration::from_secs(5);
+        let wire = encode(&[frame(FrameKind::Json, 1, b"\"a request\"")]);
+        let (mut client, daemon) = duplex(1024);
+        let mut reader = FrameReader::new(daemon);
+        reader.set_stall_timeout(STALL);
+        let reading = tokio::spawn(async move { reader.next().await });
+        for byte in &wire[..wire.len() - 1] {
+            client.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(STALL / 2).await;
+        }
+        // The last byte never comes; the connection stays open.
+        let stalled = reading.await.unwrap();
+        assert!(
+            matches!(stalled, Err(FrameError::Stalled { received, .. }) if received == wire.len() - 1),
+            "{stalled:?}"
+        );
+        // Between frames a connection may stay quiet for as long as it likes.
+        let (_client, daemon) = duplex(1024);
+        let mut reader = FrameReader::new(daemon);
+        reader.set_stall_timeout(STALL);
+        let idle = tokio::time::timeout(STALL * 10, reader.next()).await;
+        assert!(idle.is_err(), "{idle:?}");
+        drop(client);
     }
 }

@@ -61,6 +61,17 @@ pub struct LimitFlags {
     /// refused until one is stored
     #[arg(long, value_name = "N", default_value_t = 2)]
     image_uploads: usize,
+    /// Connections the daemon holds open at once, of all users; root may
+    /// open a few more, so it can always get in
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    max_connections: usize,
+    /// Connections any one user (root too) may hold open at once
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_connections_per_user: usize,
+    /// Seconds a client may take to say Hello, and a frame it began may go
+    /// without its next byte, before the daemon hangs up
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    client_timeout: u64,
 }
 
 impl LimitFlags {
@@ -68,6 +79,11 @@ impl LimitFlags {
         fulmar::host::daemon::Limits {
             max_image: self.max_image_mb.saturating_mul(1 << 20),
             image_uploads: self.image_uploads,
+            connections: fulmar::host::daemon::gate::Caps {
+                total: self.max_connections,
+                per_user: self.max_connections_per_user,
+            },
+            client_timeout: std::time::Duration::from_secs(self.client_timeout),
         }
     }
 }

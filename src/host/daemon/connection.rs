@@ -3,12 +3,13 @@
 //! own task, so a slow stream never holds up another request.
 
 use crate::api::frame::{
-    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
-    HANDSHAKE_TIMEOUT, Pipe, Received, server_handshake,
+    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter, Pipe, Received,
+    server_handshake,
 };
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
 use crate::host::daemon::access::Access;
 use crate::host::daemon::blocks;
+use crate::host::daemon::gate::Gate;
 use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// Frames queued for the writer; a client that stops reading fills it, and
@@ -24,38 +25,74 @@ use tokio::task::JoinHandle;
 const OUTGOING: usize = 256;
 /// Data chunks queued for an upload's handler (the credit window bounds it).
 const INCOMING: usize = 64;
+/// Requests of one connection being served at once. A client that does not
+/// read its replies stalls its own requests at the full queue; past this many,
+/// the daemon stops reading from it until some finish, so its requests wait
+/// in its socket, not in the daemon's memory.
+const IN_FLIGHT: usize = 64;
 
 pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 
-/// Serves a client on the daemon's socket, refusing peers that `access` does not allow.
-pub async fn serve(stream: UnixStream, ctx: Arc<Context>, access: Access) {
-    let peer = stream.peer_cred();
+/// How a connection is held to its limits.
+#[derive(Clone)]
+pub struct Admission {
+    pub access: Access,
+    pub gate: Arc<Gate>,
+    /// For the client's Hello, and for each part of a frame once it began.
+    pub timeout: Duration,
+}
+
+/// Serves a client on the daemon's socket, refusing peers that `access` does
+/// not allow and connections past the gate's caps.
+pub async fn serve(stream: UnixStream, ctx: Arc<Context>, admission: Admission) {
+    let Ok(peer) = stream.peer_cred() else {
+        tracing::warn!("hung up on a client whose credentials the system would not say");
+        return;
+    };
+    let (uid, gid) = (peer.uid(), peer.gid());
+    if !admission.access.allows(uid, gid) {
+        tracing::warn!(
+            "refused uid {uid} gid {gid}: not root, the daemon's user or in the socket's group"
+        );
+        let why = format!(
+            "uid {uid} gid {gid} may not use this fulmar daemon: ask its administrator to add you to the socket's group"
+        );
+        return turn_away(stream, &admission, ErrorKind::Denied, why).await;
+    }
+    let _place = match admission.gate.admit(uid) {
+        Ok(ticket) => ticket,
+        Err(full) => {
+            tracing::warn!("refused a connection: {full}");
+            return turn_away(stream, &admission, ErrorKind::Conflict, full.to_string()).await;
+        }
+    };
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
-    if let Err(e) = server_handshake(&mut reader, &mut writer, SOFTWARE, HANDSHAKE_TIMEOUT).await {
+    if let Err(e) = server_handshake(&mut reader, &mut writer, SOFTWARE, admission.timeout).await {
         tracing::info!("a client failed the handshake: {e}");
         return;
     }
-    let allowed = match &peer {
-        Ok(cred) => access.allows(cred.uid(), cred.gid()),
-        Err(_) => false,
-    };
-    if !allowed {
-        let who = peer.map_or("an unknown peer".into(), |c| {
-            format!("uid {} gid {}", c.uid(), c.gid())
-        });
-        tracing::warn!("refused {who}: not root, the daemon's user or in the socket's group");
-        let refusal = DaemonMessage::Error(ApiError::new(
-            ErrorKind::Denied,
-            format!(
-                "{who} may not use this fulmar daemon: ask its administrator to add you to the socket's group"
-            ),
-        ));
-        refuse(reader, writer, &refusal).await;
-        return;
-    }
+    reader.set_stall_timeout(admission.timeout);
     serve_requests(reader, writer, ctx).await;
+}
+
+/// Tells a client it may not connect, once it said Hello; past
+/// [`crate::host::daemon::gate::REFUSING`] at once, it is only hung up on.
+async fn turn_away(stream: UnixStream, admission: &Admission, kind: ErrorKind, why: String) {
+    let Some(_telling) = admission.gate.refusing() else {
+        return;
+    };
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read);
+    let mut writer = FrameWriter::new(write);
+    if server_handshake(&mut reader, &mut writer, SOFTWARE, admission.timeout)
+        .await
+        .is_ok()
+    {
+        let refusal = DaemonMessage::Error(ApiError::new(kind, why));
+        refuse(reader, writer, &refusal).await;
+    }
 }
 
 /// How long a refused client may go on sending before the daemon hangs up.
@@ -98,6 +135,7 @@ pub async fn serve_requests<R, W>(
     let writing = tokio::spawn(write_frames(writer, rx));
     let mut requests = Requests {
         running: HashMap::new(),
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
     loop {
         let frame = match reader.next_into(|id| requests.pipe(id)).await {
@@ -149,6 +187,8 @@ struct Running {
 
 struct Requests {
     running: HashMap<u64, Running>,
+    /// One permit for each request that may be served at once.
+    in_flight: Arc<Semaphore>,
 }
 
 /// A request that says it lends a file whose frame brought none.
@@ -192,6 +232,13 @@ impl Requests {
                     Some(true) => Some(lent.ok_or(NO_FILE)?),
                     _ => None,
                 };
+                // Waiting here is the backpressure: no frame is read meanwhile.
+                let permit = self
+                    .in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let (inbound, rx) = mpsc::channel(INCOMING);
                 let pipe = block_data(&request).then(new_pipe).flatten();
                 let incoming = Inflow {
@@ -205,18 +252,20 @@ impl Requests {
                 let task = match request {
                     // Subscribed here, before the next frame is read, so that
                     // whatever the client asks next is seen by the stream.
-                    Request::Events => tokio::spawn(session::events(ctx.sup.events(), replies)),
+                    Request::Events => {
+                        spawn_holding(permit, session::events(ctx.sup.events(), replies))
+                    }
                     Request::BlockDownload {
                         name, compressed, ..
                     } => {
                         let window = Arc::new(CreditWindow::new());
                         credit = Some(window.clone());
-                        tokio::spawn(async move {
+                        spawn_holding(permit, async move {
                             blocks::download(&ctx, name, compressed, replies, window, incoming)
                                 .await
                         })
                     }
-                    request => tokio::spawn(async move {
+                    request => spawn_holding(permit, async move {
                         session::handle(&ctx, request, replies, incoming).await
                     }),
                 };
@@ -265,6 +314,18 @@ impl Requests {
             }
         }
     }
+}
+
+/// Runs a request's handler, which holds its place among the connection's
+/// requests in flight until it ends.
+fn spawn_holding(
+    permit: OwnedSemaphorePermit,
+    handler: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        handler.await;
+        drop(permit);
+    })
 }
 
 /// Whether `request` sends block device contents, which are spliced from the

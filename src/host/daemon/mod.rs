@@ -4,6 +4,7 @@
 pub mod access;
 pub(crate) mod blocks;
 pub mod connection;
+pub mod gate;
 pub mod listen;
 pub mod session;
 
@@ -41,6 +42,11 @@ pub struct Limits {
     pub max_image: u64,
     /// Images received at once, by all clients.
     pub image_uploads: usize,
+    /// Connections held open at once, of all users and of any one.
+    pub connections: gate::Caps,
+    /// How long a client may take to say Hello, and a frame that began to go
+    /// on (see [`crate::api::frame::FrameReader::set_stall_timeout`]).
+    pub client_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,16 @@ pub enum DaemonError {
     Listen(#[from] ListenError),
     #[error("{0}")]
     Group(String),
+    #[error(
+        "the daemon may open {limit} files (RLIMIT_NOFILE), too few for --max-connections \
+         {connections} and the files its unikernels and transfers need ({needed} in all): raise \
+         LimitNOFILE in its systemd unit (or `ulimit -n`), or lower --max-connections"
+    )]
+    TooFewFiles {
+        limit: u64,
+        connections: usize,
+        needed: u64,
+    },
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -58,11 +74,45 @@ pub enum DaemonError {
     },
 }
 
+/// How long the daemon waits after a failed accept before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Bursts of events (a crash loop, many creates) make one save.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// Descriptors kept beyond the connections' for tenders' consoles, block
+/// devices, transfers' pipes and files, the state and the log.
+const FILE_HEADROOM: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one, then checks that the
+/// connection caps leave room for the rest: past it, every accept and every
+/// open would fail, for root too.
+fn fit_file_limit(caps: gate::Caps) -> Result<(), DaemonError> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let io = |e: nix::Error| DaemonError::Io {
+        what: "read or raise the open-file limit",
+        source: e.into(),
+    };
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io)?;
+    }
+    let needed = (caps.total as u64)
+        .saturating_add((gate::ROOT_RESERVE + gate::REFUSING) as u64)
+        .saturating_add(FILE_HEADROOM);
+    if hard < needed {
+        return Err(DaemonError::TooFewFiles {
+            limit: hard,
+            connections: caps.total,
+            needed,
+        });
+    }
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    fit_file_limit(opts.limits.connections)?;
     let loaded = StateFile::<Saved>::new(&opts.dirs.data).load()?;
     let group = opts
         .group
@@ -117,7 +167,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     });
     listen::notify_ready();
     tracing::info!("listening on {}", opts.socket.display());
-    accept_until_signal(listener, ctx, Access::new(group)).await?;
+    let admission = connection::Admission {
+        access: Access::new(group),
+        gate: gate::Gate::new(opts.limits.connections),
+        timeout: opts.limits.client_timeout,
+    };
+    accept_until_signal(listener, ctx, admission).await?;
 
     if opts.stop_on_exit {
         stop_all(&sup).await;
@@ -135,7 +190,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 async fn accept_until_signal(
     listener: UnixListener,
     ctx: Arc<Context>,
-    access: Access,
+    admission: connection::Admission,
 ) -> Result<(), DaemonError> {
     let io = |source| DaemonError::Io {
         what: "handle signals",
@@ -143,16 +198,26 @@ async fn accept_until_signal(
     };
     let mut term = signal(SignalKind::terminate()).map_err(io)?;
     let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    let mut failing = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection::serve(stream, ctx.clone(), access.clone()));
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("accepting connections again");
+                    }
+                    tokio::spawn(connection::serve(stream, ctx.clone(), admission.clone()));
                 }
-                // Out of descriptors and the like: the next accept may work.
+                // Out of descriptors and the like: the next accept may work,
+                // once a connection closes; said once, not at every retry.
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            "cannot accept connections ({e}): retrying every {ACCEPT_RETRY:?}; \
+                             if out of files, raise LimitNOFILE or lower --max-connections"
+                        );
+                    }
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
             _ = term.recv() => break,
