@@ -80,6 +80,7 @@ fn spec(status: PathBuf, argv: Vec<String>, console: Option<PathBuf>) -> Spec {
         status,
         grace: Duration::from_millis(300),
         console,
+        tender_user: None,
         argv,
     }
 }

@@ -82,6 +82,11 @@ pub enum Command {
         /// running for the next daemon to re-adopt, e.g. across upgrades)
         #[arg(long)]
         stop_on_exit: bool,
+        /// Run each tender as USER: its uid, gid and groups, no capabilities
+        /// [default for root: fulmar-tender; `root` keeps tenders as root;
+        /// a daemon that is not root runs them as itself]
+        #[arg(long, env = "FULMAR_TENDER_USER", value_name = "USER")]
+        tender_user: Option<String>,
         /// Detach from the terminal's session (how clients start a daemon)
         #[arg(long, hide = true)]
         background: bool,
@@ -152,6 +157,9 @@ pub enum Command {
         /// The console FIFO for the tender's stdout and stderr
         #[arg(long, value_name = "FIFO")]
         console: Option<PathBuf>,
+        /// The user the tender runs as, without capabilities
+        #[arg(long, value_name = "USER")]
+        tender_user: Option<String>,
         /// The tender's command line
         #[arg(last = true, required = true, value_name = "ARGV")]
         argv: Vec<String>,
@@ -260,6 +268,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         status,
         grace_ms,
         console,
+        tender_user,
         argv,
     }) = args.command
     {
@@ -267,6 +276,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             status,
             grace: Duration::from_millis(grace_ms),
             console,
+            tender_user,
             argv,
         })?);
     }
@@ -295,6 +305,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
         Some(Command::Daemon {
             ref group,
             stop_on_exit,
+            ref tender_user,
             background,
             ref limits,
         }) => {
@@ -302,6 +313,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
                 &args,
                 group.clone(),
                 stop_on_exit,
+                tender_user.clone(),
                 background,
                 limits.limits(),
             )
@@ -358,6 +370,7 @@ async fn daemon(
     args: &Args,
     group: Option<String>,
     stop_on_exit: bool,
+    tender_user: Option<String>,
     background: bool,
     limits: fulmar::host::daemon::Limits,
 ) -> Result<(), CliError> {
@@ -374,6 +387,7 @@ async fn daemon(
         socket,
         group,
         stop_on_exit,
+        tender_user,
         limits,
     })
     .await?;

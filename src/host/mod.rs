@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod net;
 pub mod paths;
 pub mod policy;
+pub mod privilege;
 pub mod state;
 pub mod stats;
 pub mod supervisor;

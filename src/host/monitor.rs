@@ -61,6 +61,7 @@
 
 use crate::api::unikernel::ExitStatus;
 use crate::host::console::{self, ConsoleError};
+use crate::host::privilege::{self, TenderUser};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
@@ -212,6 +213,8 @@ pub struct Spec {
     pub grace: Duration,
     /// The console FIFO; it must exist. Without one the tender writes to `/dev/null`.
     pub console: Option<PathBuf>,
+    /// The user the tender runs as (host::privilege); None: the monitor's own.
+    pub tender_user: Option<String>,
     /// The tender's command line; `argv[0]` is looked up on PATH.
     pub argv: Vec<String>,
 }
@@ -404,6 +407,9 @@ fn command(program: &Path, spec: &Spec) -> Command {
         .arg(spec.grace.as_millis().to_string());
     if let Some(console) = &spec.console {
         cmd.arg("--console").arg(console);
+    }
+    if let Some(user) = &spec.tender_user {
+        cmd.arg("--tender-user").arg(user);
     }
     cmd.arg("--")
         .args(&spec.argv)
@@ -747,6 +753,7 @@ pub struct Options {
     pub status: PathBuf,
     pub grace: Duration,
     pub console: Option<PathBuf>,
+    pub tender_user: Option<String>,
     pub argv: Vec<String>,
 }
 
@@ -795,16 +802,29 @@ fn start(opts: &Options) -> Result<Started, MonitorError> {
             reason: "the monitor was given nothing to run".into(),
         });
     };
+    // Looked up here: the forked child may not allocate or read files.
+    let user = opts
+        .tender_user
+        .as_deref()
+        .map(TenderUser::lookup)
+        .transpose()
+        .map_err(|e| MonitorError::Start {
+            reason: e.to_string(),
+        })?;
     let (stdout, stderr, keep_alive) = console_streams(opts.console.as_deref())?;
     let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: the hook runs in the forked child before exec and only calls
-    // sigprocmask, which is async-signal-safe and allocates nothing.
-    unsafe { command.pre_exec(unblock_signals) };
+        .stderr(stderr)
+        // A group of its own, so that whatever it forks can be killed with it.
+        .process_group(0);
+    // SAFETY: the hook runs in the forked child before exec and only makes
+    // system calls (sigprocmask, setgroups, setresgid, setresuid, prctl), which
+    // are async-signal-safe; `user` was resolved before the fork, so nothing
+    // is allocated or looked up.
+    unsafe { command.pre_exec(move || drop_privileges(user.as_ref())) };
     let mut tender = command
         .spawn()
         .map_err(process_err(format!("start {program}")))?;
@@ -887,6 +907,16 @@ fn take_signals() -> Result<SigSet, MonitorError> {
             .map_err(|e| process_err(format!("reset {sig}"))(e.into()))?;
     }
     Ok(set)
+}
+
+/// What the tender runs with: no signal blocked, the tender user's ids
+/// (where one is given) and no way to gain privileges by exec.
+fn drop_privileges(user: Option<&TenderUser>) -> io::Result<()> {
+    unblock_signals()?;
+    if let Some(user) = user {
+        user.become_it()?;
+    }
+    privilege::no_new_privileges()
 }
 
 /// The tender starts with no signal blocked. std does not promise that (the

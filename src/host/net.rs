@@ -97,7 +97,7 @@ pub fn bridges() -> Result<Vec<String>, NetError> {
 
 /// Creates a tap, brings it up and attaches it to `bridge`. Either all of that
 /// happens or nothing is left behind.
-pub fn create_tap(bridge: &str) -> Result<Tap, NetError> {
+pub fn create_tap(bridge: &str, owner: Option<u32>) -> Result<Tap, NetError> {
     let available = bridges()?;
     if !available.iter().any(|b| b == bridge) {
         return Err(NetError::NoBridge {
@@ -105,13 +105,13 @@ pub fn create_tap(bridge: &str) -> Result<Tap, NetError> {
             available,
         });
     }
-    attach_new_tap(bridge)
+    attach_new_tap(bridge, owner)
 }
 
 /// The part of [`create_tap`] after the bridge check; separate so tests can make
 /// the attach step fail.
-fn attach_new_tap(bridge: &str) -> Result<Tap, NetError> {
-    let name = os::new_tap()?;
+fn attach_new_tap(bridge: &str, owner: Option<u32>) -> Result<Tap, NetError> {
+    let name = os::new_tap(owner)?;
     if let Err(error) = os::attach(&name, bridge) {
         if let Err(undo) = os::destroy(&name) {
             tracing::warn!(tap = %name, %undo, "could not delete the tap of a failed attach");
@@ -263,14 +263,20 @@ mod linux {
         format!("{PREFIX}{n}")
     }
 
-    pub(super) fn new_tap() -> Result<String, NetError> {
+    /// `owner`: the uid that may open the tap without privileges (the tender's).
+    pub(super) fn new_tap(owner: Option<u32>) -> Result<String, NetError> {
+        let owner = owner.map(|uid| uid.to_string());
         // The guard protects no data, so a panic elsewhere leaves nothing to repair.
         let _naming = NAMING
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for _ in 0..ATTEMPTS {
             let name = free_name(&interfaces()?);
-            match run("ip", &["tuntap", "add", "dev", &name, "mode", "tap"]) {
+            let mut args = vec!["tuntap", "add", "dev", &name, "mode", "tap"];
+            if let Some(uid) = &owner {
+                args.extend(["user", uid]);
+            }
+            match run("ip", &args) {
                 Ok(_) => return Ok(name),
                 // Another program (a second fulmar, albatross) took the name
                 // after we looked: look again.
@@ -330,7 +336,9 @@ mod freebsd {
     }
 
     /// The kernel picks the name and prints it, so there is nothing to race for.
-    pub(super) fn new_tap() -> Result<String, NetError> {
+    /// devfs, not the interface, decides who may open `/dev/tapN`: the
+    /// operator's devfs.rules give it to the tender user (docs/operations.md).
+    pub(super) fn new_tap(_owner: Option<u32>) -> Result<String, NetError> {
         let name = run("ifconfig", &["tap", "create"])?.trim().to_owned();
         if name.is_empty() {
             return Err(NetError::Failed {
@@ -437,8 +445,8 @@ mod tests {
     fn creates_taps_with_the_smallest_free_name() {
         netns::run(|| {
             bridge("br0");
-            let first = create_tap("br0").unwrap();
-            let second = create_tap("br0").unwrap();
+            let first = create_tap("br0", None).unwrap();
+            let second = create_tap("br0", None).unwrap();
             assert_eq!(
                 (first.name.as_str(), second.name.as_str()),
                 ("vmmtap0", "vmmtap1")
@@ -451,8 +459,8 @@ mod tests {
             }
             delete_tap("vmmtap0").unwrap();
             assert!(!tap_exists("vmmtap0").unwrap());
-            assert_eq!(create_tap("br0").unwrap().name, "vmmtap0");
-            assert_eq!(create_tap("br0").unwrap().name, "vmmtap2");
+            assert_eq!(create_tap("br0", None).unwrap().name, "vmmtap0");
+            assert_eq!(create_tap("br0", None).unwrap().name, "vmmtap2");
         });
     }
 
@@ -464,7 +472,7 @@ mod tests {
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
             for bridge in ["br9", "veth0"] {
-                match create_tap(bridge) {
+                match create_tap(bridge, None) {
                     Err(NetError::NoBridge {
                         bridge: b,
                         available,
@@ -487,7 +495,7 @@ mod tests {
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
             for bridge in ["veth0", "gone"] {
-                match attach_new_tap(bridge) {
+                match attach_new_tap(bridge, None) {
                     Err(NetError::Failed { command, .. }) => {
                         assert!(command.contains(bridge), "{command}")
                     }
@@ -512,7 +520,7 @@ mod tests {
                 assert!(!tap_exists(other).unwrap());
             }
             assert_eq!(bridges().unwrap(), ["br0"]);
-            let tap = create_tap("br0").unwrap();
+            let tap = create_tap("br0", None).unwrap();
             delete_tap(&tap.name).unwrap();
             assert!(sysfs(&tap.name, "flags").is_none());
             delete_tap(&tap.name).unwrap();
@@ -525,7 +533,7 @@ mod tests {
         netns::run(|| {
             bridge("br0");
             let threads: Vec<_> = (0..THREADS)
-                .map(|_| std::thread::spawn(|| create_tap("br0").unwrap().name))
+                .map(|_| std::thread::spawn(|| create_tap("br0", None).unwrap().name))
                 .collect();
             let names: BTreeSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             let expected: BTreeSet<String> = (0..THREADS).map(|n| format!("vmmtap{n}")).collect();

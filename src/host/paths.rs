@@ -58,7 +58,7 @@ impl Dirs {
     }
 
     /// Makes the data directory and those the daemon keeps in it 0700 where
-    /// they exist and are looser; returns those it changed, for the log.
+    /// others may read or write them; returns those it changed, for the log.
     pub fn tighten(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut changed = Vec::new();
         let dirs = std::iter::once(self.data.clone())
@@ -67,7 +67,9 @@ impl Dirs {
             let Ok(meta) = std::fs::symlink_metadata(&dir) else {
                 continue;
             };
-            if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+            // Search without read lists nothing: it is how tenders reach their
+            // files (host::privilege).
+            if meta.is_dir() && meta.permissions().mode() & 0o066 != 0 {
                 private_dir(&dir)?;
                 changed.push(dir);
             }

@@ -5,6 +5,7 @@ use crate::api::unikernel::{TapInfo, UnikernelConfig};
 use crate::host::console::{self, Console};
 use crate::host::monitor;
 use crate::host::net;
+use crate::host::privilege::{self, TenderUser};
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -25,6 +26,8 @@ pub enum LaunchError {
     Net(#[from] net::NetError),
     #[error("{0}")]
     Monitor(#[from] monitor::MonitorError),
+    #[error("{0}")]
+    Privilege(#[from] privilege::PrivilegeError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError {
@@ -41,6 +44,8 @@ pub struct Resources {
     fifo: Option<PathBuf>,
     run_file: Option<PathBuf>,
     taps: Vec<String>,
+    /// Block device files handed to the tender user, to be given back.
+    lent: Vec<PathBuf>,
 }
 
 impl Resources {
@@ -53,12 +58,18 @@ impl Resources {
             fifo: Some(dir.join("console")),
             run_file: Some(dir.join(RUN_FILE)),
             taps: taps.iter().map(|t| t.tap.clone()).collect(),
+            lent: Vec::new(),
         }
     }
 
     /// Removes the taps, the image copy, the FIFO and the run directory. Clean-up
     /// goes on past a failure so that one stuck tap does not leak the rest.
     pub fn release(self) {
+        for file in &self.lent {
+            if let Err(e) = privilege::take_back(file) {
+                tracing::warn!("clean-up: {e}");
+            }
+        }
         for tap in &self.taps {
             if let Err(e) = net::delete_tap(tap) {
                 tracing::warn!("clean-up: {e}");
@@ -163,10 +174,14 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
     made.image = Some(image.clone());
     fs::set_permissions(&image, fs::Permissions::from_mode(0o600))
         .map_err(io_err("restrict", &image))?;
+    if let Some(user) = &monitor.tender {
+        lend(user, dir, &image, blocks, made)?;
+    }
 
+    let owner = monitor.tender.as_ref().map(|u| u.uid);
     let mut taps = Vec::with_capacity(config.nets.len());
     for net in &config.nets {
-        let tap = net::create_tap(&net.bridge)?;
+        let tap = net::create_tap(&net.bridge, owner)?;
         made.taps.push(tap.name.clone());
         taps.push(TapInfo {
             interface: net.interface.clone(),
@@ -189,6 +204,7 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
         status: run_file.clone(),
         grace: monitor.grace,
         console: Some(fifo),
+        tender_user: monitor.tender.as_ref().map(|u| u.name.clone()),
         argv: argv.clone(),
     })?;
     made.run_file = Some(run_file);
@@ -204,6 +220,25 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
         resources: Resources::default(),
         drain,
     })
+}
+
+/// Lets the tender user reach what its run needs (host::privilege): the run
+/// directory, the image copy read-only, the block device files while attached.
+fn lend(
+    user: &TenderUser,
+    dir: &Path,
+    image: &Path,
+    blocks: &[Attachment],
+    made: &mut Resources,
+) -> Result<(), LaunchError> {
+    user.may_search(dir)?;
+    user.hand_over(image, 0o400)?;
+    for block in blocks {
+        // Booked first: a hand-over that fails half-way is given back too.
+        made.lent.push(block.path.clone());
+        user.hand_over(&block.path, 0o600)?;
+    }
+    Ok(())
 }
 
 /// Takes up a run that a previous daemon started and that is still going: its
@@ -239,6 +274,8 @@ pub struct MonitorSettings {
     pub program: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL when a unikernel is destroyed.
     pub grace: std::time::Duration,
+    /// Who the tender runs as; None: as the daemon.
+    pub tender: Option<TenderUser>,
 }
 
 /// Reads the console until the tender is gone; a read error ends the run's

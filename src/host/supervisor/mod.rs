@@ -34,6 +34,7 @@ use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
 use crate::host::monitor;
 use crate::host::paths::Dirs;
+use crate::host::privilege::TenderUser;
 use crate::host::tender::ProbeCache;
 use crate::host::{policy, stats};
 use rules::{HostFacts, Resolved};
@@ -61,6 +62,8 @@ pub struct Settings {
     pub monitor: Option<PathBuf>,
     pub backoff: Backoff,
     pub console: ConsoleLimits,
+    /// Who tenders run as; None: as the daemon (host::privilege::choose).
+    pub tender: Option<TenderUser>,
 }
 
 impl Settings {
@@ -72,6 +75,7 @@ impl Settings {
             monitor: None,
             backoff: Backoff::default(),
             console: ConsoleLimits::default(),
+            tender: None,
         }
     }
 }
@@ -702,6 +706,7 @@ impl Inner {
         launch::MonitorSettings {
             program: self.settings.monitor.clone(),
             grace: self.settings.grace,
+            tender: self.settings.tender.clone(),
         }
     }
 
