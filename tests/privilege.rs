@@ -143,3 +143,33 @@ fn a_root_daemon_without_the_tender_user_refuses_to_start_and_says_how_to_make_i
     assert!(err.contains("--tender-user root"), "{err}");
     assert!(!host.socket().exists(), "it listened before refusing");
 }
+
+/// A block file lent to a tender goes back to root when its run ends, also
+/// when the daemon that ends it is not the one that started it.
+#[test]
+fn a_re_adopted_run_gives_its_block_file_back_to_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only a root daemon drops privileges");
+        return;
+    }
+    let mut host = Host::with_tenders(Tenders::install_for_anyone(&["solo5-hvt", "solo5-spt"]));
+    host.start(&["--tender-user", "nobody"]);
+    host.device_holding("disk", 1, b"");
+    let image = images::one_block(Target::Hvt).path();
+    host.ok(&[
+        "create",
+        "guest",
+        image.to_str().unwrap(),
+        "--block",
+        "storage:disk",
+        "--",
+        "sleep-forever",
+    ]);
+    let disk = host.block_file("disk");
+    assert_eq!(owner_and_mode(&disk), (NOBODY, 0o600), "while attached");
+    host.signal_daemon(nix::sys::signal::Signal::SIGKILL);
+    host.start(&["--tender-user", "nobody"]);
+    assert_eq!(host.state_of("guest"), "running");
+    host.ok(&["destroy", "guest"]);
+    assert_eq!(owner_and_mode(&disk), (0, 0o600), "given back to root");
+}

@@ -49,16 +49,16 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// What a run of an earlier daemon left in `dir` and its taps, for the end
-    /// of an adopted or finished run.
-    pub fn left_by(dir: &Path, taps: &[TapInfo]) -> Resources {
+    /// What a run of an earlier daemon left in `dir`, its taps and the block
+    /// files it was lent, for the end of an adopted or finished run.
+    pub fn left_by(dir: &Path, taps: &[TapInfo], lent: Vec<PathBuf>) -> Resources {
         Resources {
             dir: Some(dir.to_owned()),
             image: Some(dir.join("image")),
             fifo: Some(dir.join("console")),
             run_file: Some(dir.join(RUN_FILE)),
             taps: taps.iter().map(|t| t.tap.clone()).collect(),
-            lent: Vec::new(),
+            lent,
         }
     }
 
@@ -248,6 +248,7 @@ pub fn adopt(
     runtime: &Path,
     monitored: monitor::Monitored,
     taps: &[TapInfo],
+    lent: Vec<PathBuf>,
     console: &Console,
 ) -> Result<Launched, LaunchError> {
     let dir = run_dir(runtime, name);
@@ -259,7 +260,7 @@ pub fn adopt(
         monitored,
         argv: Vec::new(),
         taps: taps.to_vec(),
-        resources: Resources::left_by(&dir, taps),
+        resources: Resources::left_by(&dir, taps, lent),
         drain,
     })
 }

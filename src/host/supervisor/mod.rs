@@ -287,6 +287,10 @@ impl Supervisor {
         } else {
             saved.state
         };
+        let lent = match saved.run {
+            Some(_) => self.inner.lent_blocks(&saved.config),
+            None => Vec::new(),
+        };
         let mut unit = Unit::new(saved.config, stored, state, lifecycle, self.new_console());
         unit.restarts = saved.restarts;
         unit.failures = saved.failures;
@@ -310,8 +314,14 @@ impl Supervisor {
                 .map_err(LaunchError::from)?;
             match adoption {
                 monitor::Adoption::Running(monitored) => {
-                    let launched =
-                        launch::adopt(name.as_str(), runtime, monitored, &run.taps, &console)?;
+                    let launched = launch::adopt(
+                        name.as_str(),
+                        runtime,
+                        monitored,
+                        &run.taps,
+                        lent,
+                        &console,
+                    )?;
                     console.mark(&format!("re-adopted by a new daemon, pid {}", launched.pid));
                     let mut units = self.inner.lock();
                     if let Some(unit) = units.get_mut(&name) {
@@ -320,14 +330,14 @@ impl Supervisor {
                     return Ok(());
                 }
                 monitor::Adoption::Ended(monitor::Outcome::Exited { status, at_ms }) => {
-                    launch::Resources::left_by(&dir, &run.taps).release();
+                    launch::Resources::left_by(&dir, &run.taps, lent).release();
                     let ran = Duration::from_millis(at_ms.saturating_sub(run.since_ms));
                     self.inner.ended(&name, status, ran);
                     return Ok(());
                 }
                 // Nothing of it is left (a reboot): start it afresh.
                 monitor::Adoption::Ended(monitor::Outcome::Unknown { .. }) => {
-                    launch::Resources::left_by(&dir, &run.taps).release();
+                    launch::Resources::left_by(&dir, &run.taps, lent).release();
                 }
             }
         }
@@ -700,6 +710,24 @@ impl Inner {
             let _ = ended.wait_for(|done| *done).await;
         }
         Ok(())
+    }
+
+    /// The block files a run of `config` was handed as its tender user, to be
+    /// given back when that run ends (host::privilege); none without one.
+    fn lent_blocks(&self, config: &UnikernelConfig) -> Vec<PathBuf> {
+        if self.settings.tender.is_none() {
+            return Vec::new();
+        }
+        match rules::resolve(&self.blocks, config) {
+            Ok(found) => found.into_values().map(|file| file.path).collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot find its block devices to take back: {e}",
+                    config.name
+                );
+                Vec::new()
+            }
+        }
     }
 
     fn monitor_settings(&self) -> launch::MonitorSettings {
