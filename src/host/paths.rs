@@ -124,6 +124,19 @@ mod tests {
         assert_eq!(dirs.tighten().unwrap(), Vec::<PathBuf>::new());
     }
 
+    /// Search without read is how tender users reach their files (host::privilege).
+    #[test]
+    fn search_only_directories_are_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::resolve(Some(tmp.path().into()), Some(tmp.path().into())).unwrap();
+        let block = tmp.path().join("block");
+        std::fs::create_dir(&block).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o701)).unwrap();
+        std::fs::set_permissions(&block, std::fs::Permissions::from_mode(0o710)).unwrap();
+        assert_eq!(dirs.tighten().unwrap(), Vec::<PathBuf>::new());
+        assert_eq!((mode(tmp.path()), mode(&block)), (0o701, 0o710));
+    }
+
     #[test]
     fn explicit_directories_win() {
         let dirs = Dirs::resolve(Some("/tmp/d".into()), Some("/tmp/r".into())).unwrap();
