@@ -18,8 +18,8 @@
 //! 4. answers `ready` (or `error REASON`) on stdout and lets go of its standard
 //!    streams, which lead to the daemon;
 //! 5. waits for signals: SIGTERM (the daemon's destroy) goes on to the tender,
-//!    and SIGKILL follows after the grace period; when the tender ends, the
-//!    monitor reaps it, adds how it ended to FILE and exits.
+//!    and SIGKILL to its process group follows after the grace period; when
+//!    the tender ends, the monitor reaps it, adds how it ended to FILE and exits.
 //!
 //! Only the monitor signals the tender: it is its parent and reaps it, so the
 //! pid names the tender whenever a signal is sent. The daemon signals only the
@@ -1005,8 +1005,12 @@ fn supervise(
             }
             Some(_) => {}
             None => {
+                // Its whole process group, so that nothing it started lives on
+                // unsupervised. Not reaped yet, so the group is still its own.
                 // An error means it has just exited; its SIGCHLD is queued.
-                let _ = tender.kill();
+                if let Ok(pid) = i32::try_from(tender.id()) {
+                    let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
                 kill_at = None;
             }
         }
