@@ -83,7 +83,7 @@ async fn bench() {
     }
     let after = (open_fds(), support::netns::interfaces(), rss_kb());
 
-    let tap = net::create_tap("br0", &mut |_| Ok(())).unwrap();
+    let tap = net::create_tap("br0", None, &mut |_| Ok(())).unwrap();
     let block = data.path().join("block/disk");
     let mut direct = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {

@@ -80,6 +80,7 @@ fn spec(status: PathBuf, argv: Vec<String>, console: Option<PathBuf>) -> Spec {
         status,
         grace: Duration::from_millis(300),
         console,
+        tender_user: None,
         argv,
     }
 }
@@ -282,6 +283,36 @@ async fn a_monitor_starts_no_tender_in_a_run_directory_someone_holds() {
         rundir::claim(f.dir.path()).unwrap(),
         rundir::Claim::Free(_)
     ));
+}
+
+/// SIGKILL after the grace period goes to the tender's whole process group, so
+/// nothing it started outlives it unsupervised.
+#[tokio::test]
+async fn what_a_tender_started_is_killed_with_it() {
+    let f = Fixture::new();
+    let child_pid = f.dir.path().join("child.pid");
+    // Deaf to SIGTERM, with a child that is too.
+    let script = format!(
+        "trap '' TERM; sleep 600 & echo $! > {}; wait",
+        child_pid.display()
+    );
+    let argv = vec!["sh".into(), "-c".into(), script];
+    let mut run = monitor::spawn(&f.spec(argv, None)).unwrap();
+    wait_until("the tender started its child", || {
+        fs::read_to_string(&child_pid).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let child: u32 = fs::read_to_string(&child_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let child = ProcessRef::of(child).unwrap();
+    run.stop().unwrap();
+    assert_eq!(
+        exited(within(run.wait()).await.unwrap()),
+        ExitStatus::Signal(9)
+    );
+    wait_until("the tender's child is gone", || !child.is_running());
 }
 
 /// The monitor's blocked signals must not reach the tender (or SIGTERM would

@@ -19,8 +19,8 @@
 //! stderr, as a tender does on any tender-side error, unless: KERNEL is a plain
 //! (not zlib) Solo5 image for its target and ABI version; the `--net:` and
 //! `--block:` options name exactly the manifest's devices, each once and with the
-//! right kind; each tap exists and is up; each block file's size is a multiple of
-//! its sector size (a power of two >= 512, default 512); hvt gets at most 4096 MB;
+//! right kind; each tap exists and is up; each block file opens for reading and
+//! writing and its size is a multiple of its sector size (a power of two >= 512, default 512); hvt gets at most 4096 MB;
 //! and the guest script below parses.
 //!
 //! Then it writes to stdout (the guest console) a banner, `fulmar-test-tender:
@@ -362,7 +362,12 @@ fn check_block(path: &Path, sector: u64) -> Result<(), String> {
     if sector < 512 || !sector.is_power_of_two() {
         return Err(format!("sector size {sector} is not a power of two >= 512"));
     }
-    let len = std::fs::metadata(path)
+    // Opened as a tender opens it, so a file its user may not write fails here.
+    let len = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .and_then(|f| f.metadata())
         .map_err(|e| format!("block {}: {e}", path.display()))?
         .len();
     if len % sector != 0 {

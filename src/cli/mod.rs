@@ -99,6 +99,11 @@ pub enum Command {
         /// running for the next daemon to re-adopt, e.g. across upgrades)
         #[arg(long)]
         stop_on_exit: bool,
+        /// Run each tender as USER: its uid, gid and groups, no capabilities
+        /// [default for root: fulmar-tender; `root` keeps tenders as root;
+        /// a daemon that is not root runs them as itself]
+        #[arg(long, env = "FULMAR_TENDER_USER", value_name = "USER")]
+        tender_user: Option<String>,
         /// Detach from the terminal's session (how clients start a daemon)
         #[arg(long, hide = true)]
         background: bool,
@@ -178,6 +183,9 @@ pub enum Command {
         /// The run directory, open as this descriptor
         #[arg(long, value_name = "FD")]
         run_dir_fd: Option<i32>,
+        /// The user the tender runs as, without capabilities
+        #[arg(long, value_name = "USER")]
+        tender_user: Option<String>,
         /// The tender's command line
         #[arg(last = true, required = true, value_name = "ARGV")]
         argv: Vec<String>,
@@ -289,6 +297,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         grace_ms,
         console,
         run_dir_fd,
+        tender_user,
         argv,
     }) = args.command
     {
@@ -297,6 +306,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             grace: Duration::from_millis(grace_ms),
             console,
             run_dir_fd,
+            tender_user,
             argv,
         })?);
     }
@@ -325,6 +335,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
         Some(Command::Daemon {
             ref group,
             stop_on_exit,
+            ref tender_user,
             background,
             ref limits,
         }) => {
@@ -332,6 +343,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
                 &args,
                 group.clone(),
                 stop_on_exit,
+                tender_user.clone(),
                 background,
                 limits.limits(),
             )
@@ -389,6 +401,7 @@ async fn daemon(
     args: &Args,
     group: Option<String>,
     stop_on_exit: bool,
+    tender_user: Option<String>,
     background: bool,
     limits: fulmar::host::daemon::Limits,
 ) -> Result<(), CliError> {
@@ -405,6 +418,7 @@ async fn daemon(
         socket,
         group,
         stop_on_exit,
+        tender_user,
         limits,
     })
     .await?;

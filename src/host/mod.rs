@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod net;
 pub mod paths;
 pub mod policy;
+pub mod privilege;
 pub mod rundir;
 pub mod state;
 pub mod stats;

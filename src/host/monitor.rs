@@ -18,8 +18,8 @@
 //! 4. answers `ready` (or `error REASON`) on stdout and lets go of its standard
 //!    streams, which lead to the daemon;
 //! 5. waits for signals: SIGTERM (the daemon's destroy) goes on to the tender,
-//!    and SIGKILL follows after the grace period; when the tender ends, the
-//!    monitor reaps it, adds how it ended to FILE and exits.
+//!    and SIGKILL to its process group follows after the grace period; when
+//!    the tender ends, the monitor reaps it, adds how it ended to FILE and exits.
 //!
 //! Only the monitor signals the tender: it is its parent and reaps it, so the
 //! pid names the tender whenever a signal is sent. The daemon signals only the
@@ -61,6 +61,7 @@
 
 use crate::api::unikernel::ExitStatus;
 use crate::host::console::{self, ConsoleError};
+use crate::host::privilege::{self, TenderUser};
 use crate::host::rundir;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -212,6 +213,8 @@ pub struct Spec {
     pub grace: Duration,
     /// The console FIFO; it must exist. Without one the tender writes to `/dev/null`.
     pub console: Option<PathBuf>,
+    /// The user the tender runs as (host::privilege); None: the monitor's own.
+    pub tender_user: Option<String>,
     /// The tender's command line; `argv[0]` is looked up on PATH.
     pub argv: Vec<String>,
 }
@@ -426,6 +429,9 @@ fn command(program: &Path, spec: &Spec, dir: &File) -> Command {
         cmd.arg("--console").arg(console);
     }
     hand_over(&mut cmd, dir);
+    if let Some(user) = &spec.tender_user {
+        cmd.arg("--tender-user").arg(user);
+    }
     cmd.arg("--")
         .args(&spec.argv)
         .stdin(Stdio::null())
@@ -772,6 +778,7 @@ pub struct Options {
     pub console: Option<PathBuf>,
     /// The run directory, open as this descriptor (Linux; see `host::rundir`).
     pub run_dir_fd: Option<i32>,
+    pub tender_user: Option<String>,
     pub argv: Vec<String>,
 }
 
@@ -888,16 +895,29 @@ fn start(opts: &Options) -> Result<Started, MonitorError> {
             reason: "the monitor was given nothing to run".into(),
         });
     };
+    // Looked up here: the forked child may not allocate or read files.
+    let user = opts
+        .tender_user
+        .as_deref()
+        .map(TenderUser::lookup)
+        .transpose()
+        .map_err(|e| MonitorError::Start {
+            reason: e.to_string(),
+        })?;
     let (stdout, stderr, keep_alive) = console_streams(run_dir.console.as_deref())?;
     let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: the hook runs in the forked child before exec and only calls
-    // sigprocmask, which is async-signal-safe and allocates nothing.
-    unsafe { command.pre_exec(unblock_signals) };
+        .stderr(stderr)
+        // A group of its own, so that whatever it forks can be killed with it.
+        .process_group(0);
+    // SAFETY: the hook runs in the forked child before exec and only makes
+    // system calls (sigprocmask, setgroups, setresgid, setresuid, prctl), which
+    // are async-signal-safe; `user` was resolved before the fork, so nothing
+    // is allocated or looked up.
+    unsafe { command.pre_exec(move || drop_privileges(user.as_ref())) };
     let mut tender = command
         .spawn()
         .map_err(process_err(format!("start {program}")))?;
@@ -983,6 +1003,16 @@ fn take_signals() -> Result<SigSet, MonitorError> {
             .map_err(|e| process_err(format!("reset {sig}"))(e.into()))?;
     }
     Ok(set)
+}
+
+/// What the tender runs with: no signal blocked, the tender user's ids
+/// (where one is given) and no way to gain privileges by exec.
+fn drop_privileges(user: Option<&TenderUser>) -> io::Result<()> {
+    unblock_signals()?;
+    if let Some(user) = user {
+        user.become_it()?;
+    }
+    privilege::no_new_privileges()
 }
 
 /// The tender starts with no signal blocked. std does not promise that (the
@@ -1071,8 +1101,12 @@ fn supervise(
             }
             Some(_) => {}
             None => {
+                // Its whole process group, so that nothing it started lives on
+                // unsupervised. Not reaped yet, so the group is still its own.
                 // An error means it has just exited; its SIGCHLD is queued.
-                let _ = tender.kill();
+                if let Ok(pid) = i32::try_from(tender.id()) {
+                    let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
                 kill_at = None;
             }
         }

@@ -102,8 +102,9 @@ pub fn bridges() -> Result<Vec<String>, NetError> {
 }
 
 /// Creates a tap, brings it up and attaches it to `bridge`. Either all of that
-/// happens or nothing is left behind; `record` hears the name first.
-pub fn create_tap(bridge: &str, record: Record) -> Result<Tap, NetError> {
+/// happens or nothing is left behind; `record` hears the name first, and the
+/// tap is made for `owner` to open without privileges (the tender's uid).
+pub fn create_tap(bridge: &str, owner: Option<u32>, record: Record) -> Result<Tap, NetError> {
     let available = bridges()?;
     if !available.iter().any(|b| b == bridge) {
         return Err(NetError::NoBridge {
@@ -111,13 +112,13 @@ pub fn create_tap(bridge: &str, record: Record) -> Result<Tap, NetError> {
             available,
         });
     }
-    attach_new_tap(bridge, record)
+    attach_new_tap(bridge, owner, record)
 }
 
 /// The part of [`create_tap`] after the bridge check; separate so tests can make
 /// the attach step fail.
-fn attach_new_tap(bridge: &str, record: Record) -> Result<Tap, NetError> {
-    let name = os::new_tap(record)?;
+fn attach_new_tap(bridge: &str, owner: Option<u32>, record: Record) -> Result<Tap, NetError> {
+    let name = os::new_tap(owner, record)?;
     if let Err(error) = os::attach(&name, bridge) {
         if let Err(undo) = os::destroy(&name) {
             tracing::warn!(tap = %name, %undo, "could not delete the tap of a failed attach");
@@ -269,7 +270,9 @@ mod linux {
         format!("{PREFIX}{n}")
     }
 
-    pub(super) fn new_tap(record: Record) -> Result<String, NetError> {
+    /// `owner`: the uid that may open the tap without privileges (the tender's).
+    pub(super) fn new_tap(owner: Option<u32>, record: Record) -> Result<String, NetError> {
+        let owner = owner.map(|uid| uid.to_string());
         // The guard protects no data, so a panic elsewhere leaves nothing to repair.
         let _naming = NAMING
             .lock()
@@ -280,7 +283,11 @@ mod linux {
                 tap: name.clone(),
                 why,
             })?;
-            match run("ip", &["tuntap", "add", "dev", &name, "mode", "tap"]) {
+            let mut args = vec!["tuntap", "add", "dev", &name, "mode", "tap"];
+            if let Some(uid) = &owner {
+                args.extend(["user", uid]);
+            }
+            match run("ip", &args) {
                 Ok(_) => return Ok(name),
                 // Another program (a second fulmar, albatross) took the name
                 // after we looked: look again.
@@ -340,8 +347,10 @@ mod freebsd {
     }
 
     /// The kernel picks the name and prints it, so there is nothing to race
-    /// for, and the name can only be recorded once the tap exists.
-    pub(super) fn new_tap(record: Record) -> Result<String, NetError> {
+    /// for, and the name can only be recorded once the tap exists. devfs, not
+    /// the interface, decides who may open `/dev/tapN`: the operator's
+    /// devfs.rules give it to the tender user (docs/operations.md).
+    pub(super) fn new_tap(_owner: Option<u32>, record: Record) -> Result<String, NetError> {
         let name = run("ifconfig", &["tap", "create"])?.trim().to_owned();
         if name.is_empty() {
             return Err(NetError::Failed {
@@ -456,8 +465,8 @@ mod tests {
     fn creates_taps_with_the_smallest_free_name() {
         netns::run(|| {
             bridge("br0");
-            let first = create_tap("br0", &mut unrecorded).unwrap();
-            let second = create_tap("br0", &mut unrecorded).unwrap();
+            let first = create_tap("br0", None, &mut unrecorded).unwrap();
+            let second = create_tap("br0", None, &mut unrecorded).unwrap();
             assert_eq!(
                 (first.name.as_str(), second.name.as_str()),
                 ("vmmtap0", "vmmtap1")
@@ -470,8 +479,14 @@ mod tests {
             }
             delete_tap("vmmtap0").unwrap();
             assert!(!tap_exists("vmmtap0").unwrap());
-            assert_eq!(create_tap("br0", &mut unrecorded).unwrap().name, "vmmtap0");
-            assert_eq!(create_tap("br0", &mut unrecorded).unwrap().name, "vmmtap2");
+            assert_eq!(
+                create_tap("br0", None, &mut unrecorded).unwrap().name,
+                "vmmtap0"
+            );
+            assert_eq!(
+                create_tap("br0", None, &mut unrecorded).unwrap().name,
+                "vmmtap2"
+            );
         });
     }
 
@@ -488,9 +503,9 @@ mod tests {
                 seen.push(name.to_owned());
                 Ok(())
             };
-            let tap = create_tap("br0", &mut record).unwrap();
+            let tap = create_tap("br0", None, &mut record).unwrap();
             assert_eq!(seen, std::slice::from_ref(&tap.name));
-            let refused = create_tap("br0", &mut |_| Err("disk full".into()));
+            let refused = create_tap("br0", None, &mut |_| Err("disk full".into()));
             assert!(
                 matches!(refused, Err(NetError::Record { .. })),
                 "{refused:?}"
@@ -507,7 +522,7 @@ mod tests {
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
             for bridge in ["br9", "veth0"] {
-                match create_tap(bridge, &mut unrecorded) {
+                match create_tap(bridge, None, &mut unrecorded) {
                     Err(NetError::NoBridge {
                         bridge: b,
                         available,
@@ -530,7 +545,7 @@ mod tests {
                 "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
             ]);
             for bridge in ["veth0", "gone"] {
-                match attach_new_tap(bridge, &mut unrecorded) {
+                match attach_new_tap(bridge, None, &mut unrecorded) {
                     Err(NetError::Failed { command, .. }) => {
                         assert!(command.contains(bridge), "{command}")
                     }
@@ -555,7 +570,7 @@ mod tests {
                 assert!(!tap_exists(other).unwrap());
             }
             assert_eq!(bridges().unwrap(), ["br0"]);
-            let tap = create_tap("br0", &mut unrecorded).unwrap();
+            let tap = create_tap("br0", None, &mut unrecorded).unwrap();
             delete_tap(&tap.name).unwrap();
             assert!(sysfs(&tap.name, "flags").is_none());
             delete_tap(&tap.name).unwrap();
@@ -568,7 +583,9 @@ mod tests {
         netns::run(|| {
             bridge("br0");
             let threads: Vec<_> = (0..THREADS)
-                .map(|_| std::thread::spawn(|| create_tap("br0", &mut unrecorded).unwrap().name))
+                .map(|_| {
+                    std::thread::spawn(|| create_tap("br0", None, &mut unrecorded).unwrap().name)
+                })
                 .collect();
             let names: BTreeSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             let expected: BTreeSet<String> = (0..THREADS).map(|n| format!("vmmtap{n}")).collect();

@@ -58,7 +58,7 @@ impl Dirs {
     }
 
     /// Makes the data directory and those the daemon keeps in it 0700 where
-    /// they exist and are looser; returns those it changed, for the log.
+    /// others may read or write them; returns those it changed, for the log.
     pub fn tighten(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut changed = Vec::new();
         let dirs = std::iter::once(self.data.clone())
@@ -67,7 +67,9 @@ impl Dirs {
             let Ok(meta) = std::fs::symlink_metadata(&dir) else {
                 continue;
             };
-            if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+            // Search without read lists nothing: it is how tenders reach their
+            // files (host::privilege).
+            if meta.is_dir() && meta.permissions().mode() & 0o066 != 0 {
                 private_dir(&dir)?;
                 changed.push(dir);
             }
@@ -120,6 +122,19 @@ mod tests {
         assert_eq!(mode(tmp.path()), 0o700);
         assert_eq!(mode(&images), 0o700);
         assert_eq!(dirs.tighten().unwrap(), Vec::<PathBuf>::new());
+    }
+
+    /// Search without read is how tender users reach their files (host::privilege).
+    #[test]
+    fn search_only_directories_are_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs::resolve(Some(tmp.path().into()), Some(tmp.path().into())).unwrap();
+        let block = tmp.path().join("block");
+        std::fs::create_dir(&block).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o701)).unwrap();
+        std::fs::set_permissions(&block, std::fs::Permissions::from_mode(0o710)).unwrap();
+        assert_eq!(dirs.tighten().unwrap(), Vec::<PathBuf>::new());
+        assert_eq!((mode(tmp.path()), mode(&block)), (0o701, 0o710));
     }
 
     #[test]

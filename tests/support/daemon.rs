@@ -29,10 +29,14 @@ pub struct Host {
 
 impl Host {
     pub fn new() -> Host {
+        Host::with_tenders(Tenders::install(&["solo5-hvt", "solo5-spt"]))
+    }
+
+    pub fn with_tenders(tenders: Tenders) -> Host {
         Host {
             data: tempfile::tempdir().unwrap(),
             runtime: tempfile::tempdir().unwrap(),
-            tenders: Tenders::install(&["solo5-hvt", "solo5-spt"]),
+            tenders,
             daemon: None,
         }
     }
@@ -259,6 +263,11 @@ impl Cli {
             .env("PATH", &self.path)
             .env_remove("FULMAR_LOG")
             .stdin(Stdio::null());
+        // As root (CI) no fulmar-tender user need exist: tenders stay root
+        // unless a test passes --tender-user, which wins over this.
+        if nix::unistd::geteuid().is_root() {
+            c.env("FULMAR_TENDER_USER", "root");
+        }
         c
     }
 

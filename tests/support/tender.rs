@@ -3,6 +3,7 @@
 //! as a data directory.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
@@ -28,6 +29,20 @@ impl Tenders {
     pub fn install(names: &[&str]) -> Tenders {
         let dir = tempfile::tempdir().unwrap();
         install_into(dir.path(), names);
+        Tenders { dir }
+    }
+
+    /// Copies of the test tender that any user may run: a directory and files
+    /// 0755 away from the build tree, which may sit in a 0700 home.
+    pub fn install_for_anyone(names: &[&str]) -> Tenders {
+        let dir = tempfile::tempdir().unwrap();
+        let anyone = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), anyone.clone()).unwrap();
+        for name in names {
+            let copy = dir.path().join(name);
+            std::fs::copy(binary(), &copy).unwrap();
+            std::fs::set_permissions(&copy, anyone.clone()).unwrap();
+        }
         Tenders { dir }
     }
 

@@ -8,7 +8,8 @@ pub mod gate;
 pub mod listen;
 pub mod session;
 
-use crate::host::paths::Dirs;
+use crate::host::paths::{self, Dirs};
+use crate::host::privilege::{self, PrivilegeError, TenderUser};
 use crate::host::state::{StateError, StateFile, StateWriter};
 use crate::host::supervisor::{Saved, Settings, Supervisor};
 use access::Access;
@@ -32,6 +33,8 @@ pub struct Options {
     /// Stop every unikernel when the daemon stops, as albatross does; by
     /// default they keep running and the next daemon re-adopts them.
     pub stop_on_exit: bool,
+    /// `--tender-user`: see [`privilege::choose`].
+    pub tender_user: Option<String>,
     pub limits: Limits,
 }
 
@@ -67,6 +70,8 @@ pub enum DaemonError {
         connections: usize,
         needed: u64,
     },
+    #[error("{0}")]
+    Privilege(#[from] PrivilegeError),
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -114,6 +119,7 @@ fn fit_file_limit(caps: gate::Caps) -> Result<(), DaemonError> {
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     fit_file_limit(opts.limits.connections)?;
     let loaded = StateFile::<Saved>::new(&opts.dirs.data).load()?;
+    let tender = privilege::choose(opts.tender_user.as_deref())?;
     let group = opts
         .group
         .as_deref()
@@ -141,7 +147,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             .for_each(|d| tracing::warn!("{} was readable by others: made it 0700", d.display())),
         Err(e) => tracing::warn!("cannot make the data directories 0700: {e}"),
     }
-    let sup = Supervisor::new(Settings::new(opts.dirs.clone()));
+    if let Some(user) = &tender {
+        open_dirs_to(&opts.dirs, user)?;
+    }
+    let sup = Supervisor::new(Settings {
+        tender,
+        ..Settings::new(opts.dirs.clone())
+    });
     // Uploads a crash interrupted: their devices kept the old contents.
     let stale = sup.block_store().clean_stale();
     if stale > 0 {
@@ -183,6 +195,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Some(path) = bound {
         // Gone already is fine; it is only tidiness.
         let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// The tender user's way to its files (host::privilege): the top directories
+/// searchable by others, the daemon's own by the tender's group.
+fn open_dirs_to(dirs: &Dirs, user: &TenderUser) -> Result<(), DaemonError> {
+    for (top, own) in [(&dirs.data, "block"), (&dirs.runtime, "unikernels")] {
+        let own = top.join(own);
+        paths::private_dir(&own).map_err(|source| PrivilegeError::Grant {
+            path: own.clone(),
+            source,
+        })?;
+        privilege::open_to_search(top)?;
+        user.may_search(&own)?;
     }
     Ok(())
 }

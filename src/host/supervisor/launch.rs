@@ -6,7 +6,9 @@ use crate::host::console::{self, Console};
 use crate::host::durable;
 use crate::host::monitor;
 use crate::host::net;
+use crate::host::privilege::{self, TenderUser};
 use crate::host::rundir;
+use serde::{Deserialize, Serialize};
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -31,6 +33,10 @@ pub enum LaunchError {
         "a run of {name} is still going under its monitor, so a second one would share its disks and MAC: restart the daemon, which re-adopts or stops it"
     )]
     StillRunning { name: String },
+    #[error("{0}")]
+    Privilege(#[from] privilege::PrivilegeError),
+    #[error("cannot record what the run changes in {} ({why}): check the runtime directory's disk", path.display())]
+    Record { path: PathBuf, why: String },
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LaunchError {
@@ -46,20 +52,30 @@ pub struct Resources {
     image: Option<PathBuf>,
     fifo: Option<PathBuf>,
     run_file: Option<PathBuf>,
-    /// The record of the taps ([`TAPS_FILE`]), removed only after them.
-    taps_file: Option<PathBuf>,
+    /// The record of what the run changed ([`MADE_FILE`]), removed only
+    /// after what it names is undone.
+    record_file: Option<PathBuf>,
     taps: Vec<String>,
+    /// Block device files handed to the tender user, to be given back.
+    lent: Vec<PathBuf>,
 }
 
 impl Resources {
     /// What a run of an earlier daemon left in `dir`: the files, and every tap
-    /// it recorded or the state file names, for the end of an adopted,
-    /// finished or unwanted run.
-    pub fn left_by(dir: &Path, saved: &[TapInfo]) -> Resources {
-        let mut taps: Vec<String> = recorded_taps(dir).into_iter().map(|t| t.tap).collect();
-        for tap in saved {
+    /// and lent block file it recorded or the state names, for the end of an
+    /// adopted, finished or unwanted run.
+    pub fn left_by(dir: &Path, saved_taps: &[TapInfo], saved_lent: Vec<PathBuf>) -> Resources {
+        let recorded = recorded(dir);
+        let mut taps: Vec<String> = recorded.taps.into_iter().map(|t| t.tap).collect();
+        for tap in saved_taps {
             if !taps.contains(&tap.tap) {
                 taps.push(tap.tap.clone());
+            }
+        }
+        let mut lent = recorded.lent;
+        for file in saved_lent {
+            if !lent.contains(&file) {
+                lent.push(file);
             }
         }
         Resources {
@@ -67,14 +83,20 @@ impl Resources {
             image: Some(dir.join("image")),
             fifo: Some(dir.join("console")),
             run_file: Some(dir.join(RUN_FILE)),
-            taps_file: Some(dir.join(TAPS_FILE)),
+            record_file: Some(dir.join(MADE_FILE)),
             taps,
+            lent,
         }
     }
 
     /// Removes the taps, the files, the FIFO and the run directory. Clean-up
     /// goes on past a failure so that one stuck tap does not leak the rest.
     pub fn release(self) {
+        for file in &self.lent {
+            if let Err(e) = privilege::take_back(file) {
+                tracing::warn!("clean-up: {e}");
+            }
+        }
         for tap in &self.taps {
             if let Err(e) = net::delete_tap(tap) {
                 tracing::warn!("clean-up: {e}");
@@ -82,9 +104,9 @@ impl Resources {
         }
         // A crash between a durable write's temporary file and its rename
         // leaves the temporary file.
-        let records = [&self.run_file, &self.taps_file].into_iter().flatten();
+        let records = [&self.run_file, &self.record_file].into_iter().flatten();
         let temps: Vec<PathBuf> = records.map(|f| durable::temp_of(f)).collect();
-        let files = [&self.image, &self.run_file, &self.taps_file]
+        let files = [&self.image, &self.run_file, &self.record_file]
             .into_iter()
             .flatten();
         for file in files.chain(&temps) {
@@ -198,10 +220,14 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
     made.image = Some(image.clone());
     fs::set_permissions(&image, fs::Permissions::from_mode(0o600))
         .map_err(io_err("restrict", &image))?;
+    let record_file = dir.join(MADE_FILE);
+    made.record_file = Some(record_file.clone());
+    let mut record = Made::default();
+    if let Some(user) = &monitor.tender {
+        lend(user, dir, &image, blocks, &record_file, &mut record, made)?;
+    }
 
-    let taps_file = dir.join(TAPS_FILE);
-    made.taps_file = Some(taps_file.clone());
-    let mut taps: Vec<TapInfo> = Vec::with_capacity(config.nets.len());
+    let owner = monitor.tender.as_ref().map(|u| u.uid);
     for net in &config.nets {
         let info = |tap: &str| TapInfo {
             interface: net.interface.clone(),
@@ -211,15 +237,16 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
         };
         // Durable before the tap exists: a daemon killed at any moment
         // leaves a record of every tap its successor must reclaim.
-        let mut record = |tap: &str| {
-            let mut all = taps.clone();
-            all.push(info(tap));
-            record_taps(&taps_file, &all)
+        let mut note = |tap: &str| {
+            let mut next = record.clone();
+            next.taps.push(info(tap));
+            write_record(&record_file, &next)
         };
-        let tap = net::create_tap(&net.bridge, &mut record)?;
+        let tap = net::create_tap(&net.bridge, owner, &mut note)?;
         made.taps.push(tap.name.clone());
-        taps.push(info(&tap.name));
+        record.taps.push(info(&tap.name));
     }
+    let taps = record.taps;
 
     // The reader is open before the tender starts, so no early output is lost.
     let fifo = dir.join("console");
@@ -234,6 +261,7 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
         status: run_file.clone(),
         grace: monitor.grace,
         console: Some(fifo),
+        tender_user: monitor.tender.as_ref().map(|u| u.name.clone()),
         argv: argv.clone(),
     })?;
     made.run_file = Some(run_file);
@@ -251,6 +279,33 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
     })
 }
 
+/// Lets the tender user reach what its run needs (host::privilege): the run
+/// directory, the image copy read-only, the block device files while attached.
+fn lend(
+    user: &TenderUser,
+    dir: &Path,
+    image: &Path,
+    blocks: &[Attachment],
+    record_file: &Path,
+    record: &mut Made,
+    made: &mut Resources,
+) -> Result<(), LaunchError> {
+    user.may_search(dir)?;
+    user.hand_over(image, 0o400)?;
+    for block in blocks {
+        // Booked first, and durably: a hand-over that fails half-way, or
+        // that a killed daemon leaves, is given back too.
+        record.lent.push(block.path.clone());
+        write_record(record_file, record).map_err(|why| LaunchError::Record {
+            path: record_file.to_owned(),
+            why,
+        })?;
+        made.lent.push(block.path.clone());
+        user.hand_over(&block.path, 0o600)?;
+    }
+    Ok(())
+}
+
 /// Takes up a run that a previous daemon started and that is still going: its
 /// console again, and what it holds for the clean-up at its end.
 pub fn adopt(
@@ -258,10 +313,11 @@ pub fn adopt(
     runtime: &Path,
     monitored: monitor::Monitored,
     saved_taps: &[TapInfo],
+    lent: Vec<PathBuf>,
     console: &Console,
 ) -> Result<Launched, LaunchError> {
     let dir = run_dir(runtime, name);
-    let recorded = recorded_taps(&dir);
+    let recorded = recorded(&dir).taps;
     let taps = if recorded.is_empty() {
         saved_taps
     } else {
@@ -275,7 +331,7 @@ pub fn adopt(
         monitored,
         argv: Vec::new(),
         taps: taps.to_vec(),
-        resources: Resources::left_by(&dir, taps),
+        resources: Resources::left_by(&dir, saved_taps, lent),
         drain,
     })
 }
@@ -283,34 +339,39 @@ pub fn adopt(
 /// Where the monitor records a run, inside its run directory.
 pub const RUN_FILE: &str = "run.json";
 
-/// Where a run records its taps, each before it is made.
-pub const TAPS_FILE: &str = "taps.json";
+/// Where a run records what it changes on the host, each change before it
+/// is made.
+pub const MADE_FILE: &str = "made.json";
 
-fn record_taps(file: &Path, taps: &[TapInfo]) -> Result<(), String> {
-    let json = serde_json::to_vec(taps).map_err(|e| e.to_string())?;
+/// What a run changed on the host besides its directory: its taps, and the
+/// block device files handed to the tender user.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Made {
+    pub taps: Vec<TapInfo>,
+    #[serde(default)]
+    pub lent: Vec<PathBuf>,
+}
+
+fn write_record(file: &Path, made: &Made) -> Result<(), String> {
+    let json = serde_json::to_vec(made).map_err(|e| e.to_string())?;
     durable::replace(file, &json).map_err(|e| format!("{}: {e}", file.display()))
 }
 
-/// The taps a run in `dir` recorded; none if it recorded none (or a fulmar
-/// before the record made it; the state file names those).
-pub fn recorded_taps(dir: &Path) -> Vec<TapInfo> {
-    let file = dir.join(TAPS_FILE);
+/// What a run in `dir` recorded; nothing if it recorded nothing (or a fulmar
+/// before the record made it; the state file names its taps).
+pub fn recorded(dir: &Path) -> Made {
+    let file = dir.join(MADE_FILE);
+    let unreadable = |why: String| {
+        tracing::warn!(
+            "cannot read {} ({why}): what it names is not reclaimed",
+            file.display()
+        );
+        Made::default()
+    };
     match fs::read(&file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(
-                "{} is not a tap record ({e}): its taps are not reclaimed",
-                file.display()
-            );
-            Vec::new()
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            tracing::warn!(
-                "cannot read {} ({e}): its taps are not reclaimed",
-                file.display()
-            );
-            Vec::new()
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| unreadable(e.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Made::default(),
+        Err(e) => unreadable(e.to_string()),
     }
 }
 
@@ -321,6 +382,8 @@ pub struct MonitorSettings {
     pub program: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL when a unikernel is destroyed.
     pub grace: std::time::Duration,
+    /// Who the tender runs as; None: as the daemon.
+    pub tender: Option<TenderUser>,
 }
 
 /// Reads the console until the tender is gone; a read error ends the run's

@@ -36,6 +36,7 @@ use crate::host::console::{Console, ConsoleLimits};
 use crate::host::image::Image;
 use crate::host::monitor;
 use crate::host::paths::Dirs;
+use crate::host::privilege::TenderUser;
 use crate::host::rundir;
 use crate::host::tender::ProbeCache;
 use crate::host::{policy, stats};
@@ -64,6 +65,8 @@ pub struct Settings {
     pub monitor: Option<PathBuf>,
     pub backoff: Backoff,
     pub console: ConsoleLimits,
+    /// Who tenders run as; None: as the daemon (host::privilege::choose).
+    pub tender: Option<TenderUser>,
 }
 
 impl Settings {
@@ -75,6 +78,7 @@ impl Settings {
             monitor: None,
             backoff: Backoff::default(),
             console: ConsoleLimits::default(),
+            tender: None,
         }
     }
 }
@@ -309,7 +313,7 @@ impl Supervisor {
     /// Stops the run in `dir`, if one still goes, and removes what it made.
     async fn reclaim(&self, dir: &Path, saved_taps: &[TapInfo]) {
         let what = dir.display().to_string();
-        let (adoption, _held) = match self.look_into(dir).await {
+        let (adoption, _dir_lock) = match self.look_into(dir).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!("{what}: {e}; left in place");
@@ -327,7 +331,7 @@ impl Supervisor {
             }
         }
         tracing::info!("{what}: reclaimed a run nothing should have");
-        launch::Resources::left_by(dir, saved_taps).release();
+        launch::Resources::left_by(dir, saved_taps, Vec::new()).release();
     }
 
     /// What a run directory left by an earlier daemon holds. When no monitor
@@ -377,6 +381,10 @@ impl Supervisor {
         } else {
             saved.state
         };
+        let lent = match saved.run {
+            Some(_) => self.inner.lent_blocks(&saved.config),
+            None => Vec::new(),
+        };
         let mut unit = Unit::new(saved.config, stored, state, lifecycle, self.new_console());
         unit.restarts = saved.restarts;
         unit.failures = saved.failures;
@@ -403,11 +411,17 @@ impl Supervisor {
                 .map(|r| r.taps.clone())
                 .unwrap_or_default();
             let since_ms = saved.run.as_ref().map_or_else(now_ms, |r| r.since_ms);
-            let (adoption, held) = self.look_into(&dir).await?;
+            let (adoption, dir_lock) = self.look_into(&dir).await?;
             match adoption {
                 monitor::Adoption::Running(monitored) => {
-                    let launched =
-                        launch::adopt(name.as_str(), runtime, monitored, &saved_taps, &console)?;
+                    let launched = launch::adopt(
+                        name.as_str(),
+                        runtime,
+                        monitored,
+                        &saved_taps,
+                        lent,
+                        &console,
+                    )?;
                     console.mark(&format!("re-adopted by a new daemon, pid {}", launched.pid));
                     let mut units = self.inner.lock();
                     if let Some(unit) = units.get_mut(&name) {
@@ -416,7 +430,7 @@ impl Supervisor {
                     return Ok(());
                 }
                 monitor::Adoption::Ended(monitor::Outcome::Exited { status, at_ms }) => {
-                    launch::Resources::left_by(&dir, &saved_taps).release();
+                    launch::Resources::left_by(&dir, &saved_taps, lent).release();
                     let ran = Duration::from_millis(at_ms.saturating_sub(since_ms));
                     self.inner.ended(&name, status, ran);
                     return Ok(());
@@ -424,9 +438,9 @@ impl Supervisor {
                 // Nothing of it is left (a reboot, a start that never got
                 // its tender going): start it afresh.
                 monitor::Adoption::Ended(monitor::Outcome::Unknown { .. }) => {
-                    launch::Resources::left_by(&dir, &saved_taps).release();
+                    launch::Resources::left_by(&dir, &saved_taps, lent).release();
                     // Before the new run claims a directory of the same name.
-                    drop(held);
+                    drop(dir_lock);
                 }
             }
         }
@@ -805,10 +819,29 @@ impl Inner {
         Ok(())
     }
 
+    /// The block files a run of `config` was handed as its tender user, to be
+    /// given back when that run ends (host::privilege); none without one.
+    fn lent_blocks(&self, config: &UnikernelConfig) -> Vec<PathBuf> {
+        if self.settings.tender.is_none() {
+            return Vec::new();
+        }
+        match rules::resolve(&self.blocks, config) {
+            Ok(found) => found.into_values().map(|file| file.path).collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot find its block devices to take back: {e}",
+                    config.name
+                );
+                Vec::new()
+            }
+        }
+    }
+
     fn monitor_settings(&self) -> launch::MonitorSettings {
         launch::MonitorSettings {
             program: self.settings.monitor.clone(),
             grace: self.settings.grace,
+            tender: self.settings.tender.clone(),
         }
     }
 
