@@ -3,7 +3,7 @@
 
 mod support;
 
-use fulmar::api::image::Target;
+use fulmar::api::image::{DeviceKind, Target};
 use nix::sys::signal::Signal;
 use support::daemon::{Host, eventually};
 use support::images::Spec;
@@ -739,4 +739,77 @@ fn a_new_daemon_removes_unfinished_images_a_killed_one_left() {
     names.retain(|n| n.starts_with('.'));
     assert_eq!(names, Vec::<String>::new());
     assert_eq!(host.state_of("web"), "running");
+}
+
+/// Makes every stored image look sent an hour ago, past the grace in which
+/// an image nothing uses yet is kept for the create that will name it.
+fn age_stored_images(host: &Host) {
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in std::fs::read_dir(host.data.path().join("images")).unwrap() {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        file.set_modified(hour_ago).unwrap();
+    }
+}
+
+#[test]
+fn remove_deletes_the_image_nothing_else_uses_and_says_how_much() {
+    let mut host = Host::new();
+    host.start(&[]);
+    let shared = image();
+    let own = Spec::new(Target::Spt, &[]).path().display().to_string();
+    let late = Spec::new(Target::Hvt, &[("storage", DeviceKind::Block)]);
+    let late = late.path().display().to_string();
+    host.ok(&["block", "create", "disk", "1"]);
+    let create = |name: &str, image: &str| {
+        let mut args = vec!["create", name, image, "--restart", "never"];
+        if image == late {
+            args.extend(["--block", "storage:disk"]);
+        }
+        args.extend(["--", "sleep-forever"]);
+        host.ok(&args);
+        host.ok(&["destroy", name]);
+    };
+    for (name, image) in [
+        ("web", &shared),
+        ("db", &shared),
+        ("api", &own),
+        ("tmp", &late),
+    ] {
+        create(name, image);
+    }
+    let digest = |name: &str| {
+        let row = host.list().into_iter().find(|u| u["name"] == name).unwrap();
+        host.data
+            .path()
+            .join("images")
+            .join(row["digest"].as_str().unwrap())
+    };
+    let (shared_file, own_file, late_file) = (digest("web"), digest("api"), digest("tmp"));
+    age_stored_images(&host);
+    assert_eq!(
+        host.ok(&["remove", "web"]),
+        "web: removed; its image is kept for db\n"
+    );
+    assert!(shared_file.exists());
+    let size = std::fs::metadata(&shared_file).unwrap().len();
+    let out = host.ok(&["remove", "db"]);
+    assert_eq!(
+        out,
+        format!(
+            "db: removed; {} of unused images deleted\n",
+            fulmar::ui::format::bytes(size)
+        )
+    );
+    assert!(!shared_file.exists());
+    assert!(own_file.exists(), "an image still in use was deleted");
+    // Sent again just now: kept for a create that may be about to name it.
+    create("again", &late);
+    host.ok(&["remove", "again"]);
+    host.ok(&["remove", "tmp"]);
+    assert!(late_file.exists(), "an image sent a moment ago was deleted");
+    host.ok(&["restart", "api"]);
+    assert_eq!(host.state_of("api"), "running");
 }

@@ -216,6 +216,15 @@ pub enum Reply {
     Unikernel {
         unikernel: Box<UnikernelInfo>,
     },
+    /// A unikernel forgotten; its image deleted from the store unless other
+    /// unikernels (`kept_for`) still use it.
+    Removed {
+        name: Label,
+        kept_for: Vec<Label>,
+        /// What the image store gave back (unused images sent more than 15
+        /// minutes ago, this one's among them).
+        freed_bytes: u64,
+    },
     Image {
         image: ImageInfo,
         /// The tender that would run it here, or why none would.

@@ -166,8 +166,29 @@ pub async fn lifecycle(client: &Client, request: Request) -> Result<(), RemoteEr
             unikernel.state.name()
         )),
         Reply::Done => Ok(()),
+        Reply::Removed {
+            name,
+            kept_for,
+            freed_bytes,
+        } => print(&removed(&name, &kept_for, freed_bytes)),
         other => Err(unexpected(other)),
     }
+}
+
+/// What `fulmar remove` says of the image store.
+fn removed(name: &Label, kept_for: &[Label], freed_bytes: u64) -> String {
+    let mut line = format!("{name}: removed");
+    if !kept_for.is_empty() {
+        let names: Vec<&str> = kept_for.iter().map(Label::as_str).collect();
+        line += &format!("; its image is kept for {}", names.join(", "));
+    }
+    if freed_bytes > 0 {
+        line += &format!(
+            "; {} of unused images deleted",
+            fulmar::ui::format::bytes(freed_bytes)
+        );
+    }
+    line + "\n"
 }
 
 pub fn label(name: &str) -> Result<Label, RemoteError> {

@@ -124,7 +124,7 @@ pub async fn handle(ctx: &Context, request: Request, out: Replies, inbound: Infl
             let answer = answer(ctx, other).await;
             match answer {
                 Ok(reply) if changes => match ctx.persist.save(&ctx.sup).await {
-                    Ok(()) => Ok(reply),
+                    Ok(()) => Ok(after_saving(ctx, reply).await),
                     Err(e) => Err(unsaved(&e)),
                 },
                 answer => answer,
@@ -136,6 +136,20 @@ pub async fn handle(ctx: &Context, request: Request, out: Replies, inbound: Infl
         Err(e) => DaemonMessage::Error(e),
     })
     .await;
+}
+
+/// What may only happen once the state no longer names what it undoes: a
+/// removed unikernel's image is deleted only then, so a crash or a failed
+/// save never leaves a listed unikernel without its image.
+async fn after_saving(ctx: &Context, reply: Reply) -> Reply {
+    match reply {
+        Reply::Removed { name, kept_for, .. } => Reply::Removed {
+            name,
+            kept_for,
+            freed_bytes: ctx.sup.collect_images().await,
+        },
+        reply => reply,
+    }
 }
 
 async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
@@ -159,10 +173,11 @@ async fn answer(ctx: &Context, request: Request) -> Result<Reply, ApiError> {
         Request::Reconfigure { config } => unikernel(sup.reconfigure(config).await?),
         Request::Destroy { name } => unikernel(sup.destroy(&name).await?),
         Request::Restart { name } => unikernel(sup.restart(&name).await?),
-        Request::Remove { name } => {
-            sup.remove(&name)?;
-            Reply::Done
-        }
+        Request::Remove { name } => Reply::Removed {
+            kept_for: sup.remove(&name)?,
+            name,
+            freed_bytes: 0,
+        },
         Request::Policy => Reply::Policy {
             policy: sup.policy()?,
         },

@@ -66,11 +66,21 @@ pub(super) fn recorded(data: &Path, digest: &str, facts: Option<&ImageFacts>) ->
     }
 }
 
+/// How long an image nothing refers to is kept after it was last sent: the
+/// time between `put-image` and the `create` that names it.
+pub(super) const UNCLAIMED_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Keeps the uncompressed image (0600), written to a temporary file, synced
-/// and renamed, so a crash leaves the old state or the whole image.
+/// and renamed, so a crash leaves the old state or the whole image. One sent
+/// again counts as just sent, for [`collect`]'s grace.
 pub(super) fn store(data: &Path, image: &Image) -> Result<StoredImage, SupervisorError> {
     let stored = stored(data, image);
     if stored.path.exists() {
+        std::fs::File::options()
+            .write(true)
+            .open(&stored.path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(io("mark as just sent", &stored.path))?;
         return Ok(stored);
     }
     let dir = dir(data);
@@ -94,11 +104,7 @@ pub(super) fn store(data: &Path, image: &Image) -> Result<StoredImage, Superviso
 /// An image kept by [`store`], read back and checked against its digest.
 pub(super) fn load(data: &Path, digest: &str) -> Result<Image, SupervisorError> {
     let not_found = || SupervisorError::NoImage(digest.to_owned());
-    if digest.len() != 64
-        || !digest
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !is_digest(digest) {
         return Err(not_found());
     }
     let path = dir(data).join(digest);
@@ -110,4 +116,47 @@ pub(super) fn load(data: &Path, digest: &str) -> Result<Image, SupervisorError> 
         return Err(SupervisorError::ImageChanged(path));
     }
     Ok(image)
+}
+
+/// Deletes every stored image that no digest in `used` names and that was
+/// not sent within [`UNCLAIMED_GRACE`]; returns the bytes freed. A failure
+/// to delete one is logged and the rest go on.
+pub(super) fn collect(data: &Path, used: &std::collections::BTreeSet<String>) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir(data)) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(digest) = name.to_str().filter(|n| is_digest(n)) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let recent = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_none_or(|age| age < UNCLAIMED_GRACE);
+        if used.contains(digest) || !meta.is_file() || recent {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => freed += meta.len(),
+            Err(e) => tracing::warn!(
+                "cannot delete the unused image {}: {e}",
+                entry.path().display()
+            ),
+        }
+    }
+    freed
+}
+
+fn is_digest(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -623,7 +623,10 @@ impl Supervisor {
     }
 
     /// Forgets a unikernel that is not running, with its console history.
-    pub fn remove(&self, name: &Label) -> Result<(), SupervisorError> {
+    /// Returns the others that use its image, so it stays stored for them;
+    /// [`Supervisor::collect_images`] deletes it otherwise, once the state
+    /// no longer names it.
+    pub fn remove(&self, name: &Label) -> Result<Vec<Label>, SupervisorError> {
         let mut units = self.inner.lock();
         let unit = units
             .get(name)
@@ -631,9 +634,33 @@ impl Supervisor {
         if unit.holds_resources() {
             return Err(SupervisorError::Running(name.clone()));
         }
+        let digest = unit.image.digest.clone();
         units.remove(name);
         self.inner.emit(Event::Removed { name: name.clone() });
-        Ok(())
+        Ok(units
+            .values()
+            .filter(|u| u.image.digest == digest)
+            .map(|u| u.config.name.clone())
+            .collect())
+    }
+
+    /// Deletes the stored images no unikernel uses (those sent within the
+    /// last 15 minutes excepted: a create may be about to name them);
+    /// returns the bytes freed.
+    pub async fn collect_images(&self) -> u64 {
+        let used: std::collections::BTreeSet<String> = self
+            .inner
+            .lock()
+            .values()
+            .map(|u| u.image.digest.clone())
+            .collect();
+        let data = self.inner.settings.dirs.data.clone();
+        blocking(move || Ok(images::collect(&data, &used)))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}");
+                0
+            })
     }
 }
 
