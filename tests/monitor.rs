@@ -341,7 +341,9 @@ async fn the_tender_starts_clean_and_the_monitor_in_its_own_session() {
         let own = Vec::from_iter(own);
         // Right after its answer the monitor briefly holds /dev/null, to
         // put over the pipes to the daemon.
-        wait_until("the monitor lets go of its pipes", || beyond_stdio(pid) == own);
+        wait_until("the monitor lets go of its pipes", || {
+            beyond_stdio(pid) == own
+        });
     }
     assert_eq!(proc_field(tender, "status", "SigBlk:"), "0000000000000000");
     let ignored = u64::from_str_radix(&proc_field(tender, "status", "SigIgn:"), 16).unwrap();

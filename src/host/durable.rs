@@ -1,6 +1,6 @@
-//! Small files that must survive a crash whole: the run file, a run's tap
-//! record. A crash at any moment leaves the old contents or the new, never a
-//! mix, and a write that returned is on disk.
+//! Small files that must survive a crash whole: the run file, a run's
+//! record of what it changed. A crash at any moment leaves the old contents
+//! or the new, never a mix; with [`replace`] a write that returned is on disk.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +18,19 @@ pub fn temp_of(path: &Path) -> PathBuf {
 /// Replaces `path` with `bytes` (mode 0600): a temporary file beside it,
 /// fsync, rename, and an fsync of the directory so the rename is durable too.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_then_rename(path, bytes, true)?;
+    sync_dir(path)
+}
+
+/// Replaces `path` with `bytes` whole, for a file that only has to survive
+/// a crash of its writer, not of the host: one in the runtime directory,
+/// which a reboot empties along with what the file describes. Saves the two
+/// fsyncs (milliseconds on a disk) on every launch.
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_then_rename(path, bytes, false)
+}
+
+fn write_then_rename(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let tmp = temp_of(path);
     let mut out = OpenOptions::new()
         .write(true)
@@ -26,9 +39,10 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     out.write_all(bytes)?;
-    out.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(path)
+    if sync {
+        out.sync_all()?;
+    }
+    fs::rename(&tmp, path)
 }
 
 /// Makes a rename or removal of `path` durable.

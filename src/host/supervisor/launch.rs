@@ -235,7 +235,7 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
             bridge: net.bridge.clone(),
             mac: config.mac_of(net),
         };
-        // Durable before the tap exists: a daemon killed at any moment
+        // Recorded before the tap exists: a daemon killed at any moment
         // leaves a record of every tap its successor must reclaim.
         let mut note = |tap: &str| {
             let mut next = record.clone();
@@ -354,7 +354,9 @@ pub struct Made {
 
 fn write_record(file: &Path, made: &Made) -> Result<(), String> {
     let json = serde_json::to_vec(made).map_err(|e| e.to_string())?;
-    durable::replace(file, &json).map_err(|e| format!("{}: {e}", file.display()))
+    // Whole against a crash of the daemon; a reboot takes the taps and the
+    // runtime directory with it, so no fsync.
+    durable::replace_atomically(file, &json).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// What a run in `dir` recorded; nothing if it recorded nothing (or a fulmar
