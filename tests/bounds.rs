@@ -9,7 +9,7 @@ use fulmar::api::protocol::{ClientMessage, ErrorKind, Request};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use support::daemon::Host;
 use support::images::Spec;
@@ -240,14 +240,8 @@ fn idle_connection(host: &Host) -> (UnixStream, Option<String>) {
 
 /// An idle connection of uid 65534 (gid 65534), through its own `fulmar proxy`.
 fn idle_connection_as_nobody(host: &Host) -> (std::process::Child, Option<String>) {
-    let mut proxy = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(support::daemon::fulmar())
-        .args(["--no-start", "--socket"])
-        .arg(host.socket())
-        .arg("proxy")
-        .env("FULMAR_DIR", "/nonexistent")
-        .env("FULMAR_RUNTIME_DIR", "/nonexistent")
+    let mut proxy = host
+        .command_as(65534, &["proxy"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -261,17 +255,7 @@ fn idle_connection_as_nobody(host: &Host) -> (std::process::Child, Option<String
 
 /// `fulmar list` as uid `uid` with group 65534, which the daemon lets in.
 fn list_as(host: &Host, uid: u32) -> std::process::Output {
-    Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .args(["--regid=65534", "--clear-groups", "--"])
-        .arg(support::daemon::fulmar())
-        .args(["--no-start", "--socket"])
-        .arg(host.socket())
-        .arg("list")
-        .env("FULMAR_DIR", "/nonexistent")
-        .env("FULMAR_RUNTIME_DIR", "/nonexistent")
-        .output()
-        .unwrap()
+    host.command_as(uid, &["list"]).output().unwrap()
 }
 
 fn kill_all(children: Vec<std::process::Child>) {

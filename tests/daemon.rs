@@ -334,16 +334,7 @@ fn a_user_outside_the_group_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(host.runtime.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(host.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(support::daemon::fulmar())
-        .args(["--no-start", "--socket"])
-        .arg(host.socket())
-        .arg("list")
-        .env("FULMAR_DIR", "/nonexistent")
-        .env("FULMAR_RUNTIME_DIR", "/nonexistent")
-        .output()
-        .unwrap();
+    let out = host.command_as(65534, &["list"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -194,6 +194,21 @@ impl Host {
         })
     }
 
+    /// `fulmar --no-start ARGS` against this daemon's socket as uid `uid`,
+    /// gid 65534 and no groups (through util-linux's setpriv; root only).
+    pub fn command_as(&self, uid: u32, args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .args(["--regid=65534", "--clear-groups", "--"])
+            .arg(fulmar())
+            .args(["--no-start", "--socket"])
+            .arg(self.socket())
+            .args(args)
+            .env("FULMAR_DIR", "/nonexistent")
+            .env("FULMAR_RUNTIME_DIR", "/nonexistent");
+        c
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         self.daemon.as_ref().unwrap().id() as i32
     }
