@@ -257,6 +257,72 @@ fn a_corrupt_state_file_stops_the_daemon_and_is_kept() {
 }
 
 #[test]
+fn an_oversized_state_file_stops_the_daemon_unread_and_is_kept() {
+    let host = Host::new();
+    let state = host.data.path().join("state.json");
+    let size = fulmar::host::state::MAX_SIZE + 1;
+    // Sparse, so the test costs neither disk nor time.
+    std::fs::File::create(&state)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let out = host.command(&["daemon"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("is {size} bytes or more")), "{err}");
+    assert!(err.contains("move it aside"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::metadata(&state).unwrap().len(), size);
+}
+
+/// The `args` of every unikernel named `name` in the state file at `path`.
+fn saved_args(path: &std::path::Path, name: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    file["state"]["unikernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["config"]["name"] == name)
+        .map(|u| u["config"]["args"].clone())
+        .collect()
+}
+
+#[test]
+fn a_duplicate_name_in_the_state_file_is_reported_and_set_aside() {
+    let mut host = Host::new();
+    host.start(&[]);
+    // Saved in name order: "old" is listed first.
+    for (name, arg) in [("old", "first"), ("web", "second")] {
+        host.ok(&["create", name, &image(), "--", arg]);
+        host.ok(&["destroy", name]);
+    }
+    host.signal_daemon(Signal::SIGTERM);
+    // As a hand edit or a merge of two state files would leave it.
+    let state = host.data.path().join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, text.replace("\"old\"", "\"web\"")).unwrap();
+
+    host.start(&[]);
+    let names: Vec<_> = host.list().into_iter().map(|u| u["name"].clone()).collect();
+    assert_eq!(names, ["web"]);
+    let log = host.signal_daemon(Signal::SIGTERM);
+    assert_eq!(saved_args(&state, "web"), [serde_json::json!(["first"])]);
+    let aside: Vec<_> = std::fs::read_dir(host.data.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("state.json.duplicates-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        saved_args(&aside[0], "web"),
+        [serde_json::json!(["second"])]
+    );
+    assert!(log.contains("more than one unikernel named web"), "{log}");
+    assert!(log.contains(&aside[0].display().to_string()), "{log}");
+}
+
+#[test]
 fn stopped_and_exited_unikernels_survive_a_daemon_restart() {
     let mut host = Host::new();
     host.start(&[]);

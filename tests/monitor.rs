@@ -252,6 +252,31 @@ async fn a_tender_deaf_to_sigterm_is_killed_after_the_grace_period() {
     );
 }
 
+/// The monitor, root for a unikernel's whole life, runs under a seccomp
+/// filter once its tender has started; the tender does not inherit it, and a
+/// stop with a grace kill and the end's record still work under it.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[tokio::test]
+async fn the_monitor_is_confined_by_seccomp_and_its_tender_is_not() {
+    let f = Fixture::new();
+    let fifo = f.fifo();
+    let reader = Reader::open(&fifo);
+    let mut run = monitor::spawn(&f.spec(f.argv(Target::Hvt, &["hang"]), Some(&fifo))).unwrap();
+    reader.until("fulmar-test-tender: hung");
+    let (monitor, tender) = (run.record().monitor.pid, run.record().tender.pid);
+    // 2: filter mode; the tender starts with whatever the monitor had before.
+    assert_eq!(proc_field(monitor, "status", "Seccomp:"), "2");
+    assert_eq!(proc_field(tender, "status", "Seccomp:"), "0");
+    run.stop().unwrap();
+    assert_eq!(
+        exited(within(run.wait()).await.unwrap()),
+        ExitStatus::Signal(9)
+    );
+}
+
 /// A monitor whose run directory is held (a new daemon reclaiming what a
 /// killed one left) starts no tender there and records nothing.
 #[tokio::test]

@@ -15,9 +15,12 @@
 //! 3. writes the run file FILE ([`RunRecord`]: its own and the tender's pid and
 //!    start time, and the boot id), so that any later daemon can find both and
 //!    recognise them;
-//! 4. answers `ready` (or `error REASON`) on stdout and lets go of its standard
+//! 4. confines itself with a seccomp filter to the calls it still needs (on
+//!    Linux, x86_64 and aarch64; see `filter.rs`: the tender, already
+//!    started, is not under it);
+//! 5. answers `ready` (or `error REASON`) on stdout and lets go of its standard
 //!    streams, which lead to the daemon;
-//! 5. waits for signals: SIGTERM (the daemon's destroy) goes on to the tender,
+//! 6. waits for signals: SIGTERM (the daemon's destroy) goes on to the tender,
 //!    and SIGKILL to its process group follows after the grace period; when
 //!    the tender ends, the monitor reaps it, adds how it ended to FILE and exits.
 //!
@@ -58,6 +61,12 @@
 //! console. What the keep-alive cannot save: output still in the pipe when both
 //! the tender and the monitor have ended before any daemon reopens the FIFO goes
 //! with the pipe. The exit status is not lost: it is in the run file.
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod filter;
 
 use crate::api::unikernel::ExitStatus;
 use crate::host::console::{self, ConsoleError};
@@ -921,10 +930,13 @@ fn start(opts: &Options) -> Result<Started, MonitorError> {
     let mut tender = command
         .spawn()
         .map_err(process_err(format!("start {program}")))?;
-    match record(&tender).and_then(|run| {
-        let file = RunFile { run, ended: None };
-        write_run_file(&run_dir.status, &file).map(|()| file.run)
-    }) {
+    match record(&tender)
+        .and_then(|run| {
+            let file = RunFile { run, ended: None };
+            write_run_file(&run_dir.status, &file).map(|()| file.run)
+        })
+        .and_then(|record| confine(tender.id()).map(|()| record))
+    {
         Ok(record) => Ok(Started {
             tender,
             record,
@@ -939,6 +951,24 @@ fn start(opts: &Options) -> Result<Started, MonitorError> {
             Err(e)
         }
     }
+}
+
+/// The monitor keeps only the system calls it needs from here on.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn confine(tender: u32) -> Result<(), MonitorError> {
+    filter::confine(tender).map_err(process_err("confine the monitor with seccomp"))
+}
+
+/// seccompiler has no filter for this system or architecture.
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn confine(_tender: u32) -> Result<(), MonitorError> {
+    Ok(())
 }
 
 fn record(tender: &Child) -> Result<RunRecord, MonitorError> {

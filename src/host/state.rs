@@ -26,11 +26,14 @@
 //! * missing, but `state.json.bak` exists: [`StateError::OnlyBackup`]. A save
 //!   never leaves that (see below), so someone moved files by hand, and which
 //!   one is current is the operator's call, not ours;
+//! * larger than [`MAX_SIZE`]: [`StateError::TooBig`], before reading it
+//!   (no state fulmar writes comes near; reading one that large would only
+//!   delay the start);
 //! * not JSON, or not the shape of `T`: [`StateError::Corrupt`] with the line
 //!   and column;
 //! * written by a newer format: [`StateError::TooNew`].
 //!
-//! Both errors say whether `state.json.bak` would load and how to restore it.
+//! These errors say whether `state.json.bak` would load and how to restore it.
 //! There is no way to save without a successful load, because only `load`
 //! makes a [`StateWriter`]: a file fulmar could not read is never overwritten.
 //!
@@ -70,7 +73,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -81,6 +84,10 @@ pub const FORMAT: u32 = 1;
 
 /// The state file's name unless [`StateFile::named`] says otherwise.
 pub const DEFAULT_NAME: &str = "state.json";
+
+/// The largest state file loaded, in bytes: hundreds of times what thousands
+/// of unikernels with long histories take.
+pub const MAX_SIZE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -112,6 +119,12 @@ pub enum StateError {
         why: String,
         backup: Backup,
     },
+    #[error("the state file {path} is {size} bytes or more, larger than the {MAX_SIZE} bytes fulmar loads; it was left as it is: inspect it (a state file is JSON), {}, or move it aside to start with an empty state", recovery(.path, .backup))]
+    TooBig {
+        path: PathBuf,
+        size: u64,
+        backup: Backup,
+    },
     #[error("the state file {path} was written by a newer fulmar (format {found}, this one reads up to {FORMAT}); it will not be written over: upgrade this fulmar, or {}", recovery(.path, .backup))]
     TooNew {
         path: PathBuf,
@@ -137,6 +150,10 @@ pub enum StateError {
         step: SaveStep,
         source: io::Error,
     },
+    #[error(
+        "cannot set aside {path}: {source}; the state file is unchanged and nothing was dropped from it; check the space and permissions in its directory"
+    )]
+    SetAside { path: PathBuf, source: io::Error },
     #[error(
         "saved the state to {path} but cannot flush its directory: {source}; a host crash now may bring back the previous save"
     )]
@@ -316,7 +333,8 @@ impl<T: Serialize + DeserializeOwned> StateFile<T> {
         let paths = Paths::new(self.dir, &self.name);
         let dir = lock_dir(&paths.dir)?;
         remove_leftovers(&paths);
-        let (state, saved_ms) = match read(&paths.file)? {
+        let bytes = read(&paths.file).map_err(|problem| problem.into_error::<T>(&paths))?;
+        let (state, saved_ms) = match bytes {
             None if paths.backup.symlink_metadata().is_ok() => {
                 return Err(StateError::OnlyBackup {
                     path: paths.file,
@@ -353,6 +371,24 @@ impl<T: Serialize> StateWriter<T> {
 
     pub fn path(&self) -> &Path {
         &self.paths.file
+    }
+
+    /// Writes `state` durably beside the state file, as
+    /// `{state file}.{what}-{milliseconds}`, in the state file's format, so
+    /// that what the daemon will not keep is still the operator's to recover.
+    pub fn set_aside(&self, what: &str, state: &T) -> Result<PathBuf, StateError> {
+        let mut name = self.paths.file.clone().into_os_string();
+        name.push(format!(".{what}-{}", now_ms()));
+        let path = PathBuf::from(name);
+        let failed = |source| StateError::SetAside {
+            path: path.clone(),
+            source,
+        };
+        let bytes = encode(state).map_err(|e| failed(io::Error::other(e)))?;
+        create_synced(&path, &bytes)
+            .and_then(|()| self.dir.sync_all())
+            .map_err(failed)?;
+        Ok(path)
     }
 
     /// Runs `steps` of the plan; tests stop early to leave what a crash would.
@@ -412,6 +448,10 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // A leftover under our own pid can only be from a failed save of ours.
     remove_if_present(path)?;
+    create_synced(path, bytes)
+}
+
+fn create_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -469,15 +509,27 @@ fn remove_leftovers(paths: &Paths) {
     }
 }
 
-fn read(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read {
-            path: path.into(),
-            source,
-        }),
+/// The file's bytes, if it exists and is at most [`MAX_SIZE`]: its size is
+/// checked before reading, and again while reading in case it grows.
+fn read(path: &Path) -> Result<Option<Vec<u8>>, Problem> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Problem::Read(e)),
+    };
+    let size = file.metadata().map_err(Problem::Read)?.len();
+    if size > MAX_SIZE {
+        return Err(Problem::TooBig(size));
     }
+    let mut bytes = Vec::new();
+    file.take(MAX_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Problem::Read)?;
+    let read = bytes.len() as u64;
+    if read > MAX_SIZE {
+        return Err(Problem::TooBig(read));
+    }
+    Ok(Some(bytes))
 }
 
 fn encode<T: Serialize>(state: &T) -> serde_json::Result<Vec<u8>> {
@@ -491,8 +543,10 @@ fn encode<T: Serialize>(state: &T) -> serde_json::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Why a file's bytes are not a state this build can use.
+/// Why a file is not a state this build can use.
 enum Problem {
+    Read(io::Error),
+    TooBig(u64),
     Syntax(serde_json::Error),
     TooNew(u32),
 }
@@ -508,13 +562,19 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, Problem> {
 
 impl Problem {
     fn into_error<T: DeserializeOwned>(self, paths: &Paths) -> StateError {
-        let backup = backup_status::<T>(&paths.backup);
         let path = paths.file.clone();
+        let backup = || backup_status::<T>(&paths.backup);
         match self {
+            Problem::Read(source) => StateError::Read { path, source },
+            Problem::TooBig(size) => StateError::TooBig {
+                path,
+                size,
+                backup: backup(),
+            },
             Problem::TooNew(found) => StateError::TooNew {
                 path,
                 found,
-                backup,
+                backup: backup(),
             },
             Problem::Syntax(e) => {
                 let (line, column) = (e.line(), e.column());
@@ -529,7 +589,7 @@ impl Problem {
                     line,
                     column,
                     why,
-                    backup,
+                    backup: backup(),
                 }
             }
         }
@@ -1028,6 +1088,48 @@ mod tests {
         assert_untouched(&dir, &before);
         drop(writer);
         load_ok(&dir, Some(&fleet(2)));
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_unread_and_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        two_saves(tmp.path());
+        let file = tmp.path().join("state.json");
+        // Sparse: as large as the limit says, without the disk or the time.
+        OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(MAX_SIZE + 1)
+            .unwrap();
+        let err = load(tmp.path()).unwrap_err();
+        let StateError::TooBig { size, backup, .. } = &err else {
+            panic!("not TooBig: {err}");
+        };
+        assert_eq!(*size, MAX_SIZE + 1);
+        assert!(matches!(backup, Backup::Usable { .. }), "{backup:?}");
+        let message = err.to_string();
+        assert!(message.contains(&format!("{}", MAX_SIZE + 1)), "{message}");
+        assert!(message.contains(&format!("{MAX_SIZE} bytes")), "{message}");
+        assert!(message.contains("mv "), "{message}");
+        assert_eq!(fs::metadata(&file).unwrap().len(), MAX_SIZE + 1);
+    }
+
+    #[test]
+    fn a_state_set_aside_loads_as_a_state_file_and_touches_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        two_saves(tmp.path());
+        let before = snapshot(tmp.path());
+        let writer = load_ok(tmp.path(), Some(&fleet(2)));
+        let aside = writer.set_aside("duplicates", &fleet(9)).unwrap();
+        let name = aside.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(name.starts_with("state.json.duplicates-"), "{name}");
+        assert_eq!(mode(&aside), 0o600);
+        drop(writer);
+        let set_aside = StateFile::<Fleet>::named(tmp.path(), &name).unwrap();
+        assert_eq!(set_aside.load().unwrap().state, Some(fleet(9)));
+        fs::remove_file(&aside).unwrap();
+        assert_untouched(tmp.path(), &before);
     }
 
     /// Root writes anywhere; a thread that accesses files as `nobody` meets

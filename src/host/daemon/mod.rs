@@ -115,6 +115,26 @@ fn fit_file_limit(caps: gate::Caps) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Takes out of `saved` every unikernel named like one listed before it, and
+/// keeps them beside the state file before the next save drops them.
+fn set_aside_duplicates(saved: &mut Saved, writer: &StateWriter<Saved>) -> Result<(), StateError> {
+    let unikernels = saved.take_duplicates();
+    if unikernels.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = unikernels.iter().map(|u| u.config.name.as_str()).collect();
+    let names = names.join(", ");
+    let aside = writer.set_aside("duplicates", &Saved { unikernels })?;
+    tracing::error!(
+        "{} lists more than one unikernel named {names}: kept the first of each and set the \
+         others aside in {}, a state file of their own, so nothing is lost: to have one back, \
+         create it under another name from what that file records",
+        writer.path().display(),
+        aside.display()
+    );
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     fit_file_limit(opts.limits.connections)?;
@@ -163,7 +183,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if stale > 0 {
         tracing::info!("removed {stale} unfinished images and image uploads");
     }
-    for failure in sup.restore(loaded.state.unwrap_or_default()).await {
+    let mut saved = loaded.state.unwrap_or_default();
+    set_aside_duplicates(&mut saved, &loaded.writer)?;
+    for failure in sup.restore(saved).await {
         tracing::warn!("{} was not started: {}", failure.name, failure.reason);
     }
     let persist = Arc::new(Persist {

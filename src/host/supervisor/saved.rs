@@ -48,6 +48,19 @@ pub struct SavedRun {
     pub argv: Vec<String>,
 }
 
+impl Saved {
+    /// Keeps the first unikernel listed under each name and takes out the
+    /// others, which the supervisor, keyed by name, could not hold.
+    pub fn take_duplicates(&mut self) -> Vec<SavedUnikernel> {
+        let mut seen = std::collections::BTreeSet::new();
+        let (kept, duplicates) = std::mem::take(&mut self.unikernels)
+            .into_iter()
+            .partition(|u| seen.insert(u.config.name.clone()));
+        self.unikernels = kept;
+        duplicates
+    }
+}
+
 impl SavedUnikernel {
     /// Whether the operator wants it running: it was running or about to run
     /// again, rather than exited for good or stopped.
