@@ -746,6 +746,26 @@ mod tests {
         });
     }
 
+    /// sysfs shows the interfaces of the namespace that mounted it, so a daemon
+    /// in a container given the host's /sys used to see the host's bridges.
+    #[test]
+    fn a_namespace_showing_another_sysfs_still_sees_its_own_interfaces() {
+        netns::run(|| {
+            bridge("brns0");
+            // Uncovers the sysfs of the namespace the test came from.
+            nix::mount::umount2("/sys", nix::mount::MntFlags::MNT_DETACH).unwrap();
+            assert_eq!(bridges().unwrap(), ["brns0"]);
+            let tap = create_tap("brns0", None, &mut unrecorded).unwrap();
+            assert!(tap_exists(&tap.name).unwrap());
+            assert!(
+                !sysfs_dir(&tap.name).unwrap().exists(),
+                "sysfs is still ours"
+            );
+            delete_tap(&tap.name).unwrap();
+            assert!(!tap_exists(&tap.name).unwrap());
+        });
+    }
+
     /// Set in the child process of [`taps_are_made_without_ip_for_their_owner`].
     const WITHOUT_PATH: &str = "FULMAR_TEST_NET_WITHOUT_PATH";
 
