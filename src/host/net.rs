@@ -34,7 +34,7 @@ pub enum NetError {
     NotATap { name: String },
     #[cfg(target_os = "linux")]
     #[error(
-        "cannot {action} through netlink ({why}): the daemon needs CAP_NET_ADMIN; compare with `ip -d link`"
+        "cannot {action} through netlink ({why}): check the interfaces with `ip -d link`; changing them takes CAP_NET_ADMIN"
     )]
     Netlink { action: String, why: String },
     #[cfg(target_os = "linux")]
