@@ -3,12 +3,12 @@
 //! A unikernel's network device is a tap the tender opens, attached to a bridge
 //! the operator made. fulmar creates the tap when a unikernel starts and deletes
 //! it when the unikernel is gone. On Linux taps are named `vmmtapN` (the smallest
-//! free N, as albatross names them) and made with iproute2; on FreeBSD the kernel
-//! names them (`tapN`) and ifconfig does the work. Programs are run with argv,
-//! never through a shell.
+//! free N, as albatross names them), made through /dev/net/tun and looked up,
+//! attached and deleted through rtnetlink, so the daemon sees the interfaces of
+//! its own network namespace and forks nothing; on FreeBSD the kernel names them
+//! (`tapN`) and ifconfig does the work, run with argv, never through a shell.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// A tap fulmar created and attached to a bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +32,20 @@ pub enum NetError {
         "{name} is not a tap, so fulmar will not delete it: check which interface the unikernel really used"
     )]
     NotATap { name: String },
+    #[cfg(target_os = "linux")]
     #[error(
-        "cannot list the host's network interfaces in {path} ({why}): check that sysfs is mounted on /sys"
+        "cannot {action} through netlink ({why}): check the interfaces with `ip -d link`; changing them takes CAP_NET_ADMIN"
     )]
-    List { path: String, why: String },
-    #[error("cannot run {program} ({why}): {INSTALL_HINT}")]
+    Netlink { action: String, why: String },
+    #[cfg(target_os = "linux")]
+    #[error(
+        "cannot create tap {tap} through /dev/net/tun ({why}): load the tun module (`modprobe tun`) and run the daemon as root"
+    )]
+    Tun { tap: String, why: String },
+    #[cfg(target_os = "freebsd")]
+    #[error("cannot run {program} ({why}): check that /sbin is on PATH")]
     Spawn { program: String, why: String },
+    #[cfg(target_os = "freebsd")]
     #[error("`{command}` failed: {why}")]
     Failed { command: String, why: String },
     #[error(
@@ -167,50 +175,32 @@ enum Kind {
     Other,
 }
 
-/// Runs `program` with `args` and returns its standard output; a failure carries
-/// the program's own complaint from standard error.
-fn run(program: &str, args: &[&str]) -> Result<String, NetError> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| NetError::Spawn {
-            program: program.to_owned(),
-            why: e.to_string(),
-        })?;
-    if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stderr = stderr.trim();
-    Err(NetError::Failed {
-        command: std::iter::once(program)
-            .chain(args.iter().copied())
-            .collect::<Vec<_>>()
-            .join(" "),
-        why: if stderr.is_empty() {
-            output.status.to_string()
-        } else {
-            stderr.replace('\n', "; ")
-        },
-    })
-}
-
-#[cfg(target_os = "linux")]
-const INSTALL_HINT: &str = "install iproute2";
 #[cfg(target_os = "linux")]
 use linux as os;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{Kind, NetError, Record, SYS_CLASS_NET, run, sysfs_dir};
+    use super::{Kind, NetError, Record};
+    use netlink_packet_core::{
+        NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{
+        InfoData, InfoKind, InfoTun, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    };
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
     use std::collections::BTreeSet;
+    use std::io;
+    use std::os::fd::AsRawFd;
     use std::sync::Mutex;
 
     const PREFIX: &str = "vmmtap";
 
-    /// From `<linux/if_tun.h>`: the tun_flags bit of a tap (as opposed to a tun).
-    const IFF_TAP: u32 = 0x0002;
+    /// From `<linux/if_link.h>` (libc lacks it): the tun link-info attribute
+    /// holding IFF_TUN or IFF_TAP, reported by Linux 4.15 and later.
+    const IFLA_TUN_TYPE: u16 = 3;
 
     /// How often to pick a new name when another program takes ours first.
     const ATTEMPTS: u32 = 8;
@@ -223,38 +213,129 @@ mod linux {
         format!("ip link add {bridge} type bridge")
     }
 
-    pub(super) fn interfaces() -> Result<Vec<String>, NetError> {
-        let list_error = |e: std::io::Error| NetError::List {
-            path: SYS_CLASS_NET.to_owned(),
-            why: e.to_string(),
-        };
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(SYS_CLASS_NET).map_err(list_error)? {
-            let entry = entry.map_err(list_error)?;
-            names.extend(entry.file_name().to_str().map(str::to_owned));
+    fn netlink_error(action: String) -> impl FnOnce(io::Error) -> NetError {
+        move |why| NetError::Netlink {
+            action,
+            why: why.to_string(),
         }
-        Ok(names)
+    }
+
+    /// Sends one rtnetlink request on a socket of the calling thread's network
+    /// namespace and gathers the links in the answer. Every request asks for an
+    /// ack, so the answer ends in an ack or error, or in the end of a dump.
+    fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<LinkMessage>> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        let mut packet = NetlinkMessage::new(NetlinkHeader::default(), message.into());
+        packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        socket.send(&bytes, 0)?;
+        let mut links = Vec::new();
+        loop {
+            let (datagram, _) = socket.recv_from_full()?;
+            let mut rest = datagram.as_slice();
+            while !rest.is_empty() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                        links.push(link)
+                    }
+                    NetlinkPayload::Error(error) if error.code.is_some() => {
+                        return Err(error.to_io());
+                    }
+                    NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(links),
+                    _ => {}
+                }
+                // Messages in a datagram start on 4-byte boundaries.
+                let length = (reply.header.length as usize).next_multiple_of(4);
+                if length == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "empty netlink message",
+                    ));
+                }
+                rest = rest.get(length..).unwrap_or_default();
+            }
+        }
+    }
+
+    /// The link called `name`, or `None` if there is none.
+    fn link(name: &str) -> io::Result<Option<LinkMessage>> {
+        let mut get = LinkMessage::default();
+        get.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        match request(RouteNetlinkMessage::GetLink(get), 0) {
+            Ok(links) => Ok(links.into_iter().next()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn all_links() -> Result<Vec<LinkMessage>, NetError> {
+        request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )
+        .map_err(netlink_error("list the network interfaces".into()))
+    }
+
+    fn name(link: &LinkMessage) -> Option<&str> {
+        link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    fn infos(link: &LinkMessage) -> &[LinkInfo] {
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn is_bridge(link: &LinkMessage) -> bool {
+        infos(link).contains(&LinkInfo::Kind(InfoKind::Bridge))
+    }
+
+    /// A tun device whose type is IFF_TAP, not IFF_TUN.
+    fn is_tap(link: &LinkMessage) -> bool {
+        let tap_type = |info: &InfoTun| {
+            let InfoTun::Other(nla) = info else {
+                return false;
+            };
+            let mut value = vec![0; nla.value_len()];
+            nla.emit_value(&mut value);
+            nla.kind() == IFLA_TUN_TYPE && value == [libc::IFF_TAP as u8]
+        };
+        infos(link).iter().any(|info| match info {
+            LinkInfo::Data(InfoData::Tun(tun)) => tun.iter().any(tap_type),
+            _ => false,
+        })
+    }
+
+    pub(super) fn interfaces() -> Result<Vec<String>, NetError> {
+        let links = all_links()?;
+        Ok(links.iter().filter_map(name).map(str::to_owned).collect())
     }
 
     pub(super) fn bridges() -> Result<Vec<String>, NetError> {
-        let mut names = interfaces()?;
-        names.retain(|name| sysfs_dir(name).is_ok_and(|dir| dir.join("bridge").is_dir()));
-        Ok(names)
+        let links = all_links()?;
+        let bridges = links.iter().filter(|link| is_bridge(link));
+        Ok(bridges.filter_map(name).map(str::to_owned).collect())
     }
 
     pub(super) fn kind(name: &str) -> Result<Kind, NetError> {
-        let dir = sysfs_dir(name)?;
-        if !dir.exists() {
-            return Ok(Kind::Missing);
-        }
-        // Only tun/tap devices have tun_flags; it fails to read once the device
-        // is going away, which then counts as not a tap.
-        let flags = std::fs::read_to_string(dir.join("tun_flags")).ok();
-        let flags =
-            flags.and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok());
-        Ok(match flags {
-            Some(flags) if flags & IFF_TAP != 0 => Kind::Tap,
-            _ => Kind::Other,
+        let found = link(name).map_err(netlink_error(format!("look up interface {name}")))?;
+        Ok(match found {
+            None => Kind::Missing,
+            Some(link) if is_tap(&link) => Kind::Tap,
+            Some(_) => Kind::Other,
         })
     }
 
@@ -272,7 +353,6 @@ mod linux {
 
     /// `owner`: the uid that may open the tap without privileges (the tender's).
     pub(super) fn new_tap(owner: Option<u32>, record: Record) -> Result<String, NetError> {
-        let owner = owner.map(|uid| uid.to_string());
         // The guard protects no data, so a panic elsewhere leaves nothing to repair.
         let _naming = NAMING
             .lock()
@@ -283,39 +363,128 @@ mod linux {
                 tap: name.clone(),
                 why,
             })?;
-            let mut args = vec!["tuntap", "add", "dev", &name, "mode", "tap"];
-            if let Some(uid) = &owner {
-                args.extend(["user", uid]);
-            }
-            match run("ip", &args) {
-                Ok(_) => return Ok(name),
+            match make_tap(&name, owner) {
+                Ok(()) => return Ok(name),
                 // Another program (a second fulmar, albatross) took the name
                 // after we looked: look again.
                 Err(_) if kind(&name)? != Kind::Missing => continue,
-                Err(error) => return Err(error),
+                Err(errno) => {
+                    return Err(NetError::Tun {
+                        tap: name,
+                        why: errno.desc().to_owned(),
+                    });
+                }
             }
         }
         Err(NetError::NoFreeName { attempts: ATTEMPTS })
     }
 
-    /// One `ip` call both attaches and brings the tap up, saving a spawn per tap.
+    // The tun requests of <linux/if_tun.h>, whose numbers libc has. TUNSETIFF
+    // reads an ifreq; the others take their argument by value.
+    nix::ioctl_write_ptr_bad!(tun_set_iff, libc::TUNSETIFF, libc::ifreq);
+    nix::ioctl_write_int_bad!(tun_set_owner, libc::TUNSETOWNER);
+    nix::ioctl_write_int_bad!(tun_set_persist, libc::TUNSETPERSIST);
+
+    /// Makes persistent tap `name`, as `ip tuntap add` does. Until it is made
+    /// persistent, closing the descriptor removes it, so a failure leaves
+    /// nothing behind.
+    fn make_tap(name: &str, owner: Option<u32>) -> nix::Result<()> {
+        let tun = nix::fcntl::open(
+            "/dev/net/tun",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: ifreq is plain old data, for which all zeroes is valid.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        // check_name kept the name shorter than ifr_name, so it stays NUL-ended.
+        for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+            *slot = byte as libc::c_char;
+        }
+        // IFF_TUN_EXCL: fail on an existing device instead of attaching to it.
+        request.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as libc::c_short;
+        let fd = tun.as_raw_fd();
+        // SAFETY: fd is an open /dev/net/tun and request a valid ifreq that
+        // outlives the call; the kernel only reads it.
+        unsafe { tun_set_iff(fd, &request) }?;
+        if let Some(uid) = owner {
+            // The kernel reads the argument back as a uid_t, so the bits are
+            // what matter, not the sign.
+            let uid = uid as libc::c_int;
+            // SAFETY: fd is now bound to the tap; the argument is a plain uid.
+            unsafe { tun_set_owner(fd, uid) }?;
+        }
+        // SAFETY: as above; the argument is a plain flag.
+        unsafe { tun_set_persist(fd, 1) }?;
+        Ok(())
+    }
+
+    /// One request both attaches and brings the tap up.
     pub(super) fn attach(tap: &str, bridge: &str) -> Result<(), NetError> {
-        run("ip", &["link", "set", "dev", tap, "master", bridge, "up"]).map(drop)
+        let failed = || netlink_error(format!("attach {tap} to bridge {bridge}"));
+        let master = link(bridge).map_err(failed())?;
+        let Some(master) = master.filter(is_bridge) else {
+            return Err(failed()(io::Error::other("no such bridge")));
+        };
+        let mut set = LinkMessage::default();
+        set.header.flags = LinkFlags::Up;
+        set.header.change_mask = LinkFlags::Up;
+        set.attributes = vec![
+            LinkAttribute::IfName(tap.to_owned()),
+            LinkAttribute::Controller(master.header.index),
+        ];
+        request(RouteNetlinkMessage::SetLink(set), 0)
+            .map(drop)
+            .map_err(failed())
     }
 
     pub(super) fn destroy(tap: &str) -> Result<(), NetError> {
-        run("ip", &["link", "delete", "dev", tap]).map(drop)
+        let mut delete = LinkMessage::default();
+        delete
+            .attributes
+            .push(LinkAttribute::IfName(tap.to_owned()));
+        request(RouteNetlinkMessage::DelLink(delete), 0)
+            .map(drop)
+            .map_err(netlink_error(format!("delete tap {tap}")))
     }
 }
 
-#[cfg(target_os = "freebsd")]
-const INSTALL_HINT: &str = "check that /sbin is on PATH";
 #[cfg(target_os = "freebsd")]
 use freebsd as os;
 
 #[cfg(target_os = "freebsd")]
 mod freebsd {
-    use super::{Kind, NetError, Record, run};
+    use super::{Kind, NetError, Record};
+    use std::process::{Command, Stdio};
+
+    /// Runs `program` with `args` and returns its standard output; a failure carries
+    /// the program's own complaint from standard error.
+    fn run(program: &str, args: &[&str]) -> Result<String, NetError> {
+        let output = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| NetError::Spawn {
+                program: program.to_owned(),
+                why: e.to_string(),
+            })?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.trim();
+        Err(NetError::Failed {
+            command: std::iter::once(program)
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" "),
+            why: if stderr.is_empty() {
+                output.status.to_string()
+            } else {
+                stderr.replace('\n', "; ")
+            },
+        })
+    }
 
     pub(super) fn create_bridge_hint(bridge: &str) -> String {
         format!("ifconfig bridge create name {bridge}")
@@ -546,8 +715,8 @@ mod tests {
             ]);
             for bridge in ["veth0", "gone"] {
                 match attach_new_tap(bridge, None, &mut unrecorded) {
-                    Err(NetError::Failed { command, .. }) => {
-                        assert!(command.contains(bridge), "{command}")
+                    Err(NetError::Netlink { action, .. }) => {
+                        assert!(action.contains(bridge), "{action}")
                     }
                     other => panic!("{bridge}: {other:?}"),
                 }
@@ -575,6 +744,67 @@ mod tests {
             assert!(sysfs(&tap.name, "flags").is_none());
             delete_tap(&tap.name).unwrap();
         });
+    }
+
+    /// sysfs shows the interfaces of the namespace that mounted it, so a daemon
+    /// in a container given the host's /sys used to see the host's bridges.
+    #[test]
+    fn a_namespace_showing_another_sysfs_still_sees_its_own_interfaces() {
+        netns::run(|| {
+            bridge("brns0");
+            // Uncovers the sysfs of the namespace the test came from.
+            nix::mount::umount2("/sys", nix::mount::MntFlags::MNT_DETACH).unwrap();
+            assert_eq!(bridges().unwrap(), ["brns0"]);
+            let tap = create_tap("brns0", None, &mut unrecorded).unwrap();
+            assert!(tap_exists(&tap.name).unwrap());
+            assert!(
+                !sysfs_dir(&tap.name).unwrap().exists(),
+                "sysfs is still ours"
+            );
+            delete_tap(&tap.name).unwrap();
+            assert!(!tap_exists(&tap.name).unwrap());
+        });
+    }
+
+    /// Set in the child process of [`taps_are_made_without_ip_for_their_owner`].
+    const WITHOUT_PATH: &str = "FULMAR_TEST_NET_WITHOUT_PATH";
+
+    /// The test reruns itself in a child whose PATH is empty: there fulmar
+    /// finds no `ip` to fork, while the namespace helper gets its own by path.
+    #[test]
+    fn taps_are_made_without_ip_for_their_owner() {
+        if std::env::var_os(WITHOUT_PATH).is_some() {
+            netns::run(|| {
+                bridge("br0");
+                let tap = create_tap("br0", Some(4242), &mut unrecorded).unwrap();
+                assert_eq!(sysfs(&tap.name, "owner").as_deref(), Some("4242"));
+                assert_eq!(master(&tap.name).as_deref(), Some("br0"));
+                delete_tap(&tap.name).unwrap();
+                assert!(!tap_exists(&tap.name).unwrap());
+            });
+            return;
+        }
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: making taps needs root");
+            return;
+        }
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "host::net::tests::taps_are_made_without_ip_for_their_owner",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("PATH", "")
+            .env(WITHOUT_PATH, "1")
+            .env(netns::IP_PROGRAM, netns::ip_program())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        assert!(
+            child.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{stderr}"
+        );
     }
 
     #[test]

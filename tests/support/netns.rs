@@ -62,9 +62,28 @@ fn enter() -> Result<(), String> {
     Ok(())
 }
 
+/// Names the `ip` program for a test process run with an empty PATH, to
+/// prove that the code under test finds no `ip` to run.
+pub const IP_PROGRAM: &str = "FULMAR_TEST_IP";
+
+/// The `ip` program this process runs: from [`IP_PROGRAM`], else found on PATH.
+pub fn ip_program() -> std::path::PathBuf {
+    if let Some(program) = std::env::var_os(IP_PROGRAM) {
+        return program.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("ip"))
+        .find(|program| program.is_file())
+        .expect("iproute2's ip on PATH")
+}
+
 /// Runs `ip ARGS` and fails the test if it fails.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
+    let out = Command::new(ip_program())
+        .args(args)
+        .output()
+        .expect("run ip");
     assert!(
         out.status.success(),
         "ip {}: {}",
