@@ -342,7 +342,9 @@ pub struct FrameReader<R> {
 }
 
 /// Files the peer may send before the frames that use them are read; a peer
-/// that sends more is not speaking fulmar's protocol.
+/// that sends more is not speaking fulmar's protocol. (Files travel only on
+/// Linux.)
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const MAX_LENT: usize = 4;
 
 impl<R: AsyncRead + Unpin + 'static> FrameReader<R> {

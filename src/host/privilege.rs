@@ -87,7 +87,14 @@ impl TenderUser {
     pub fn become_it(&self) -> io::Result<()> {
         // SAFETY: the pointer and length describe `self.groups`, which lives
         // until the call returns; the kernel only reads it.
-        let set = unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) };
+        // size_t on Linux, int on FreeBSD.
+        #[allow(clippy::useless_conversion)]
+        let count = self
+            .groups
+            .len()
+            .try_into()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let set = unsafe { libc::setgroups(count, self.groups.as_ptr()) };
         check(set)?;
         // SAFETY: plain system calls on integers.
         check(unsafe { libc::setresgid(self.gid, self.gid, self.gid) })?;

@@ -15,7 +15,7 @@
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The lock on a run directory; released when dropped.
 #[derive(Debug)]
@@ -54,9 +54,9 @@ pub fn is_removed(dir: &File) -> io::Result<bool> {
 /// `file` in the directory open as descriptor `fd` of this process, whatever
 /// has become of the directory's path since.
 #[cfg(target_os = "linux")]
-pub fn anchored(fd: std::os::fd::RawFd, file: &Path) -> PathBuf {
+pub fn anchored(fd: std::os::fd::RawFd, file: &Path) -> std::path::PathBuf {
     let name = file.file_name().unwrap_or(file.as_os_str());
-    PathBuf::from(format!("/proc/self/fd/{fd}")).join(name)
+    std::path::PathBuf::from(format!("/proc/self/fd/{fd}")).join(name)
 }
 
 #[cfg(test)]

@@ -105,6 +105,10 @@ fn fit_file_limit(caps: gate::Caps) -> Result<(), DaemonError> {
     let needed = (caps.total as u64)
         .saturating_add((gate::ROOT_RESERVE + gate::REFUSING) as u64)
         .saturating_add(FILE_HEADROOM);
+    // rlim_t is unsigned on Linux, signed on FreeBSD (where infinity is its
+    // maximum).
+    #[allow(clippy::useless_conversion)]
+    let hard = u64::try_from(hard).unwrap_or(u64::MAX);
     if hard < needed {
         return Err(DaemonError::TooFewFiles {
             limit: hard,
