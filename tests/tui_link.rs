@@ -37,6 +37,17 @@ async fn next<T>(
         .unwrap_or_else(|_| panic!("never: {what}"))
 }
 
+/// A link to `host`'s daemon, once it has connected.
+async fn connected(host: &Host) -> (mpsc::UnboundedSender<Command>, mpsc::Receiver<Update>) {
+    let (tx, mut updates) = mpsc::channel(1024);
+    let commands = link::spawn(host.connector(), tx);
+    next(&mut updates, "connected", |u| {
+        matches!(u, Update::Connected { .. }).then_some(())
+    })
+    .await;
+    (commands, updates)
+}
+
 fn console_text(update: Update) -> Option<(u64, u64, String)> {
     match update {
         Update::Console {
@@ -79,12 +90,7 @@ async fn the_link_mirrors_the_daemon_and_survives_its_restart() {
     ]);
     let web = Label::new("web").unwrap();
 
-    let (tx, mut updates) = mpsc::channel(1024);
-    let commands = link::spawn(host.connector(), tx);
-    next(&mut updates, "connected", |u| {
-        matches!(u, Update::Connected { .. }).then_some(())
-    })
-    .await;
+    let (commands, mut updates) = connected(&host).await;
     let list = next(&mut updates, "the list", |u| match u {
         Update::Unikernels(list) => Some(list),
         _ => None,
@@ -165,12 +171,7 @@ async fn a_watched_console_follows_a_unikernel_created_again_under_its_name() {
     host.start(&[]);
     let image = Spec::new(Target::Hvt, &[]).path();
     let image = image.to_str().unwrap();
-    let (tx, mut updates) = mpsc::channel(1024);
-    let commands = link::spawn(host.connector(), tx);
-    next(&mut updates, "connected", |u| {
-        matches!(u, Update::Connected { .. }).then_some(())
-    })
-    .await;
+    let (commands, mut updates) = connected(&host).await;
     // Watched before it exists, as a pane left open can be.
     commands
         .send(Command::Watch(Label::new("web").unwrap()))
@@ -194,12 +195,7 @@ async fn a_console_that_cannot_be_followed_says_why_once() {
     host.start(&[]);
     let image = Spec::new(Target::Hvt, &[]).path();
     let image = image.to_str().unwrap();
-    let (tx, mut updates) = mpsc::channel(1024);
-    let commands = link::spawn(host.connector(), tx);
-    next(&mut updates, "connected", |u| {
-        matches!(u, Update::Connected { .. }).then_some(())
-    })
-    .await;
+    let (commands, mut updates) = connected(&host).await;
     commands
         .send(Command::Watch(Label::new("ghost").unwrap()))
         .unwrap();
