@@ -55,27 +55,21 @@ pub struct Resources {
     /// The record of what the run changed ([`MADE_FILE`]), removed only
     /// after what it names is undone.
     record_file: Option<PathBuf>,
-    taps: Vec<String>,
+    taps: Vec<TapInfo>,
     /// Block device files handed to the tender user, to be given back.
     lent: Vec<PathBuf>,
 }
 
 impl Resources {
     /// What a run of an earlier daemon left in `dir`: the files, and every tap
-    /// and lent block file it recorded or the state names, for the end of an
-    /// adopted, finished or unwanted run.
-    pub fn left_by(dir: &Path, saved_taps: &[TapInfo], saved_lent: Vec<PathBuf>) -> Resources {
-        let recorded = recorded(dir);
-        let mut taps: Vec<String> = recorded.taps.into_iter().map(|t| t.tap).collect();
+    /// and lent block file its record names, with the taps a state file of a
+    /// fulmar before the record names, for the end of an adopted, finished or
+    /// unwanted run.
+    pub fn left_by(dir: &Path, saved_taps: &[TapInfo]) -> Resources {
+        let Made { mut taps, lent } = recorded(dir);
         for tap in saved_taps {
-            if !taps.contains(&tap.tap) {
-                taps.push(tap.tap.clone());
-            }
-        }
-        let mut lent = recorded.lent;
-        for file in saved_lent {
-            if !lent.contains(&file) {
-                lent.push(file);
+            if !taps.iter().any(|t| t.tap == tap.tap) {
+                taps.push(tap.clone());
             }
         }
         Resources {
@@ -98,7 +92,7 @@ impl Resources {
             }
         }
         for tap in &self.taps {
-            if let Err(e) = net::delete_tap(tap) {
+            if let Err(e) = net::delete_tap(&tap.tap) {
                 tracing::warn!("clean-up: {e}");
             }
         }
@@ -243,7 +237,7 @@ fn prepare_and_exec(plan: &Plan, made: &mut Resources) -> Result<Launched, Launc
             write_record(&record_file, &next)
         };
         let tap = net::create_tap(&net.bridge, owner, &mut note)?;
-        made.taps.push(tap.name.clone());
+        made.taps.push(info(&tap.name));
         record.taps.push(info(&tap.name));
     }
     let taps = record.taps;
@@ -313,16 +307,10 @@ pub fn adopt(
     runtime: &Path,
     monitored: monitor::Monitored,
     saved_taps: &[TapInfo],
-    lent: Vec<PathBuf>,
     console: &Console,
 ) -> Result<Launched, LaunchError> {
     let dir = run_dir(runtime, name);
-    let recorded = recorded(&dir).taps;
-    let taps = if recorded.is_empty() {
-        saved_taps
-    } else {
-        &recorded
-    };
+    let resources = Resources::left_by(&dir, saved_taps);
     let fifo = dir.join("console");
     let reader = console::open_reader(&fifo)?;
     let drain = tokio::spawn(drain(reader, console.clone(), name.to_owned()));
@@ -330,8 +318,8 @@ pub fn adopt(
         pid: monitored.record().tender.pid,
         monitored,
         argv: Vec::new(),
-        taps: taps.to_vec(),
-        resources: Resources::left_by(&dir, saved_taps, lent),
+        taps: resources.taps.clone(),
+        resources,
         drain,
     })
 }

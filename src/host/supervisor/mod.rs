@@ -302,10 +302,7 @@ impl Supervisor {
             if known.is_some_and(SavedUnikernel::should_run) {
                 continue;
             }
-            let taps = known
-                .and_then(|u| u.run.as_ref())
-                .map(|r| r.taps.clone())
-                .unwrap_or_default();
+            let taps = known.map(SavedUnikernel::taps).unwrap_or_default();
             self.reclaim(&entry.path(), &taps).await;
         }
     }
@@ -331,7 +328,7 @@ impl Supervisor {
             }
         }
         tracing::info!("{what}: reclaimed a run nothing should have");
-        launch::Resources::left_by(dir, saved_taps, Vec::new()).release();
+        launch::Resources::left_by(dir, saved_taps).release();
     }
 
     /// What a run directory left by an earlier daemon holds. When no monitor
@@ -375,15 +372,12 @@ impl Supervisor {
         };
         let name = saved.config.name.clone();
         let should_run = saved.should_run();
+        let saved_taps = saved.taps();
         let (lifecycle, held) = Inner::new_lifecycle().await;
         let state = if should_run {
             RunState::Stopped
         } else {
             saved.state
-        };
-        let lent = match saved.run {
-            Some(_) => self.inner.lent_blocks(&saved.config),
-            None => Vec::new(),
         };
         let mut unit = Unit::new(saved.config, stored, state, lifecycle, self.new_console());
         unit.restarts = saved.restarts;
@@ -405,23 +399,12 @@ impl Supervisor {
         // A run the state file did not record yet (a restart, a start just
         // before the daemon was killed) is found by its directory all the same.
         if dir.exists() {
-            let saved_taps = saved
-                .run
-                .as_ref()
-                .map(|r| r.taps.clone())
-                .unwrap_or_default();
             let since_ms = saved.run.as_ref().map_or_else(now_ms, |r| r.since_ms);
             let (adoption, dir_lock) = self.look_into(&dir).await?;
             match adoption {
                 monitor::Adoption::Running(monitored) => {
-                    let launched = launch::adopt(
-                        name.as_str(),
-                        runtime,
-                        monitored,
-                        &saved_taps,
-                        lent,
-                        &console,
-                    )?;
+                    let launched =
+                        launch::adopt(name.as_str(), runtime, monitored, &saved_taps, &console)?;
                     console.mark(&format!("re-adopted by a new daemon, pid {}", launched.pid));
                     let mut units = self.inner.lock();
                     if let Some(unit) = units.get_mut(&name) {
@@ -430,7 +413,7 @@ impl Supervisor {
                     return Ok(());
                 }
                 monitor::Adoption::Ended(monitor::Outcome::Exited { status, at_ms }) => {
-                    launch::Resources::left_by(&dir, &saved_taps, lent).release();
+                    launch::Resources::left_by(&dir, &saved_taps).release();
                     let ran = Duration::from_millis(at_ms.saturating_sub(since_ms));
                     self.inner.ended(&name, status, ran);
                     return Ok(());
@@ -438,7 +421,7 @@ impl Supervisor {
                 // Nothing of it is left (a reboot, a start that never got
                 // its tender going): start it afresh.
                 monitor::Adoption::Ended(monitor::Outcome::Unknown { .. }) => {
-                    launch::Resources::left_by(&dir, &saved_taps, lent).release();
+                    launch::Resources::left_by(&dir, &saved_taps).release();
                     // Before the new run claims a directory of the same name.
                     drop(dir_lock);
                 }
@@ -844,24 +827,6 @@ impl Inner {
             let _ = ended.wait_for(|done| *done).await;
         }
         Ok(())
-    }
-
-    /// The block files a run of `config` was handed as its tender user, to be
-    /// given back when that run ends (host::privilege); none without one.
-    fn lent_blocks(&self, config: &UnikernelConfig) -> Vec<PathBuf> {
-        if self.settings.tender.is_none() {
-            return Vec::new();
-        }
-        match rules::resolve(&self.blocks, config) {
-            Ok(found) => found.into_values().map(|file| file.path).collect(),
-            Err(e) => {
-                tracing::warn!(
-                    "{}: cannot find its block devices to take back: {e}",
-                    config.name
-                );
-                Vec::new()
-            }
-        }
     }
 
     fn monitor_settings(&self) -> launch::MonitorSettings {

@@ -67,6 +67,15 @@ impl SavedUnikernel {
     pub fn should_run(&self) -> bool {
         self.state.holds_resources()
     }
+
+    /// The taps of the run going on when saved (the run record names them
+    /// too, except for runs of fulmars before it).
+    pub fn taps(&self) -> Vec<TapInfo> {
+        self.run
+            .as_ref()
+            .map(|r| r.taps.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Why one unikernel could not be brought back; the others still are.
