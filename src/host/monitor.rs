@@ -187,6 +187,13 @@ struct RunFile {
     ended: Option<Ended>,
 }
 
+impl RunFile {
+    /// A run of this boot whose end nobody recorded: its monitor may live.
+    fn is_open(&self) -> bool {
+        self.ended.is_none() && self.run.is_this_boot()
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 struct Ended {
     #[serde(flatten)]
@@ -288,7 +295,7 @@ pub enum Adoption {
 /// the runtime directory): [`Outcome::Unknown`].
 pub async fn adopt(status: &Path) -> Result<Adoption, MonitorError> {
     if let Some(file) = read_run_file(status)? {
-        if file.ended.is_none() && file.run.is_this_boot() {
+        if file.is_open() {
             if let Some(monitor) = Handle::adopt(file.run.monitor) {
                 return Ok(Adoption::Running(Monitored {
                     status: status.to_owned(),
@@ -306,9 +313,10 @@ pub async fn adopt(status: &Path) -> Result<Adoption, MonitorError> {
 /// Whether a monitor still runs the run that `status` records: a second run
 /// must never start beside it (two guests on one disk).
 pub fn still_running(status: &Path) -> bool {
-    read_run_file(status).ok().flatten().is_some_and(|file| {
-        file.ended.is_none() && file.run.is_this_boot() && file.run.monitor.is_running()
-    })
+    read_run_file(status)
+        .ok()
+        .flatten()
+        .is_some_and(|file| file.is_open() && file.run.monitor.is_running())
 }
 
 /// Waits (briefly) for a monitor that holds its run directory but has not
