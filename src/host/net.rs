@@ -8,7 +8,7 @@
 //! its own network namespace and forks nothing; on FreeBSD the kernel names them
 //! (`tapN`) and ifconfig does the work, run with argv, never through a shell.
 
-use std::path::{Path, PathBuf};
+use crate::api::stats::TapStats;
 
 /// A tap fulmar created and attached to a bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,20 +72,11 @@ fn bridge_hint(bridge: &str, available: &[String]) -> String {
     }
 }
 
-/// Where Linux shows the network interfaces of the namespace that mounted sysfs.
-pub(crate) const SYS_CLASS_NET: &str = "/sys/class/net";
-
-/// The sysfs directory of interface `name`, once the name is known to stay in it.
-pub(crate) fn sysfs_dir(name: &str) -> Result<PathBuf, NetError> {
-    check_name(name)?;
-    Ok(Path::new(SYS_CLASS_NET).join(name))
-}
-
 /// IFNAMSIZ less the terminating NUL, on Linux and FreeBSD alike.
 const MAX_NAME_LEN: usize = 15;
 
-/// Refuses names the kernel would refuse, and anything that would lead a sysfs
-/// path out of its directory.
+/// Refuses names the kernel would refuse, and anything that would lead a path
+/// built from the name out of its directory.
 fn check_name(name: &str) -> Result<(), NetError> {
     let bad = name.is_empty()
         || name.len() > MAX_NAME_LEN
@@ -167,6 +158,13 @@ pub fn tap_exists(name: &str) -> Result<bool, NetError> {
     Ok(os::kind(name)? == Kind::Tap)
 }
 
+/// The traffic through interface `name` since it was made, or `None` if there
+/// is no such interface.
+pub fn traffic(name: &str) -> Result<Option<TapStats>, NetError> {
+    check_name(name)?;
+    os::traffic(name)
+}
+
 /// What an interface name stands for on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -180,7 +178,7 @@ use linux as os;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{Kind, NetError, Record};
+    use super::{Kind, NetError, Record, TapStats};
     use netlink_packet_core::{
         NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
     };
@@ -339,6 +337,30 @@ mod linux {
         })
     }
 
+    pub(super) fn traffic(name: &str) -> Result<Option<TapStats>, NetError> {
+        let action = || format!("read the traffic counters of {name}");
+        let Some(link) = link(name).map_err(netlink_error(action()))? else {
+            return Ok(None);
+        };
+        let counters = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(counters) => Some(counters),
+            _ => None,
+        });
+        let Some(counters) = counters else {
+            return Err(NetError::Netlink {
+                action: action(),
+                why: "the kernel sent no 64-bit counters".into(),
+            });
+        };
+        Ok(Some(TapStats {
+            name: name.to_owned(),
+            rx_bytes: counters.rx_bytes,
+            rx_packets: counters.rx_packets,
+            tx_bytes: counters.tx_bytes,
+            tx_packets: counters.tx_packets,
+        }))
+    }
+
     /// The smallest N for which `vmmtapN` is not among `names`.
     pub(super) fn free_name(names: &[String]) -> String {
         let taken: BTreeSet<u32> = names
@@ -454,7 +476,7 @@ use freebsd as os;
 
 #[cfg(target_os = "freebsd")]
 mod freebsd {
-    use super::{Kind, NetError, Record};
+    use super::{Kind, NetError, Record, TapStats};
     use std::process::{Command, Stdio};
 
     /// Runs `program` with `args` and returns its standard output; a failure carries
@@ -542,6 +564,36 @@ mod freebsd {
     pub(super) fn destroy(tap: &str) -> Result<(), NetError> {
         run("ifconfig", &[tap, "destroy"]).map(drop)
     }
+
+    /// From netstat's structured output, one entry per address of the
+    /// interface; the link-level entry carries the counters.
+    pub(super) fn traffic(name: &str) -> Result<Option<TapStats>, NetError> {
+        if !interfaces(None)?.iter().any(|n| n == name) {
+            return Ok(None);
+        }
+        let args = ["--libxo", "json", "-I", name, "-b", "-n"];
+        let out = run("netstat", &args)?;
+        let unreadable = |why: &str| NetError::Failed {
+            command: format!("netstat {}", args.join(" ")),
+            why: format!("{why}; please report this FreeBSD version's output"),
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| unreadable(&e.to_string()))?;
+        let entries = json["statistics"]["interface"].as_array();
+        let link = entries
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["received-bytes"].is_u64())
+            .ok_or_else(|| unreadable("no entry with counters"))?;
+        let counter = |key: &str| link[key].as_u64().ok_or_else(|| unreadable(key));
+        Ok(Some(TapStats {
+            name: name.to_owned(),
+            rx_bytes: counter("received-bytes")?,
+            rx_packets: counter("received-packets")?,
+            tx_bytes: counter("sent-bytes")?,
+            tx_packets: counter("sent-packets")?,
+        }))
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -554,8 +606,14 @@ mod tests {
         Ok(())
     }
 
+    /// Where Linux shows the interfaces of the namespace that mounted sysfs:
+    /// the tests look there to check what netlink did.
+    fn sysfs_dir(name: &str) -> std::path::PathBuf {
+        std::path::Path::new("/sys/class/net").join(name)
+    }
+
     fn sysfs(name: &str, attribute: &str) -> Option<String> {
-        std::fs::read_to_string(sysfs_dir(name).unwrap().join(attribute))
+        std::fs::read_to_string(sysfs_dir(name).join(attribute))
             .ok()
             .map(|s| s.trim().to_owned())
     }
@@ -567,7 +625,7 @@ mod tests {
     }
 
     fn master(name: &str) -> Option<String> {
-        let link = std::fs::read_link(sysfs_dir(name).unwrap().join("master")).ok()?;
+        let link = std::fs::read_link(sysfs_dir(name).join("master")).ok()?;
         Some(link.file_name()?.to_str()?.to_owned())
     }
 
@@ -757,10 +815,9 @@ mod tests {
             assert_eq!(bridges().unwrap(), ["brns0"]);
             let tap = create_tap("brns0", None, &mut unrecorded).unwrap();
             assert!(tap_exists(&tap.name).unwrap());
-            assert!(
-                !sysfs_dir(&tap.name).unwrap().exists(),
-                "sysfs is still ours"
-            );
+            assert!(!sysfs_dir(&tap.name).exists(), "sysfs is still ours");
+            let traffic = traffic(&tap.name).unwrap().expect("the tap's counters");
+            assert_eq!(traffic.name, tap.name);
             delete_tap(&tap.name).unwrap();
             assert!(!tap_exists(&tap.name).unwrap());
         });

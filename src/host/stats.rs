@@ -1,5 +1,5 @@
 //! Per-unikernel counters: the tender's CPU time and memory from procfs, its
-//! taps' traffic from sysfs. Reading them costs a few small file reads, so they
+//! taps' traffic from netlink. Reading them costs a few small file reads, so they
 //! can be taken as often as a view refreshes.
 
 use crate::api::stats::{ProcessStats, Stats, TapStats};
@@ -20,7 +20,7 @@ pub enum StatsError {
         "tap {name} is gone: it was deleted behind fulmar's back; restart the unikernel to get it back"
     )]
     TapGone { name: String },
-    #[error("cannot read {path} ({why}): check that /proc and /sys are mounted")]
+    #[error("cannot read {path} ({why}): check that /proc is mounted")]
     Read { path: PathBuf, why: String },
     #[error(
         "{path} does not read as expected ({why}): this kernel's format is new to fulmar, please report it"
@@ -63,28 +63,12 @@ pub fn process_stats(pid: u32) -> Result<ProcessStats, StatsError> {
 }
 
 pub fn tap_stats(name: &str) -> Result<TapStats, StatsError> {
-    let dir = net::sysfs_dir(name)?.join("statistics");
-    let counter = |file: &str| {
-        let path = dir.join(file);
-        let text = read(&path).map_err(|e| {
-            e.unwrap_or_else(|| StatsError::TapGone {
-                name: name.to_owned(),
-            })
-        })?;
-        text.trim()
-            .parse::<u64>()
-            .map_err(|e| parse_error(&path, e.to_string()))
-    };
-    Ok(TapStats {
+    net::traffic(name)?.ok_or_else(|| StatsError::TapGone {
         name: name.to_owned(),
-        rx_bytes: counter("rx_bytes")?,
-        rx_packets: counter("rx_packets")?,
-        tx_bytes: counter("tx_bytes")?,
-        tx_packets: counter("tx_packets")?,
     })
 }
 
-/// Reads a procfs or sysfs file; `Err(None)` when what it describes is gone
+/// Reads a procfs file; `Err(None)` when what it describes is gone
 /// (a process that exits while being read answers ESRCH rather than ENOENT).
 fn read(path: &Path) -> Result<String, Option<StatsError>> {
     std::fs::read_to_string(path).map_err(|e| {
