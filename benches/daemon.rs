@@ -5,9 +5,12 @@
 //!   FIFO that `cat FIFO > /dev/null` drains; then again with one console
 //!   subscriber that never reads (the daemon's memory must stay bounded);
 //! * 1,000 idle unikernels: the daemon's resident memory, `fulmar list --json`
-//!   and one more create and destroy.
+//!   and one more create and destroy;
+//! * 50 creates at once: how long a `list` takes while they run, against the
+//!   same daemon idle (the supervisor's lock must never wait on their I/O).
 //!
-//! `cargo bench --bench daemon` (FULMAR_BENCH_UNIKERNELS changes the 1,000).
+//! `cargo bench --bench daemon` (FULMAR_BENCH_UNIKERNELS changes the 1,000;
+//! FULMAR_BENCH_PART=ingest, idle or creates runs one part).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -29,8 +32,17 @@ const BURST: u64 = 1 << 30;
 fn main() {
     let image = Spec::new(Target::Hvt, &[]).path();
     let image = image.to_str().unwrap();
-    ingest(image);
-    idle(image);
+    let part = std::env::var("FULMAR_BENCH_PART").ok();
+    let runs = |name: &str| part.as_deref().is_none_or(|p| p == name);
+    if runs("ingest") {
+        ingest(image);
+    }
+    if runs("idle") {
+        idle(image);
+    }
+    if runs("creates") {
+        concurrent_creates(image);
+    }
 }
 
 fn ingest(image: &str) {
@@ -67,7 +79,11 @@ fn ingest(image: &str) {
 }
 
 async fn connect(host: &Host) -> Client {
-    let (read, write) = tokio::net::UnixStream::connect(host.socket())
+    connect_to(&host.socket()).await
+}
+
+async fn connect_to(socket: &std::path::Path) -> Client {
+    let (read, write) = tokio::net::UnixStream::connect(socket)
         .await
         .unwrap()
         .into_split();
@@ -240,6 +256,153 @@ fn idle(image: &str) {
         "  baseline: fulmar --version   {:>8.1} ms median of 21 (process start-up)",
         ms(noop)
     );
+}
+
+const CREATES: usize = 50;
+
+fn concurrent_creates(image: &str) {
+    let mut host = Host::new();
+    host.start(&[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let probe = SchedulingProbe::start();
+    let (idle, during, all) = rt.block_on(async {
+        let client = connect(&host).await;
+        let file = tokio::fs::File::open(image).await.unwrap();
+        let digest = client.put_image(file, false).await.unwrap().sha256;
+        // Warm the tender probe and the connection before timing.
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(timed_list(&client).await);
+        }
+        let started = Instant::now();
+        probe.measure(true);
+        let mut creates = tokio::task::JoinSet::new();
+        for i in 0..CREATES {
+            let (socket, digest) = (host.socket(), digest.clone());
+            creates.spawn(async move {
+                let mut config = UnikernelConfig::new(Label::new(&format!("c{i}")).unwrap());
+                config.memory_mb = 1;
+                config.args = vec!["sleep-forever".into()];
+                let client = connect_to(&socket).await;
+                client
+                    .call(Request::Create {
+                        config,
+                        image: digest,
+                    })
+                    .await
+                    .unwrap();
+            });
+        }
+        let mut during = Vec::new();
+        while !creates.is_empty() {
+            during.push(timed_list(&client).await);
+            while let Some(done) = creates.try_join_next() {
+                done.unwrap();
+            }
+        }
+        let all = started.elapsed();
+        probe.measure(false);
+        for i in 0..CREATES {
+            let name = Label::new(&format!("c{i}")).unwrap();
+            client
+                .call(Request::Destroy { name: name.clone() })
+                .await
+                .unwrap();
+            client.call(Request::Remove { name }).await.unwrap();
+        }
+        (idle, during, all)
+    });
+    let (idle_p50, idle_p99, idle_max) = percentiles(idle.clone());
+    let (p50, p99, max) = percentiles(during.clone());
+    println!(
+        "list while {CREATES} creates run at once ({:.0} ms for all of them):",
+        ms(all)
+    );
+    println!(
+        "  idle daemon      p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  ({} lists)",
+        ms(idle_p50),
+        ms(idle_p99),
+        ms(idle_max),
+        idle.len()
+    );
+    println!(
+        "  during creates   p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  ({} lists; p99 {:.1}x idle)",
+        ms(p50),
+        ms(p99),
+        ms(max),
+        during.len(),
+        ms(p99) / ms(idle_p99)
+    );
+    let (wait_p50, wait_p99, wait_max) = percentiles(probe.stop());
+    println!(
+        "  baseline: a thread waiting for a CPU meanwhile  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
+        ms(wait_p50),
+        ms(wait_p99),
+        ms(wait_max)
+    );
+}
+
+/// How long a thread that wakes every millisecond waits for a CPU: with 50
+/// tenders and monitors starting on two cores, part of any request's latency
+/// is this, whatever the daemon does.
+struct SchedulingProbe {
+    measuring: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    thread: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl SchedulingProbe {
+    const IDLE: u8 = 0;
+    const MEASURING: u8 = 1;
+    const DONE: u8 = 2;
+
+    fn start() -> SchedulingProbe {
+        use std::sync::atomic::Ordering;
+        let measuring = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(Self::IDLE));
+        let flag = measuring.clone();
+        let thread = std::thread::spawn(move || {
+            let mut waits = Vec::new();
+            loop {
+                let state = flag.load(Ordering::Relaxed);
+                if state == Self::DONE {
+                    return waits;
+                }
+                let start = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                if state == Self::MEASURING {
+                    waits.push(start.elapsed().saturating_sub(Duration::from_millis(1)));
+                }
+            }
+        });
+        SchedulingProbe { measuring, thread }
+    }
+
+    fn measure(&self, on: bool) {
+        let state = if on { Self::MEASURING } else { Self::IDLE };
+        self.measuring
+            .store(state, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stop(self) -> Vec<Duration> {
+        self.measuring
+            .store(Self::DONE, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+async fn timed_list(client: &Client) -> Duration {
+    let start = Instant::now();
+    client.call(Request::List).await.unwrap();
+    start.elapsed()
+}
+
+/// The median, 99th percentile and maximum of `times`.
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0))
 }
 
 fn median(n: usize, mut run: impl FnMut() -> Duration) -> Duration {

@@ -13,7 +13,7 @@ use crate::host::image::{self, Compression};
 use crate::host::supervisor::{Supervisor, SupervisorError};
 use bytes::Bytes;
 use std::fs::File;
-use std::io::Write;
+use tokio::io::AsyncWriteExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -318,7 +318,10 @@ async fn put_image(
         .prefix(".upload-")
         .tempfile_in(&ctx.uploads)
         .map_err(|e| host("store", e))?;
-    let mut file = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    // Written through tokio's file, whose writes run on the blocking pool: a
+    // slow disk must not hold up the worker thread other clients are served on.
+    let clone = tmp.as_file().try_clone().map_err(|e| host("store", e))?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(clone));
     let mut window = ReceiveWindow::new(DEFAULT_WINDOW);
     loop {
         if let Some(bytes) = window.grant() {
@@ -334,7 +337,7 @@ async fn put_image(
                 if received > most {
                     return Err(too_large(ctx.max_image));
                 }
-                file.write_all(&chunk).map_err(|e| host("write", e))?;
+                file.write_all(&chunk).await.map_err(|e| host("write", e))?;
                 window.consumed(len);
             }
             Some(Inbound::End) => break,
@@ -353,7 +356,7 @@ async fn put_image(
             }
         }
     }
-    file.flush().map_err(|e| host("write", e))?;
+    file.flush().await.map_err(|e| host("write", e))?;
     drop(file);
     let compression = if compressed {
         Compression::Zlib
