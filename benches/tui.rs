@@ -227,8 +227,10 @@ const IDLE: Duration = Duration::from_secs(10);
 fn idle(image: &str) {
     let mut host = Host::new();
     host.start(&[]);
-    host.ok(&["create", "done", image, "--", "exit=0"]);
-    host.ok(&["create", "failed", image, "--", "exit=3"]);
+    // Without a restart: one that restarts changes state, so the screen should change.
+    let once = ["--restart", "never", "--"];
+    host.ok(&[&["create", "done", image][..], &once, &["exit=0"]].concat());
+    host.ok(&[&["create", "failed", image][..], &once, &["exit=3"]].concat());
     host.ok(&["create", "halted", image, "--", "sleep-forever"]);
     host.ok(&["destroy", "halted"]);
     support::daemon::eventually("done and failed exit", || {
