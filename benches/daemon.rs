@@ -267,18 +267,17 @@ fn concurrent_creates(image: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let probe = SchedulingProbe::start();
-    let (idle, during, all) = rt.block_on(async {
+    let digest = rt.block_on(async {
         let client = connect(&host).await;
         let file = tokio::fs::File::open(image).await.unwrap();
-        let digest = client.put_image(file, false).await.unwrap().sha256;
-        // Warm the tender probe and the connection before timing.
-        let mut idle = Vec::new();
-        for _ in 0..200 {
-            idle.push(timed_list(&client).await);
-        }
-        let started = Instant::now();
-        probe.measure(true);
+        client.put_image(file, false).await.unwrap().sha256
+    });
+    let idle = ListObserver::start(&host, 200).stop();
+    let probe = SchedulingProbe::start();
+    let observer = ListObserver::start(&host, 0);
+    let started = Instant::now();
+    probe.measure(true);
+    rt.block_on(async {
         let mut creates = tokio::task::JoinSet::new();
         for i in 0..CREATES {
             let (socket, digest) = (host.socket(), digest.clone());
@@ -296,15 +295,15 @@ fn concurrent_creates(image: &str) {
                     .unwrap();
             });
         }
-        let mut during = Vec::new();
-        while !creates.is_empty() {
-            during.push(timed_list(&client).await);
-            while let Some(done) = creates.try_join_next() {
-                done.unwrap();
-            }
+        while let Some(done) = creates.join_next().await {
+            done.unwrap();
         }
-        let all = started.elapsed();
-        probe.measure(false);
+    });
+    let all = started.elapsed();
+    probe.measure(false);
+    let during = observer.stop();
+    rt.block_on(async {
+        let client = connect(&host).await;
         for i in 0..CREATES {
             let name = Label::new(&format!("c{i}")).unwrap();
             client
@@ -313,7 +312,6 @@ fn concurrent_creates(image: &str) {
                 .unwrap();
             client.call(Request::Remove { name }).await.unwrap();
         }
-        (idle, during, all)
     });
     let (idle_p50, idle_p99, idle_max) = percentiles(idle.clone());
     let (p50, p99, max) = percentiles(during.clone());
@@ -392,10 +390,47 @@ impl SchedulingProbe {
     }
 }
 
-async fn timed_list(client: &Client) -> Duration {
-    let start = Instant::now();
-    client.call(Request::List).await.unwrap();
-    start.elapsed()
+/// One connection on a thread and runtime of its own, timing one `list`
+/// after another: the load's own client tasks cannot delay it.
+struct ListObserver {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl ListObserver {
+    /// Lists until stopped, and at least `at_least` times.
+    fn start(host: &Host, at_least: usize) -> ListObserver {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, socket) = (stop.clone(), host.socket());
+        let (connected, ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = connect_to(&socket).await;
+                client.call(Request::List).await.unwrap();
+                connected.send(()).unwrap();
+                let mut times = Vec::new();
+                while times.len() < at_least
+                    || !flag.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    let start = Instant::now();
+                    client.call(Request::List).await.unwrap();
+                    times.push(start.elapsed());
+                }
+                times
+            })
+        });
+        ready.recv().unwrap();
+        ListObserver { stop, thread }
+    }
+
+    fn stop(self) -> Vec<Duration> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 /// The median, 99th percentile and maximum of `times`.
