@@ -545,7 +545,7 @@ fn console_follow_and_events_stream_live() {
             .await
             .unwrap();
         let (read, write) = stream.into_split();
-        let client = fulmar::api::client::Client::over(read, write)
+        let client = fulmar::wire::client::Client::over(read, write)
             .await
             .unwrap();
         let mut events = client.stream(Request::Events).await.unwrap();

@@ -1,14 +1,14 @@
 //! The client side of the protocol, for the CLI and the TUI: one connection,
 //! any number of requests and streams on it at once.
 
-use crate::api::frame::{
-    CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
-    HANDSHAKE_TIMEOUT, HandshakeError, Hello, Pieces, Pipe, ReceiveWindow, Received,
-    client_handshake,
-};
 use crate::api::image::ImageInfo;
 use crate::api::protocol::{
     ApiError, ClientMessage, DaemonMessage, ErrorKind, Reply, Request, StreamItem,
+};
+use crate::wire::{
+    CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter,
+    HANDSHAKE_TIMEOUT, HandshakeError, Hello, Peer, Pieces, Pipe, ReceiveWindow, Received,
+    SOFTWARE, handshake,
 };
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -27,8 +27,6 @@ const PER_REQUEST: usize = 1024;
 /// for a progress bar, seldom enough not to wake the caller for every frame.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 const OUTGOING: usize = 64;
-
-pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -61,7 +59,7 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
-type Outgoing = crate::api::frame::Outgoing<ClientMessage>;
+type Outgoing = crate::wire::Outgoing<ClientMessage>;
 
 /// What reaches a request: a message, or a chunk of the data it asked for.
 enum Delivery {
@@ -125,8 +123,14 @@ impl Client {
                 .is_some();
         let mut reader = FrameReader::new(read);
         let mut writer = FrameWriter::new(write);
-        let daemon =
-            client_handshake(&mut reader, &mut writer, SOFTWARE, HANDSHAKE_TIMEOUT).await?;
+        let daemon = handshake(
+            Peer::Daemon,
+            &mut reader,
+            &mut writer,
+            &Hello::ours(SOFTWARE),
+            HANDSHAKE_TIMEOUT,
+        )
+        .await?;
         let (tx, rx) = mpsc::channel(OUTGOING);
         let routes = Arc::new(Mutex::new(RouteTable {
             open: Some(HashMap::new()),
@@ -134,7 +138,7 @@ impl Client {
         }));
         let credits = Credits::default();
         // A failed write ends the connection; the reader reports it to the requests.
-        tokio::spawn(async move { crate::api::frame::write_frames(writer, rx).await.ok() });
+        tokio::spawn(async move { crate::wire::write_frames(writer, rx).await.ok() });
         tokio::spawn(read_loop(reader, routes.clone(), credits.clone()));
         Ok(Client {
             daemon,
