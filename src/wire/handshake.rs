@@ -273,6 +273,24 @@ mod tests {
         );
     }
 
+    /// A client of protocol 2, from before console lines left JSON arrays,
+    /// is told what to do by its own code, which reads this Hello as ever.
+    #[tokio::test]
+    async fn a_protocol_2_client_is_told_to_upgrade() {
+        let (client, server) = mismatched(2, PROTOCOL_VERSION).await;
+        assert_eq!(
+            client.unwrap_err().to_string(),
+            "the daemon (\"fulmar x\") speaks protocol 3 and this fulmar speaks 2: run the same \
+             fulmar version on both ends (upgrade this fulmar, the older one)"
+        );
+        assert!(
+            server
+                .unwrap_err()
+                .to_string()
+                .ends_with("(upgrade the client, the older one)")
+        );
+    }
+
     #[tokio::test]
     async fn a_newer_client_is_reported_on_both_ends() {
         let (client, server) = mismatched(3, 1).await;

@@ -28,7 +28,8 @@ pub use zerocopy::{Pieces, Pipe};
 use std::time::Duration;
 
 /// The protocol this build speaks; both ends of a connection must agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: console lines carry their bytes as text or base64, not as numbers.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Length prefix (4), kind (1) and id (8).
 pub const HEADER_LEN: usize = 13;
 /// The longest payload of a JSON frame.
