@@ -4,9 +4,13 @@
 use super::codec::Decoder;
 #[cfg(target_os = "linux")]
 use super::codec::Head;
-use super::zerocopy::{self, Pieces, Pipe};
+#[cfg(target_os = "linux")]
+use super::zerocopy;
+use super::zerocopy::{Pieces, Pipe};
 use super::{Frame, FrameError, FrameKind, HEADER_LEN};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+#[cfg(target_os = "linux")]
+use bytes::Buf;
+use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};

@@ -3,8 +3,9 @@
 //! task that sends a connection's queue of frames.
 
 use super::codec::header;
-use super::zerocopy;
-use super::{DEFAULT_WINDOW, FrameError, FrameKind, HEADER_LEN};
+#[cfg(target_os = "linux")]
+use super::{DEFAULT_WINDOW, zerocopy};
+use super::{FrameError, FrameKind, HEADER_LEN};
 use bytes::Bytes;
 use serde::Serialize;
 use std::fs::File;
