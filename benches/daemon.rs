@@ -15,13 +15,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use fulmar::api::client::Client;
 use fulmar::api::console::Since;
 use fulmar::api::event::Event;
 use fulmar::api::image::Target;
 use fulmar::api::label::Label;
 use fulmar::api::protocol::{Request, StreamItem};
 use fulmar::api::unikernel::UnikernelConfig;
+use fulmar::wire::client::Client;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::daemon::Host;

@@ -1,6 +1,6 @@
 //! Protocol framing against a plain copy over the same kind of socket (issue 4).
 //!
-//! The target: a 1 GiB binary stream through `api::frame` at no less than
+//! The target: a 1 GiB binary stream through `wire` at no less than
 //! 0.8x the throughput of the bare bytes. Each run pushes 1 GiB through a
 //! fresh `UnixStream::pair()` three ways, interleaved: plain `write_all` /
 //! `read` of 256 KiB chunks; the same chunks as data frames through
@@ -8,7 +8,7 @@
 //! with the receiver's grants flowing back as JSON frames on the same socket.
 //! Run with `cargo bench --bench frame`; it asserts nothing.
 
-use fulmar::api::frame::{
+use fulmar::wire::{
     CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, FrameReader, FrameWriter, ReceiveWindow,
 };
 use serde::{Deserialize, Serialize};

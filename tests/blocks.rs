@@ -549,9 +549,9 @@ fn transfers_show_progress_on_a_terminal_and_nothing_otherwise() {
 /// daemon refuses the name, says why, and creates nothing.
 #[tokio::test]
 async fn a_name_with_nul_from_a_hand_made_client_is_refused() {
-    use fulmar::api::frame::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, client_handshake};
     use fulmar::api::label::Label;
     use fulmar::api::protocol::{ClientMessage, DaemonMessage, ErrorKind, Request};
+    use fulmar::wire::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, Hello, Peer, handshake};
     let mut host = Host::new();
     host.start(&[]);
     let stream = tokio::net::UnixStream::connect(host.socket())
@@ -559,9 +559,15 @@ async fn a_name_with_nul_from_a_hand_made_client_is_refused() {
         .unwrap();
     let (read, write) = stream.into_split();
     let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
-    client_handshake(&mut reader, &mut writer, "hand-made", HANDSHAKE_TIMEOUT)
-        .await
-        .unwrap();
+    handshake(
+        Peer::Daemon,
+        &mut reader,
+        &mut writer,
+        &Hello::ours("hand-made"),
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .unwrap();
     let create = ClientMessage::Request(Request::BlockCreate {
         name: Label::new("ab").unwrap(),
         size_mb: 1,
@@ -659,8 +665,8 @@ fn every_transfer_path_gives_the_same_bytes() {
 /// stdio: the client's side of the connection is a pair of pipes, so it
 /// sends and receives through memory; progress reaches the total each way.
 fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
-    use fulmar::api::client::Progress;
     use fulmar::api::protocol::{Reply, Request};
+    use fulmar::wire::client::Progress;
     host.with_proxy_client(async |client| {
         let name = fulmar::api::label::Label::new("disk").unwrap();
         let size = std::fs::metadata(source).unwrap().len();
@@ -711,7 +717,7 @@ fn through_the_proxy(host: &Host, source: &str, out: &Path, want: &str) {
 
 /// A runtime and an api client on the daemon's own socket, the way the CLI
 /// and the TUI connect: a client that may lend the daemon its files.
-fn local_client(host: &Host) -> (tokio::runtime::Runtime, fulmar::api::client::Client) {
+fn local_client(host: &Host) -> (tokio::runtime::Runtime, fulmar::wire::client::Client) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -748,8 +754,8 @@ fn download_request(name: &str) -> fulmar::api::protocol::Request {
 /// stays where it was.
 #[test]
 fn lent_files_are_copied_by_the_daemon_byte_for_byte() {
-    use fulmar::api::client::Progress;
     use fulmar::api::protocol::Reply;
+    use fulmar::wire::client::Progress;
     use std::io::Seek;
     let mut host = Host::new();
     host.start(&[]);
@@ -957,8 +963,8 @@ fn a_client_gone_mid_copy_keeps_the_old_contents() {
 /// refused. Either way the device keeps its contents.
 #[tokio::test]
 async fn a_descriptor_number_in_a_request_reads_no_file() {
-    use fulmar::api::frame::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, client_handshake};
     use fulmar::api::protocol::{ClientMessage, DaemonMessage, StreamItem};
+    use fulmar::wire::{FrameReader, FrameWriter, HANDSHAKE_TIMEOUT, Hello, Peer, handshake};
     use std::os::fd::AsRawFd;
     let mut host = Host::new();
     host.start(&[]);
@@ -996,9 +1002,15 @@ async fn a_descriptor_number_in_a_request_reads_no_file() {
             .unwrap();
         let (read, write) = stream.into_split();
         let (mut reader, mut writer) = (FrameReader::new(read), FrameWriter::new(write));
-        client_handshake(&mut reader, &mut writer, "attacker", HANDSHAKE_TIMEOUT)
-            .await
-            .unwrap();
+        handshake(
+            Peer::Daemon,
+            &mut reader,
+            &mut writer,
+            &Hello::ours("attacker"),
+            HANDSHAKE_TIMEOUT,
+        )
+        .await
+        .unwrap();
         writer.send_json(1, &request).await.unwrap();
         writer.flush().await.unwrap();
         let frame = reader.next().await.unwrap().expect("an answer");

@@ -3,9 +3,9 @@
 
 mod support;
 
-use fulmar::api::client::ClientError;
 use fulmar::api::image::Target;
 use fulmar::api::protocol::{ClientMessage, ErrorKind, Request};
+use fulmar::wire::client::ClientError;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -188,7 +188,7 @@ fn an_image_upload_beyond_the_cap_is_refused_while_two_go_on() {
 
 /// `message` as a JSON frame of id `id`, as it goes on the wire.
 fn json_frame(id: u64, message: &impl serde::Serialize) -> Vec<u8> {
-    use fulmar::api::frame::{Frame, FrameKind};
+    use fulmar::wire::{Frame, FrameKind};
     let mut wire = Vec::new();
     Frame {
         kind: FrameKind::Json,
@@ -202,7 +202,7 @@ fn json_frame(id: u64, message: &impl serde::Serialize) -> Vec<u8> {
 
 /// The next frame's JSON, read by hand.
 fn read_json(from: &mut impl Read) -> serde_json::Value {
-    let mut head = [0; fulmar::api::frame::HEADER_LEN];
+    let mut head = [0; fulmar::wire::HEADER_LEN];
     from.read_exact(&mut head).unwrap();
     let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize - 9;
     let mut payload = vec![0; len];
@@ -213,8 +213,8 @@ fn read_json(from: &mut impl Read) -> serde_json::Value {
 /// Says Hello as a client does, then asks for the list: None once the
 /// daemon answered it, the refusal's message if it refused the connection.
 fn say_hello(from: &mut impl Read, to: &mut impl Write) -> Option<String> {
-    let hello = fulmar::api::frame::Hello {
-        protocol: fulmar::api::frame::PROTOCOL_VERSION,
+    let hello = fulmar::wire::Hello {
+        protocol: fulmar::wire::PROTOCOL_VERSION,
         software: "idle test client".into(),
     };
     to.write_all(&json_frame(0, &hello)).unwrap();

@@ -545,7 +545,7 @@ fn console_follow_and_events_stream_live() {
             .await
             .unwrap();
         let (read, write) = stream.into_split();
-        let client = fulmar::api::client::Client::over(read, write)
+        let client = fulmar::wire::client::Client::over(read, write)
             .await
             .unwrap();
         let mut events = client.stream(Request::Events).await.unwrap();
@@ -608,6 +608,29 @@ fn console_output_to_a_pipe_is_passed_through_as_written() {
     assert!(
         raw.windows(2).any(|w| w == b"\x1b]"),
         "the title escape was altered"
+    );
+    // Bytes that are not UTF-8 reach the client as they were written too.
+    let odd = b"caf\xc3\xa9 \xff\xfe\x80 end";
+    host.device_holding("disk", 1, odd);
+    let image = Spec::new(Target::Hvt, &[("storage", DeviceKind::Block)]).path();
+    let read = format!("block-read=storage:0:{}", odd.len());
+    let image = image.to_str().unwrap();
+    host.ok(&[
+        "create",
+        "odd",
+        image,
+        "--block",
+        "storage:disk",
+        "--",
+        &read,
+        "exit=0",
+    ]);
+    eventually("odd exits", || host.state_of("odd") == "exited");
+    let raw = host.run(&["console", "odd"]).stdout;
+    let line = [&b"block-read storage:0:"[..], odd].concat();
+    assert!(
+        raw.windows(line.len()).any(|w| w == line),
+        "the bytes were altered: {raw:?}"
     );
 }
 

@@ -4,7 +4,6 @@
 
 mod support;
 
-use fulmar::api::client::ClientError;
 use fulmar::api::image::{DeviceKind, Target, TenderReport};
 use fulmar::api::label::Label;
 use fulmar::api::protocol::{ErrorKind, Reply, Request};
@@ -12,6 +11,7 @@ use fulmar::api::unikernel::{
     BlockConfig, RestartPolicy, RunState, UnikernelConfig, UnikernelInfo,
 };
 use fulmar::api::validate::Problem;
+use fulmar::wire::client::ClientError;
 use support::daemon::{Host, eventually};
 use support::images::Spec;
 

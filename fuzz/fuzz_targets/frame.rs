@@ -6,7 +6,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use fulmar::api::frame::{Decoder, FrameError};
+use fulmar::wire::{Decoder, FrameError};
 use libfuzzer_sys::fuzz_target;
 
 /// How many leading bytes of the input give the piece sizes.

@@ -27,11 +27,53 @@ pub struct ConsoleLine {
     /// When the line was complete, in wall-clock milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// The line as written, without its trailing `'\n'` (a `'\r'` stays).
+    /// On the wire `{"text": …}` when it is UTF-8, else `{"base64": …}`.
+    #[serde(with = "line_bytes")]
     pub bytes: Vec<u8>,
     /// This line continues the previous one: a line longer than the longest
     /// kept whole is split into chunks, and every chunk after the first says so.
     pub continued: bool,
     pub source: LineSource,
+}
+
+/// How a line's bytes cross the wire (docs/protocol.md, "Console lines"): as
+/// a JSON string when they are UTF-8, which console output nearly always is,
+/// else in base64. A JSON array of numbers would cost up to four bytes a byte.
+mod line_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Encoded<T> {
+        Text(T),
+        Base64(T),
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let base64;
+        let encoded = match std::str::from_utf8(bytes) {
+            Ok(text) => Encoded::Text(text),
+            Err(_) => {
+                base64 = STANDARD.encode(bytes);
+                Encoded::Base64(base64.as_str())
+            }
+        };
+        encoded.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        match Encoded::<String>::deserialize(deserializer)? {
+            Encoded::Text(text) => Ok(text.into_bytes()),
+            Encoded::Base64(base64) => STANDARD.decode(base64).map_err(|e| {
+                D::Error::custom(format!(
+                    "a console line's base64 bytes do not decode ({e}): the peer is broken"
+                ))
+            }),
+        }
+    }
 }
 
 /// `bytes` as text that is safe to put on an operator's terminal: printable
@@ -168,6 +210,58 @@ mod tests {
             let json = serde_json::to_string(&event).unwrap();
             assert_eq!(serde_json::from_str::<ConsoleEvent>(&json).unwrap(), event);
         }
+    }
+
+    fn line(bytes: &[u8]) -> ConsoleLine {
+        ConsoleLine {
+            seq: 1,
+            at_ms: 2,
+            bytes: bytes.to_vec(),
+            continued: false,
+            source: LineSource::Fulmar,
+        }
+    }
+
+    /// The line's `bytes` as they are on the wire, and the line read back.
+    fn on_the_wire(bytes: &[u8]) -> (serde_json::Value, ConsoleLine) {
+        let json = serde_json::to_string(&line(bytes)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (value["bytes"].clone(), serde_json::from_str(&json).unwrap())
+    }
+
+    #[test]
+    fn utf8_lines_travel_as_text() {
+        let (wire, back) = on_the_wire("caf\u{e9} \x1b[31mred\r".as_bytes());
+        assert_eq!(wire, serde_json::json!({"text": "caf\u{e9} \x1b[31mred\r"}));
+        assert_eq!(back, line("caf\u{e9} \x1b[31mred\r".as_bytes()));
+    }
+
+    #[test]
+    fn other_lines_travel_in_base64() {
+        let bytes = b"ok \xff\xfe caf\xc3";
+        let (wire, back) = on_the_wire(bytes);
+        assert_eq!(wire, serde_json::json!({"base64": "b2sg//4gY2Fmww=="}));
+        assert_eq!(back, line(bytes));
+    }
+
+    #[test]
+    fn an_empty_line_is_empty_text() {
+        let (wire, back) = on_the_wire(b"");
+        assert_eq!(wire, serde_json::json!({"text": ""}));
+        assert_eq!(back, line(b""));
+    }
+
+    #[test]
+    fn bytes_in_bad_base64_or_as_numbers_are_refused() {
+        let json = |bytes: &str| {
+            format!(r#"{{"seq":1,"at_ms":2,"bytes":{bytes},"continued":false,"source":"fulmar"}}"#)
+        };
+        let bad = serde_json::from_str::<ConsoleLine>(&json(r#"{"base64":"!!"}"#)).unwrap_err();
+        assert!(bad.to_string().contains("do not decode"), "{bad}");
+        // The encoding of protocol 2, which the handshake keeps from ever arriving.
+        assert!(serde_json::from_str::<ConsoleLine>(&json("[104,105]")).is_err());
+        let fine = serde_json::from_str::<ConsoleLine>(&json(r#"{"text":"hi"}"#)).unwrap();
+        assert_eq!(fine.bytes, b"hi");
     }
 
     #[test]

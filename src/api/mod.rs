@@ -3,10 +3,8 @@
 //! Nothing in here touches the host or the terminal, so the UI may use all of it.
 
 pub mod block;
-pub mod client;
 pub mod console;
 pub mod event;
-pub mod frame;
 pub mod image;
 pub mod label;
 pub mod mac;

@@ -1,5 +1,5 @@
 //! What clients and the daemon say to each other, inside the frames of
-//! [`crate::api::frame`]. Every JSON frame a client sends is a [`ClientMessage`],
+//! [`crate::wire`]. Every JSON frame a client sends is a [`ClientMessage`],
 //! every one the daemon sends a [`DaemonMessage`]; both carry the id of the
 //! request they belong to in the frame header.
 //!

@@ -3,10 +3,10 @@
 use crate::cli::remote::{RemoteError, label};
 use crate::cli::show;
 use crate::cli::{BlockCommand, DataCheckArgs};
-use fulmar::api::client::{Client, Progress};
 use fulmar::api::label::Label;
 use fulmar::api::protocol::{DataCheck, Reply, Request};
 use fulmar::ui::format;
+use fulmar::wire::client::{Client, Progress};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, BorrowedFd};

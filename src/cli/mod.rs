@@ -390,7 +390,7 @@ async fn dispatch(args: Args) -> Result<(), CliError> {
 }
 
 async fn destroy_like(
-    client: &fulmar::api::client::Client,
+    client: &fulmar::wire::client::Client,
     name: &str,
     request: impl FnOnce(fulmar::api::label::Label) -> Request,
 ) -> Result<(), remote::RemoteError> {

@@ -3,9 +3,9 @@
 
 use crate::cli::Args;
 use crate::cli::remote::{RemoteError, Target};
-use fulmar::api::client::Client;
 use fulmar::ui::link::Connect;
 use fulmar::ui::run::{self, Options, UiError};
+use fulmar::wire::client::Client;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub async fn run(args: &Args, options: Options) -> Result<(), TuiError> {

@@ -3,11 +3,11 @@
 //! says so and reconnects by itself, resubscribing to every console the app
 //! still watches. The app never waits on it.
 
-use crate::api::client::{Client, ClientError};
 use crate::api::label::Label;
 use crate::api::protocol::{Reply, Request, StreamItem};
 use crate::ui::message::{Command, Update};
 use crate::ui::transfer::{self, Job, Transfers};
+use crate::wire::client::{Client, ClientError};
 use futures_util::FutureExt;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -152,7 +152,7 @@ impl Link {
     async fn serve(
         &mut self,
         client: &Arc<Client>,
-        events: &mut crate::api::client::Stream,
+        events: &mut crate::wire::client::Stream,
         consoles: &mut HashMap<Label, ConsoleTask>,
     ) -> Ended {
         let mut stats = tokio::time::interval(STATS_EVERY);

@@ -10,11 +10,11 @@
 //! target and renames it only once complete, so a failed or cancelled one
 //! leaves the operator's file as it was.
 
-use crate::api::client::{Client, ClientError, Progress};
 use crate::api::label::Label;
 use crate::api::protocol::{Reply, Request};
 use crate::ui::link::{Connect, local_path};
 use crate::ui::message::{Command, TransferKind, Update};
+use crate::wire::client::{Client, ClientError, Progress};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;

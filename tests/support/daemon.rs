@@ -2,7 +2,7 @@
 //! the test tender on its PATH, driven through the real CLI.
 
 use crate::support::tender::Tenders;
-use fulmar::api::client::Client;
+use fulmar::wire::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

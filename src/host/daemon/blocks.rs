@@ -2,7 +2,6 @@
 //! fed by (or feeding) the request's data frames with flow control.
 
 use crate::api::block::BlockDeviceInfo;
-use crate::api::frame::{CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use crate::api::label::Label;
 use crate::api::protocol::{
     ApiError, DaemonMessage, DataCheck, ErrorKind, InvalidBlock, Reply, StreamItem,
@@ -11,6 +10,7 @@ use crate::host::block::{
     BlockError, Check, Download, Listed, LocalFile, MoveError, Source, Uploaded,
 };
 use crate::host::daemon::session::{Context, Inbound, Inflow, Out, Replies};
+use crate::wire::{CHUNK_SIZE, CreditWindow, DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use bytes::{Buf, Bytes};
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -2,15 +2,15 @@
 //! by id. A writer task owns the socket's write half; each request runs in its
 //! own task, so a slow stream never holds up another request.
 
-use crate::api::frame::{
-    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter, Pipe, Received,
-    server_handshake,
-};
 use crate::api::protocol::{ApiError, ClientMessage, DaemonMessage, ErrorKind, Request};
 use crate::host::daemon::access::Access;
 use crate::host::daemon::blocks;
 use crate::host::daemon::gate::Gate;
 use crate::host::daemon::session::{self, Context, Inbound, Inflow, Out, Replies};
+use crate::wire::{
+    CreditWindow, DEFAULT_WINDOW, FrameError, FrameKind, FrameReader, FrameWriter, Hello, Peer,
+    Pipe, Received, SOFTWARE, handshake,
+};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -30,8 +30,6 @@ const INCOMING: usize = 64;
 /// the daemon stops reading from it until some finish, so its requests wait
 /// in its socket, not in the daemon's memory.
 const IN_FLIGHT: usize = 64;
-
-pub const SOFTWARE: &str = concat!("fulmar ", env!("CARGO_PKG_VERSION"));
 
 /// How a connection is held to its limits.
 #[derive(Clone)]
@@ -69,7 +67,15 @@ pub async fn serve(stream: UnixStream, ctx: Arc<Context>, admission: Admission) 
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
-    if let Err(e) = server_handshake(&mut reader, &mut writer, SOFTWARE, admission.timeout).await {
+    if let Err(e) = handshake(
+        Peer::Client,
+        &mut reader,
+        &mut writer,
+        &Hello::ours(SOFTWARE),
+        admission.timeout,
+    )
+    .await
+    {
         tracing::info!("a client failed the handshake: {e}");
         return;
     }
@@ -86,9 +92,15 @@ async fn turn_away(stream: UnixStream, admission: &Admission, kind: ErrorKind, w
     let (read, write) = stream.into_split();
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
-    if server_handshake(&mut reader, &mut writer, SOFTWARE, admission.timeout)
-        .await
-        .is_ok()
+    if handshake(
+        Peer::Client,
+        &mut reader,
+        &mut writer,
+        &Hello::ours(SOFTWARE),
+        admission.timeout,
+    )
+    .await
+    .is_ok()
     {
         let refusal = DaemonMessage::Error(ApiError::new(kind, why));
         refuse(reader, writer, &refusal).await;
@@ -170,7 +182,7 @@ async fn write_frames<W: AsyncWrite + Unpin + 'static>(
     writer: FrameWriter<W>,
     rx: mpsc::Receiver<Out>,
 ) {
-    if let Err(e) = crate::api::frame::write_frames(writer, rx).await {
+    if let Err(e) = crate::wire::write_frames(writer, rx).await {
         tracing::info!("cannot write to a client: {e}");
     }
 }

@@ -48,7 +48,7 @@ pub struct Limits {
     /// Connections held open at once, of all users and of any one.
     pub connections: gate::Caps,
     /// How long a client may take to say Hello, and a frame that began to go
-    /// on (see [`crate::api::frame::FrameReader::set_stall_timeout`]).
+    /// on (see [`crate::wire::FrameReader::set_stall_timeout`]).
     pub client_timeout: Duration,
 }
 

@@ -3,7 +3,6 @@
 //! own request's outgoing messages and, for uploads, its incoming data.
 
 use crate::api::console::ConsoleEvent;
-use crate::api::frame::{DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use crate::api::label::Label;
 use crate::api::protocol::{
     ApiError, DaemonMessage, ErrorKind, NamedStats, Reply, Request, StreamItem,
@@ -11,6 +10,7 @@ use crate::api::protocol::{
 use crate::host::daemon::{Persist, blocks};
 use crate::host::image::{self, Compression};
 use crate::host::supervisor::{Supervisor, SupervisorError};
+use crate::wire::{DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use bytes::Bytes;
 use std::fs::File;
 use tokio::io::AsyncWriteExt;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 
 /// One frame to send, for the connection's writer.
-pub type Out = crate::api::frame::Outgoing<DaemonMessage>;
+pub type Out = crate::wire::Outgoing<DaemonMessage>;
 
 /// What a client sends on a request's id after the request itself.
 #[derive(Debug)]

@@ -3,12 +3,12 @@
 //! and the create or reconfigure request. Each runs in the background and
 //! answers with an [`Update::Form`]; the form never touches a file itself.
 
-use crate::api::client::{Client, ClientError};
 use crate::api::image::InspectReport;
 use crate::api::label::Label;
 use crate::api::protocol::{ApiError, ErrorKind, Reply, Request};
 use crate::ui::link::local_path;
 use crate::ui::message::{Command, FormReply, Update};
+use crate::wire::client::{Client, ClientError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
