@@ -1,4 +1,4 @@
-//! The daemon's benchmarks (issue 4), against baselines in the same run:
+//! The daemon's benchmarks, against baselines in the same run:
 //!
 //! * console ingest: the test tender writing 256 MiB as fast as it can into its
 //!   console, drained by the daemon, against the same tender writing into a

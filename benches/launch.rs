@@ -1,4 +1,4 @@
-//! Launch overhead (issue 3): from `Supervisor::create` to the tender's first
+//! Launch overhead: from `Supervisor::create` to the tender's first
 //! console line, against spawning the same test tender directly with the same
 //! devices, in the same run; then 100 launch/destroy cycles checked for leaks
 //! (file descriptors, taps, resident memory).

@@ -1,4 +1,4 @@
-//! Block devices end to end (issue 5): the real daemon and CLI; old contents
+//! Block devices end to end: the real daemon and CLI; old contents
 //! survive every failed transfer.
 
 mod support;

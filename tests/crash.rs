@@ -1,4 +1,4 @@
-//! Crash consistency (issue 21, attack 2): the daemon killed with SIGKILL at
+//! Crash consistency: the daemon killed with SIGKILL at
 //! any moment leaves no tender nobody supervises, no second copy of a
 //! unikernel, and no tap, run directory or temporary file behind; every block
 //! device holds complete old or new contents.

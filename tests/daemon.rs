@@ -1,4 +1,4 @@
-//! The daemon end to end (issue 4): the real binary on a temporary socket and
+//! The daemon end to end: the real binary on a temporary socket and
 //! directories, driven through the CLI.
 
 mod support;

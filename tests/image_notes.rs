@@ -1,4 +1,4 @@
-//! Image reading (issue 2): every malformed image our ELF writer can make is
+//! Image reading: every malformed image our ELF writer can make is
 //! refused with the error naming its fault, through the library and through
 //! `fulmar inspect`; valid images come back with every field right.
 

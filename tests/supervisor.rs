@@ -1,4 +1,4 @@
-//! The launch path end to end (issue 3): the real supervisor, the test tender on
+//! The launch path end to end: the real supervisor, the test tender on
 //! PATH, gcc-built images, and bridges and taps in a network namespace of the
 //! test's own.
 

@@ -1,5 +1,5 @@
-//! The test tender (a test double for solo5-hvt / solo5-spt) behaves as SOLO5.md
-//! says a tender does, so that tests built on it test something real.
+//! The test tender (a test double for solo5-hvt / solo5-spt) behaves as a
+//! Solo5 tender does, so that tests built on it test something real.
 
 mod support;
 

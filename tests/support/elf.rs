@@ -4,8 +4,8 @@
 //! [`ElfImage::solo5`] builds a valid image: an ELF header, a `PT_LOAD` segment
 //! holding `payload` (section `.text`), and each note in its own `PT_NOTE`
 //! segment and named section (`.note.solo5.abi` aligned to 4,
-//! `.note.solo5.manifest` aligned to 8), laid out byte for byte as SOLO5.md
-//! says. Every field is public: change one to get the malformed case, then call
+//! `.note.solo5.manifest` aligned to 8), laid out byte for byte as the Solo5
+//! toolchain writes them. Every field is public: change one to get the malformed case, then call
 //! [`ElfImage::to_bytes`]. Byte-level damage (truncation) is done on the result.
 //!
 //! `class` and `data` change only `e_ident` (and, for `data`, the byte order of

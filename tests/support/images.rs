@@ -1,7 +1,6 @@
 //! Solo5 images built at test time by gcc, the way the Solo5 toolchain builds them:
 //! C structures placed in `.note.solo5.abi` and `.note.solo5.manifest`, each note
-//! in a `PT_NOTE` program header of its own, linked as a static 64-bit `ET_EXEC`
-//! (SOLO5.md, "The two ELF notes").
+//! in a `PT_NOTE` program header of its own, linked as a static 64-bit `ET_EXEC`.
 //!
 //! Images are cached under `CARGO_TARGET_TMPDIR/solo5-images`, named by a digest of
 //! everything that goes into them, and each is written to a temporary name and
