@@ -7,7 +7,7 @@
 //! `cargo bench --bench blocks`; with `TMPDIR=/dev/shm` the data directory,
 //! and so `cp` too, is on a tmpfs.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::path::Path;

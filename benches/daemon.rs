@@ -9,7 +9,7 @@
 //!
 //! `cargo bench --bench daemon` (FULMAR_BENCH_UNIKERNELS changes the 1,000).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use fulmar::api::client::Client;
@@ -115,10 +115,9 @@ async fn daemon_ingest(host: &Host, image: &str, stalled: bool) -> Duration {
         if let Some(Ok(StreamItem::Event {
             event: Event::Exited { name: n, .. },
         })) = events.next().await
+            && n == name
         {
-            if n == name {
-                break;
-            }
+            break;
         }
     }
     let took = start.elapsed();

@@ -7,7 +7,7 @@
 //! `wait4`. Run with `cargo bench --bench inspect`; it asserts nothing.
 
 #[allow(dead_code)] // the bench uses only part of the writer
-#[path = "../tests/support/elf.rs"]
+#[path = "../tests/it/support/elf.rs"]
 mod elf;
 
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! Needs root (bridges and taps in a network namespace of its own):
 //! `cargo bench --bench launch`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use fulmar::api::console::{ConsoleEvent, LineSource, Since};

@@ -16,7 +16,7 @@
 //!
 //! `cargo bench --bench tui`
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};

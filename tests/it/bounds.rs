@@ -1,7 +1,7 @@
 //! What a client can make the daemon (and `fulmar inspect`) hold: each bound
 //! is shown by the attack it stops, against the real daemon binary.
 
-mod support;
+use crate::support;
 
 use fulmar::api::client::ClientError;
 use fulmar::api::image::Target;

@@ -3,10 +3,10 @@
 //! unikernel, and no tap, run directory or temporary file behind; every block
 //! device holds complete old or new contents.
 //!
-//! `FULMAR_CRASH_KILLS=500 cargo test --release --test crash` is the long run
+//! `FULMAR_CRASH_KILLS=500 cargo test --release --test it crash::` is the long run
 //! (docs/reliability.md); `FULMAR_CRASH_SEED` replays one.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use fulmar::api::protocol::{Reply, Request};

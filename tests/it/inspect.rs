@@ -1,7 +1,7 @@
 //! gcc-built Solo5 images: their notes sit where Solo5's headers put them, and fulmar (the
 //! library and `fulmar inspect`) reads every field of them, and finds their tender.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, ImageInfo, Target};
 use fulmar::host::image::{self, Compression, Notes};

@@ -2,7 +2,7 @@
 //! PATH, gcc-built images, and bridges and taps in a network namespace of the
 //! test's own.
 
-mod support;
+use crate::support;
 
 use fulmar::api::console::{ConsoleEvent, ConsoleLine, LineSource, Since};
 use fulmar::api::event::Event;

@@ -2,7 +2,7 @@
 //! read back through a vt100 parser, against a real daemon running the test
 //! tender. Each test is one thing an operator does.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::Target;
 use fulmar::ui::theme::{Theme, ThemeName};

@@ -3,7 +3,7 @@
 //! operator would: a unikernel created through the form, a submit the form
 //! refuses, and block data moved through the block devices screen.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use fulmar::api::label::Label;

@@ -234,7 +234,7 @@ impl ElfImage {
         let mut strtab = vec![0u8];
         let base = (EHDR + PHDR * segments) as u64;
         let place = |body: &mut Vec<u8>, align: usize, bytes: &[u8]| {
-            while (base as usize + body.len()) % align != 0 {
+            while !(base as usize + body.len()).is_multiple_of(align) {
                 body.push(0);
             }
             let offset = base + body.len() as u64;
@@ -349,7 +349,7 @@ pub fn zlib(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn pad(out: &mut Vec<u8>, align: usize) {
-    while out.len() % align != 0 {
+    while !out.len().is_multiple_of(align) {
         out.push(0);
     }
 }

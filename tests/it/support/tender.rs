@@ -24,7 +24,16 @@ pub fn binary() -> &'static Path {
             .and_then(|m| m.modified())
             .unwrap_or_else(|_| panic!("no test tender at {}: {build}", tender.display()));
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        if let Some(newer) = newer_source(&[root.join("test-tender/src"), root.join("src")], built) {
+        // The tender's own code and the library's (not the CLI's, which it does not link).
+        let sources = [
+            "test-tender/src",
+            "src/lib.rs",
+            "src/api",
+            "src/host",
+            "src/ui",
+        ];
+        let sources: Vec<PathBuf> = sources.iter().map(|s| root.join(s)).collect();
+        if let Some(newer) = newer_source(&sources, built) {
             panic!(
                 "the test tender at {} is older than {}: {build}",
                 tender.display(),
@@ -35,21 +44,23 @@ pub fn binary() -> &'static Path {
     })
 }
 
-/// A Rust source file under `dirs` modified after `built`, if there is one.
-fn newer_source(dirs: &[PathBuf], built: SystemTime) -> Option<PathBuf> {
-    let mut pending = dirs.to_vec();
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "rs")
-                && meta.modified().is_ok_and(|modified| modified > built)
-            {
-                return Some(path);
-            }
+/// A Rust source file in `paths` (files, or directories searched down) modified
+/// after `built`, if there is one.
+fn newer_source(paths: &[PathBuf], built: SystemTime) -> Option<PathBuf> {
+    let mut pending = paths.to_vec();
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            pending.extend(entries.flatten().map(|entry| entry.path()));
+        } else if path.extension().is_some_and(|ext| ext == "rs")
+            && meta.modified().is_ok_and(|modified| modified > built)
+        {
+            return Some(path);
         }
     }
     None
