@@ -1,4 +1,4 @@
-//! Block transfers (issue 5): a 1 GiB upload and download through the CLI and
+//! Block transfers: a 1 GiB upload and download through the CLI and
 //! the daemon, against `cp` of the same file on the same filesystem in the
 //! same run; peak resident memory of the daemon and of the CLI. The CLI lends
 //! the daemon its file (one copy in the kernel, as `cp`'s); the same
@@ -7,7 +7,7 @@
 //! `cargo bench --bench blocks`; with `TMPDIR=/dev/shm` the data directory,
 //! and so `cp` too, is on a tmpfs.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::path::Path;

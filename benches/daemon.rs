@@ -1,4 +1,4 @@
-//! The daemon's benchmarks (issue 4), against baselines in the same run:
+//! The daemon's benchmarks, against baselines in the same run:
 //!
 //! * console ingest: the test tender writing 256 MiB as fast as it can into its
 //!   console, drained by the daemon, against the same tender writing into a
@@ -12,7 +12,7 @@
 //! `cargo bench --bench daemon` (FULMAR_BENCH_UNIKERNELS changes the 1,000;
 //! FULMAR_BENCH_PART=ingest, idle or creates runs one part).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use fulmar::api::console::Since;
@@ -131,10 +131,9 @@ async fn daemon_ingest(host: &Host, image: &str, stalled: bool) -> Duration {
         if let Some(Ok(StreamItem::Event {
             event: Event::Exited { name: n, .. },
         })) = events.next().await
+            && n == name
         {
-            if n == name {
-                break;
-            }
+            break;
         }
     }
     let took = start.elapsed();

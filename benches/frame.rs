@@ -1,4 +1,4 @@
-//! Protocol framing against a plain copy over the same kind of socket (issue 4).
+//! Protocol framing against a plain copy over the same kind of socket.
 //!
 //! The target: a 1 GiB binary stream through `wire` at no less than
 //! 0.8x the throughput of the bare bytes. Each run pushes 1 GiB through a
@@ -53,7 +53,7 @@ fn main() {
     });
     let rate = |d: Duration| TOTAL as f64 / 1e9 / d.as_secs_f64();
     println!(
-        "protocol framing (issue 4): 1 GiB over a Unix socketpair, {} KiB chunks, median of {RUNS} runs",
+        "protocol framing: 1 GiB over a Unix socketpair, {} KiB chunks, median of {RUNS} runs",
         CHUNK_SIZE >> 10
     );
     println!(

@@ -1,4 +1,4 @@
-//! `fulmar inspect` against `sha256sum` on the same 64 MiB image (issue 2).
+//! `fulmar inspect` against `sha256sum` on the same 64 MiB image.
 //!
 //! The target: reading an image (decompress + digest + parse) at no less than
 //! 0.8x the throughput of `sha256sum` on the same file, in at most twice the
@@ -7,7 +7,7 @@
 //! `wait4`. Run with `cargo bench --bench inspect`; it asserts nothing.
 
 #[allow(dead_code)] // the bench uses only part of the writer
-#[path = "../tests/support/elf.rs"]
+#[path = "../tests/it/support/elf.rs"]
 mod elf;
 
 use std::path::Path;
@@ -34,7 +34,7 @@ fn main() {
     });
     drop((random, code));
     forget_peak_rss();
-    println!("inspect (issue 2): median of {RUNS} runs, MB/s of the file on disk");
+    println!("inspect: median of {RUNS} runs, MB/s of the file on disk");
     println!(
         "{:<24} {:>8} {:>12} {:>12} {:>6} {:>11} {:>9} {:>11}",
         "file",

@@ -1,4 +1,4 @@
-//! Launch overhead (issue 3): from `Supervisor::create` to the tender's first
+//! Launch overhead: from `Supervisor::create` to the tender's first
 //! console line, against spawning the same test tender directly with the same
 //! devices, in the same run; then 100 launch/destroy cycles checked for leaks
 //! (file descriptors, taps, resident memory).
@@ -6,7 +6,7 @@
 //! Needs root (bridges and taps in a network namespace of its own):
 //! `cargo bench --bench launch`.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use fulmar::api::console::{ConsoleEvent, LineSource, Since};

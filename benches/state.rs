@@ -1,4 +1,4 @@
-//! State file saves (issue 4): `StateWriter::save` of a 1,000-unikernel state
+//! State file saves: `StateWriter::save` of a 1,000-unikernel state
 //! (about 1 MB of JSON) against writing the same bytes with `std::fs::write`,
 //! in the same run, so the cost of the fsyncs, link and renames shows.
 //!

@@ -1,4 +1,4 @@
-//! The TUI's benchmarks (issue 6), each against a baseline in the same run:
+//! The TUI's benchmarks, each against a baseline in the same run:
 //!
 //! * frame time: one frame of the real `App` at 200x60 on ratatui's
 //!   `TestBackend`, of the list with 1,000 unikernels and of a console pane
@@ -16,7 +16,7 @@
 //!
 //! `cargo bench --bench tui`
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};

@@ -1,5 +1,5 @@
 //! The `fulmar` command line: the TUI by default, the daemon, the proxy and the
-//! scripting subcommands (DESIGN.md, "The CLI").
+//! scripting subcommands.
 
 mod cli;
 

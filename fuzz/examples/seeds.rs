@@ -5,7 +5,7 @@
 //!     cargo run --manifest-path fuzz/Cargo.toml --example seeds
 
 #[allow(dead_code)] // the seeds use only part of the writer
-#[path = "../../tests/support/elf.rs"]
+#[path = "../../tests/it/support/elf.rs"]
 mod elf;
 
 use elf::{ElfImage, Entry, Manifest};

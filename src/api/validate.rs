@@ -1,4 +1,4 @@
-//! Every rule a launch applies (DESIGN.md, lifecycle step 1), as one pure
+//! Every rule a launch applies (the first step of a launch), as one pure
 //! function over the configuration and facts about the host. The supervisor runs
 //! it before it touches anything; the create form runs it as the operator types.
 
@@ -11,7 +11,7 @@ use crate::api::unikernel::{DEFAULT_SECTOR_SIZE, UnikernelConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// solo5-hvt refuses more memory than this (SOLO5.md).
+/// solo5-hvt refuses more guest memory than this.
 pub const HVT_MAX_MEMORY_MB: u64 = 4096;
 
 /// What the host looks like at the moment of the check.

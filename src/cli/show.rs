@@ -1,5 +1,5 @@
 //! How the CLI prints what the daemon answers: tables for people, `--json` for
-//! scripts (the api types, or flat rows where DESIGN.md names the fields).
+//! scripts (the api types, or flat rows with fixed field names scripts can rely on).
 
 use crate::cli::remote::RemoteError;
 use fulmar::api::image::Target;

@@ -531,6 +531,7 @@ impl BlockStore {
     }
 
     /// Whether a transfer, grow or destroy of `name` is under way.
+    #[cfg(test)]
     pub fn busy(&self, name: &Label) -> bool {
         lock(&self.busy).contains(name)
     }

@@ -5,10 +5,10 @@
 //! that becomes the ELF handed to the tender.
 //!
 //! goblin reads the ELF header, program headers and section headers; the notes
-//! are decoded here from the raw bytes at the offsets in SOLO5.md. goblin's note
-//! iterator aligns a note's descriptor to its section's alignment (8 for the
-//! manifest) whereas Solo5 puts it at byte 20 and counts 4 padding bytes in
-//! `descsz`, so it would misread the manifest. A note is found the way a tender
+//! are decoded here from the raw bytes at the offsets Solo5's headers give (the
+//! constants below). goblin's note iterator aligns a note's descriptor to its
+//! section's alignment (8 for the manifest) whereas Solo5 puts it at byte 20 and
+//! counts 4 padding bytes in `descsz`, so it would misread the manifest. A note is found the way a tender
 //! finds it: the note at the start of a `PT_NOTE` segment, owner "Solo5", type
 //! ABI1 or MFT1. Section headers are consulted only to explain a missing note.
 

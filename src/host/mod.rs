@@ -20,5 +20,5 @@ pub mod tender;
 
 /// The integration tests' network namespace helper, for the unit tests too.
 #[cfg(all(test, target_os = "linux"))]
-#[path = "../../tests/support/netns.rs"]
+#[path = "../../tests/it/support/netns.rs"]
 pub(crate) mod netns;

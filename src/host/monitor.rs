@@ -294,17 +294,16 @@ pub enum Adoption {
 /// A missing run file means nothing of that run can be left (a reboot emptied
 /// the runtime directory): [`Outcome::Unknown`].
 pub async fn adopt(status: &Path) -> Result<Adoption, MonitorError> {
-    if let Some(file) = read_run_file(status)? {
-        if file.is_open() {
-            if let Some(monitor) = Handle::adopt(file.run.monitor) {
-                return Ok(Adoption::Running(Monitored {
-                    status: status.to_owned(),
-                    record: file.run,
-                    monitor,
-                    child: None,
-                }));
-            }
-        }
+    if let Some(file) = read_run_file(status)?
+        && file.is_open()
+        && let Some(monitor) = Handle::adopt(file.run.monitor)
+    {
+        return Ok(Adoption::Running(Monitored {
+            status: status.to_owned(),
+            record: file.run,
+            monitor,
+            child: None,
+        }));
     }
     // Read again: the monitor may have finished between the two looks.
     Ok(Adoption::Ended(outcome(status).await?))
@@ -546,10 +545,10 @@ fn hand_over(_cmd: &mut Command, _dir: &File) {}
 /// A monitor stopped before it answered may have started its tender and
 /// recorded it: that tender must not run on unsupervised.
 fn kill_orphan(status: &Path) {
-    if let Ok(Some(file)) = read_run_file(status) {
-        if let Some(tender) = orphan(&file.run) {
-            let _ = tender.signal(Signal::SIGKILL);
-        }
+    if let Ok(Some(file)) = read_run_file(status)
+        && let Some(tender) = orphan(&file.run)
+    {
+        let _ = tender.signal(Signal::SIGKILL);
     }
 }
 

@@ -153,6 +153,7 @@ pub fn delete_tap(name: &str) -> Result<(), NetError> {
 
 /// Whether tap `name` exists (an interface of that name that is not a tap does
 /// not count).
+#[cfg(test)]
 pub fn tap_exists(name: &str) -> Result<bool, NetError> {
     check_name(name)?;
     Ok(os::kind(name)? == Kind::Tap)

@@ -1,10 +1,10 @@
-//! Where fulmar keeps things on the host (DESIGN.md, "Host files").
+//! Where fulmar keeps things on the host.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The data directory's own directories: only root (the daemon) may list them,
-/// as DESIGN.md's "Host files" says.
+/// since image and block file names tell who runs what.
 const DATA_SUBDIRS: [&str; 2] = ["images", "block"];
 
 /// Creates `dir` (and any missing parent) as 0700, and makes it 0700 if it

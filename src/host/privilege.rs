@@ -1,4 +1,4 @@
-//! Who tenders run as, and what that user may reach (issue 21, "Least privilege").
+//! Who tenders run as, and what that user may reach: least privilege.
 //!
 //! A root daemon runs every tender as an unprivileged user (by default
 //! [`DEFAULT_USER`]): its uid, its primary gid and exactly its supplementary

@@ -91,6 +91,7 @@ pub const MAX_SIZE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    #[cfg(test)]
     #[error("{name:?} is not a state file name: give a plain file name, without '/'")]
     BadName { name: String },
     #[error(
@@ -311,6 +312,7 @@ impl<T: Serialize + DeserializeOwned> StateFile<T> {
     }
 
     /// `name` in `dir`; `name` must be a plain file name.
+    #[cfg(test)]
     pub fn named(dir: impl Into<PathBuf>, name: &str) -> Result<StateFile<T>, StateError> {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(StateError::BadName { name: name.into() });

@@ -147,10 +147,10 @@ impl ProbeCache {
     fn probe(&self, path: &Path) -> Result<u32, TenderError> {
         let before = stamp(path);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(now), Some((then, abi))) = (before, seen.get(path)) {
-            if now == *then {
-                return Ok(*abi);
-            }
+        if let (Some(now), Some((then, abi))) = (before, seen.get(path))
+            && now == *then
+        {
+            return Ok(*abi);
         }
         drop(seen);
         let abi = probe(path)?;

@@ -6,7 +6,7 @@ use crate::ui::config::Config;
 use crate::ui::fixtures::*;
 use crate::ui::message::{Command, Update};
 
-/// Both sizes the issue asks for; the name says which.
+/// A classic 80x24 terminal and a large one; the name says which.
 fn at_both_sizes(name: &str, setup: impl Fn(&mut Harness)) {
     for (width, height) in [(80, 24), (200, 60)] {
         let mut harness = Harness::new(width, height);

@@ -138,6 +138,7 @@ impl Consoles {
         self.buffers.get_mut(name)
     }
 
+    #[cfg(test)]
     pub fn watched(&self) -> impl Iterator<Item = &Label> {
         self.buffers.keys()
     }

@@ -21,6 +21,7 @@ pub enum Context {
 }
 
 impl Context {
+    #[cfg(test)]
     pub const ALL: [Context; 6] = [
         Context::Global,
         Context::Unikernels,
@@ -283,7 +284,8 @@ impl Key {
         matches!(self.code, KeyCodeOrd::Char(_)) && !self.ctrl && !self.alt
     }
 
-    /// The crossterm event this key makes, for tests and scripted input.
+    /// The crossterm event this key makes, for tests that type keys.
+    #[cfg(test)]
     pub fn event(self) -> KeyEvent {
         let code = match self.code {
             KeyCodeOrd::Char(c) => KeyCode::Char(c),

@@ -1,5 +1,5 @@
 //! Who may talk to the daemon: root, the daemon's own user, and members of the
-//! socket's group (SO_PEERCRED), as DESIGN.md says. Everyone else is refused
+//! socket's group (SO_PEERCRED). Everyone else is refused
 //! and logged, even if the socket's permissions let them connect.
 
 use nix::unistd::{Gid, Group, Uid, User};

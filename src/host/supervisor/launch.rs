@@ -111,16 +111,16 @@ impl Resources {
                 _ => {}
             }
         }
-        if let Some(fifo) = &self.fifo {
-            if let Err(e) = console::remove_fifo(fifo) {
-                tracing::warn!("clean-up: {e}");
-            }
+        if let Some(fifo) = &self.fifo
+            && let Err(e) = console::remove_fifo(fifo)
+        {
+            tracing::warn!("clean-up: {e}");
         }
         // Only when empty: anything else in it is not ours to delete.
-        if let Some(dir) = &self.dir {
-            if let Err(e) = fs::remove_dir(dir) {
-                tracing::warn!("clean-up: cannot remove {}: {e}", dir.display());
-            }
+        if let Some(dir) = &self.dir
+            && let Err(e) = fs::remove_dir(dir)
+        {
+            tracing::warn!("clean-up: cannot remove {}: {e}", dir.display());
         }
     }
 }

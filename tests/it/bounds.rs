@@ -1,7 +1,7 @@
 //! What a client can make the daemon (and `fulmar inspect`) hold: each bound
 //! is shown by the attack it stops, against the real daemon binary.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::Target;
 use fulmar::api::protocol::{ClientMessage, ErrorKind, Request};
@@ -91,7 +91,7 @@ fn a_zlib_bomb_is_refused_in_bounded_memory_by_the_daemon() {
     host.start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bomb");
-    // The bomb: zeros, 1 GiB of them.
+    // A bomb as an attacker would send it: zeros, 1 GiB of them.
     std::fs::write(&path, bomb(&[], 1024)).unwrap();
     let err = host.fails(&["create", "z", path.to_str().unwrap()]);
     assert!(err.contains("not an ELF file"), "{err}");

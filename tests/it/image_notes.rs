@@ -1,8 +1,8 @@
-//! Image reading (issue 2): every malformed image our ELF writer can make is
+//! Image reading: every malformed image our ELF writer can make is
 //! refused with the error naming its fault, through the library and through
 //! `fulmar inspect`; valid images come back with every field right.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{Device, DeviceKind, Target};
 use fulmar::host::image::{
@@ -685,7 +685,7 @@ fn image_with_block_and_net() {
 #[test]
 fn image_with_63_devices_in_manifest_order() {
     let kind = |i: usize| {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             DeviceKind::Net
         } else {
             DeviceKind::Block

@@ -1,7 +1,7 @@
-//! The daemon end to end (issue 4): the real binary on a temporary socket and
+//! The daemon end to end: the real binary on a temporary socket and
 //! directories, driven through the CLI.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use nix::sys::signal::Signal;

@@ -1,8 +1,8 @@
-//! The TUI end to end (issue 6): the real `fulmar` binary in a pseudo-terminal,
+//! The TUI end to end: the real `fulmar` binary in a pseudo-terminal,
 //! read back through a vt100 parser, against a real daemon running the test
 //! tender. Each test is one thing an operator does.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::Target;
 use fulmar::ui::theme::{Theme, ThemeName};

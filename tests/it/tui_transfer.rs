@@ -2,7 +2,7 @@
 //! goes up comes back byte for byte, an existing file is only replaced when
 //! the operator says so, and a cancelled upload leaves the old contents.
 
-mod support;
+use crate::support;
 
 use fulmar::api::label::Label;
 use fulmar::ui::message::{TransferKind, Update};

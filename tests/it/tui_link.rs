@@ -3,7 +3,7 @@
 //! away says so, reconnects by itself and resumes the consoles without
 //! showing a line twice.
 
-mod support;
+use crate::support;
 
 use fulmar::api::console::{ConsoleEvent, ConsoleLine, LineSource};
 use fulmar::api::image::Target;

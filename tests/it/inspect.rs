@@ -1,7 +1,7 @@
-//! gcc-built Solo5 images: their notes sit where SOLO5.md says, and fulmar (the
+//! gcc-built Solo5 images: their notes sit where Solo5's headers put them, and fulmar (the
 //! library and `fulmar inspect`) reads every field of them, and finds their tender.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, ImageInfo, Target};
 use fulmar::host::image::{self, Compression, Notes};
@@ -35,7 +35,7 @@ fn note_section<'a>(elf: &goblin::elf::Elf, file: &'a [u8], name: &str) -> &'a [
 }
 
 /// Reads the gcc-built notes byte by byte, without fulmar's parser, against the
-/// offsets in SOLO5.md: proof that the fixtures are what the real toolchain makes.
+/// offsets Solo5's headers give: proof that the fixtures are what the real toolchain makes.
 #[test]
 fn gcc_images_lay_out_the_notes_as_solo5_does() {
     for Fixture { name, spec } in images::fixtures() {

@@ -3,7 +3,7 @@
 //! It runs no guest. fulmar's test suite links it into a temporary directory as
 //! `solo5-hvt`, `solo5-spt` or `solo5-hvt.2` and puts that directory on PATH; it
 //! takes its target from the name it runs under and otherwise behaves as
-//! `SOLO5.md` says a tender does. Never install it under a tender's name on a host.
+//! a Solo5 tender does. Never install it under a tender's name on a host.
 //!
 //! Command line, as a tender's:
 //!

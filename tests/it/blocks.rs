@@ -1,7 +1,7 @@
-//! Block devices end to end (issue 5): the real daemon and CLI; old contents
+//! Block devices end to end: the real daemon and CLI; old contents
 //! survive every failed transfer.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use nix::sys::signal::Signal;

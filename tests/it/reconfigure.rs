@@ -2,7 +2,7 @@
 //! daemon on temporary directories, the CLI to set the scene and the api
 //! client for the requests the CLI does not make.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target, TenderReport};
 use fulmar::api::label::Label;

@@ -4,8 +4,8 @@
 //! [`ElfImage::solo5`] builds a valid image: an ELF header, a `PT_LOAD` segment
 //! holding `payload` (section `.text`), and each note in its own `PT_NOTE`
 //! segment and named section (`.note.solo5.abi` aligned to 4,
-//! `.note.solo5.manifest` aligned to 8), laid out byte for byte as SOLO5.md
-//! says. Every field is public: change one to get the malformed case, then call
+//! `.note.solo5.manifest` aligned to 8), laid out byte for byte as the Solo5
+//! toolchain writes them. Every field is public: change one to get the malformed case, then call
 //! [`ElfImage::to_bytes`]. Byte-level damage (truncation) is done on the result.
 //!
 //! `class` and `data` change only `e_ident` (and, for `data`, the byte order of
@@ -234,7 +234,7 @@ impl ElfImage {
         let mut strtab = vec![0u8];
         let base = (EHDR + PHDR * segments) as u64;
         let place = |body: &mut Vec<u8>, align: usize, bytes: &[u8]| {
-            while (base as usize + body.len()) % align != 0 {
+            while !(base as usize + body.len()).is_multiple_of(align) {
                 body.push(0);
             }
             let offset = base + body.len() as u64;
@@ -349,7 +349,7 @@ pub fn zlib(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn pad(out: &mut Vec<u8>, align: usize) {
-    while out.len() % align != 0 {
+    while !out.len().is_multiple_of(align) {
         out.push(0);
     }
 }

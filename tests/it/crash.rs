@@ -1,12 +1,12 @@
-//! Crash consistency (issue 21, attack 2): the daemon killed with SIGKILL at
+//! Crash consistency: the daemon killed with SIGKILL at
 //! any moment leaves no tender nobody supervises, no second copy of a
 //! unikernel, and no tap, run directory or temporary file behind; every block
 //! device holds complete old or new contents.
 //!
-//! `FULMAR_CRASH_KILLS=500 cargo test --release --test crash` is the long run
+//! `FULMAR_CRASH_KILLS=500 cargo test --release --test it crash::` is the long run
 //! (docs/reliability.md); `FULMAR_CRASH_SEED` replays one.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use fulmar::api::protocol::{Reply, Request};

@@ -1,8 +1,8 @@
-//! The launch path end to end (issue 3): the real supervisor, the test tender on
+//! The launch path end to end: the real supervisor, the test tender on
 //! PATH, gcc-built images, and bridges and taps in a network namespace of the
 //! test's own.
 
-mod support;
+use crate::support;
 
 use fulmar::api::console::{ConsoleEvent, ConsoleLine, LineSource, Since};
 use fulmar::api::event::Event;

@@ -1,7 +1,7 @@
-//! The test tender (a test double for solo5-hvt / solo5-spt) behaves as SOLO5.md
-//! says a tender does, so that tests built on it test something real.
+//! The test tender (a test double for solo5-hvt / solo5-spt) behaves as a
+//! Solo5 tender does, so that tests built on it test something real.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::Target;
 use std::ffi::OsString;

@@ -1,8 +1,8 @@
-//! Tenders without root (issue 21, "Least privilege"): a root daemon runs each
+//! Tenders without root (least privilege): a root daemon runs each
 //! tender as the tender user, with no capabilities, `no_new_privs`, a process
 //! group of its own, and only its run's files and taps within its reach.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::Target;
 use std::os::unix::fs::MetadataExt;

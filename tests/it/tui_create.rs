@@ -1,9 +1,9 @@
-//! Issue 7 end to end: the real `fulmar` binary in a pseudo-terminal against a
+//! The create form end to end: the real `fulmar` binary in a pseudo-terminal against a
 //! real daemon running the test tender, driven through its keys as an
 //! operator would: a unikernel created through the form, a submit the form
 //! refuses, and block data moved through the block devices screen.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::{DeviceKind, Target};
 use fulmar::api::label::Label;

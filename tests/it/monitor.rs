@@ -1,7 +1,7 @@
 //! The per-unikernel monitor end to end: the real `fulmar monitor` process, the
 //! test tender under Solo5's names, gcc-built images, and daemons that die.
 
-mod support;
+use crate::support;
 
 use fulmar::api::image::Target;
 use fulmar::api::unikernel::ExitStatus;
