@@ -412,9 +412,7 @@ impl ListObserver {
                 client.call(Request::List).await.unwrap();
                 connected.send(()).unwrap();
                 let mut times = Vec::new();
-                while times.len() < at_least
-                    || !flag.load(std::sync::atomic::Ordering::Relaxed)
-                {
+                while times.len() < at_least || !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     let start = Instant::now();
                     client.call(Request::List).await.unwrap();
                     times.push(start.elapsed());

@@ -13,9 +13,9 @@ use crate::host::supervisor::{Supervisor, SupervisorError};
 use crate::wire::{DEFAULT_WINDOW, Pieces, Pipe, ReceiveWindow};
 use bytes::Bytes;
 use std::fs::File;
-use tokio::io::AsyncWriteExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, mpsc};
 
 /// One frame to send, for the connection's writer.
