@@ -3,7 +3,6 @@
 //! code's caches (gcc-built images, the test tender's lookup).
 
 mod blocks;
-mod bounds;
 mod crash;
 mod daemon;
 mod image_notes;

@@ -441,7 +441,12 @@ async fn survives_the_death_of_its_daemon() {
         ),
     };
     let mut daemon = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "daemon_stand_in", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "monitor::daemon_stand_in",
+            "--nocapture",
+        ])
         .env(JOB_ENV, serde_json::to_string(&job).unwrap())
         .stdout(Stdio::piped())
         .spawn()

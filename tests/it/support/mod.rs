@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: generated images, the test tender.
-#![allow(dead_code)] // each bench uses a different part of it
+#![allow(dead_code)] // tests/bounds.rs and each bench use a different part of it
 
 pub mod bytes;
 pub mod daemon;

@@ -1,69 +1,15 @@
-//! The test tender (the `fulmar-test-tender` crate in `test-tender/`, a test
-//! double) installed under Solo5 tender names in a temporary directory, for tests
-//! to put on PATH or use as a data directory.
+//! The test tender (`src/bin/fulmar-test-tender.rs`, a test double) installed under
+//! Solo5 tender names in a temporary directory, for tests to put on PATH or use
+//! as a data directory.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::SystemTime;
 use tempfile::TempDir;
 
-/// The test double as cargo built it: a workspace member of its own, so that
-/// installing fulmar leaves it out, built by `cargo test` and `cargo bench` into
-/// the directory that holds `fulmar`. A run that names only some targets
-/// (`cargo test --test it`) does not build it, so a tender missing, or older than
-/// its source or the library it links, stops the test with the command that
-/// builds it rather than testing old code.
+/// The test double as cargo built it.
 pub fn binary() -> &'static Path {
-    static TENDER: OnceLock<PathBuf> = OnceLock::new();
-    TENDER.get_or_init(|| {
-        let tender = Path::new(env!("CARGO_BIN_EXE_fulmar")).with_file_name("fulmar-test-tender");
-        let build = "run `cargo build -p fulmar-test-tender` (with --release for benches)";
-        let built = std::fs::metadata(&tender)
-            .and_then(|m| m.modified())
-            .unwrap_or_else(|_| panic!("no test tender at {}: {build}", tender.display()));
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // The tender's own code and the library's (not the CLI's, which it does not link).
-        let sources = [
-            "test-tender/src",
-            "src/lib.rs",
-            "src/api",
-            "src/host",
-            "src/ui",
-        ];
-        let sources: Vec<PathBuf> = sources.iter().map(|s| root.join(s)).collect();
-        if let Some(newer) = newer_source(&sources, built) {
-            panic!(
-                "the test tender at {} is older than {}: {build}",
-                tender.display(),
-                newer.display()
-            );
-        }
-        tender
-    })
-}
-
-/// A Rust source file in `paths` (files, or directories searched down) modified
-/// after `built`, if there is one.
-fn newer_source(paths: &[PathBuf], built: SystemTime) -> Option<PathBuf> {
-    let mut pending = paths.to_vec();
-    while let Some(path) = pending.pop() {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            pending.extend(entries.flatten().map(|entry| entry.path()));
-        } else if path.extension().is_some_and(|ext| ext == "rs")
-            && meta.modified().is_ok_and(|modified| modified > built)
-        {
-            return Some(path);
-        }
-    }
-    None
+    Path::new(env!("CARGO_BIN_EXE_fulmar-test-tender"))
 }
 
 /// Links the test tender into `dir` as each of `names` (e.g. `solo5-hvt`,

@@ -1,7 +1,8 @@
 //! What a client can make the daemon (and `fulmar inspect`) hold: each bound
 //! is shown by the attack it stops, against the real daemon binary.
 
-use crate::support;
+#[path = "it/support/mod.rs"]
+mod support;
 
 use fulmar::api::image::Target;
 use fulmar::api::protocol::{ClientMessage, ErrorKind, Request};
