@@ -48,10 +48,7 @@ fn main() {
 fn ingest(image: &str) {
     let mut host = Host::new();
     host.start(&[]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let baseline = median(5, || cat_baseline(&host, image));
     let fulmar = median(5, || rt.block_on(daemon_ingest(&host, image, false)));
     let stalled = median(5, || rt.block_on(daemon_ingest(&host, image, true)));
@@ -78,6 +75,19 @@ fn ingest(image: &str) {
     println!("  daemon resident memory after {rss} KiB");
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends `image` to the daemon; returns its digest.
+async fn upload(client: &Client, image: &str) -> String {
+    let file = tokio::fs::File::open(image).await.unwrap();
+    client.put_image(file, false).await.unwrap().sha256
+}
+
 async fn connect(host: &Host) -> Client {
     connect_to(&host.socket()).await
 }
@@ -94,8 +104,7 @@ async fn connect_to(socket: &std::path::Path) -> Client {
 /// event; optionally with a console subscriber that never reads.
 async fn daemon_ingest(host: &Host, image: &str, stalled: bool) -> Duration {
     let client = connect(host).await;
-    let file = tokio::fs::File::open(image).await.unwrap();
-    let digest = client.put_image(file, false).await.unwrap().sha256;
+    let digest = upload(&client, image).await;
     let name = Label::new("burst").unwrap();
     let mut events = client.stream(Request::Events).await.unwrap();
     client.call(Request::List).await.unwrap();
@@ -262,20 +271,12 @@ const CREATES: usize = 50;
 fn concurrent_creates(image: &str) {
     let mut host = Host::new();
     host.start(&[]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let digest = rt.block_on(async {
-        let client = connect(&host).await;
-        let file = tokio::fs::File::open(image).await.unwrap();
-        client.put_image(file, false).await.unwrap().sha256
-    });
+    let rt = runtime();
+    let digest = rt.block_on(async { upload(&connect(&host).await, image).await });
     let idle = ListObserver::start(&host, 200).stop();
-    let probe = SchedulingProbe::start();
     let observer = ListObserver::start(&host, 0);
+    let probe = SchedulingProbe::start();
     let started = Instant::now();
-    probe.measure(true);
     rt.block_on(async {
         let mut creates = tokio::task::JoinSet::new();
         for i in 0..CREATES {
@@ -299,7 +300,7 @@ fn concurrent_creates(image: &str) {
         }
     });
     let all = started.elapsed();
-    probe.measure(false);
+    let waits = probe.stop();
     let during = observer.stop();
     rt.block_on(async {
         let client = connect(&host).await;
@@ -333,7 +334,7 @@ fn concurrent_creates(image: &str) {
         during.len(),
         ms(p99) / ms(idle_p99)
     );
-    let (wait_p50, wait_p99, wait_max) = percentiles(probe.stop());
+    let (wait_p50, wait_p99, wait_max) = percentiles(waits);
     println!(
         "  baseline: a thread waiting for a CPU meanwhile  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
         ms(wait_p50),
@@ -346,45 +347,31 @@ fn concurrent_creates(image: &str) {
 /// tenders and monitors starting on two cores, part of any request's latency
 /// is this, whatever the daemon does.
 struct SchedulingProbe {
-    measuring: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<Vec<Duration>>,
 }
 
 impl SchedulingProbe {
-    const IDLE: u8 = 0;
-    const MEASURING: u8 = 1;
-    const DONE: u8 = 2;
+    const NAP: Duration = Duration::from_millis(1);
 
+    /// Measures from now until [`SchedulingProbe::stop`].
     fn start() -> SchedulingProbe {
-        use std::sync::atomic::Ordering;
-        let measuring = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(Self::IDLE));
-        let flag = measuring.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut waits = Vec::new();
-            loop {
-                let state = flag.load(Ordering::Relaxed);
-                if state == Self::DONE {
-                    return waits;
-                }
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let start = Instant::now();
-                std::thread::sleep(Duration::from_millis(1));
-                if state == Self::MEASURING {
-                    waits.push(start.elapsed().saturating_sub(Duration::from_millis(1)));
-                }
+                std::thread::sleep(Self::NAP);
+                waits.push(start.elapsed().saturating_sub(Self::NAP));
             }
+            waits
         });
-        SchedulingProbe { measuring, thread }
-    }
-
-    fn measure(&self, on: bool) {
-        let state = if on { Self::MEASURING } else { Self::IDLE };
-        self.measuring
-            .store(state, std::sync::atomic::Ordering::Relaxed);
+        SchedulingProbe { stop, thread }
     }
 
     fn stop(self) -> Vec<Duration> {
-        self.measuring
-            .store(Self::DONE, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap()
     }
 }
